@@ -1,0 +1,44 @@
+# The two commands a new user needs: `make serve` and `make test`.
+# Each sets up what it needs first (a virtualenv in .venv), so both work on a fresh machine.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= config/demo.yaml
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: serve test lint models clean help
+
+help:
+	@echo "make serve   set up and start the gateway on $(CONFIG) at http://$(HOST):$(PORT)"
+	@echo "make test    set up (with the dev extras) and run lint, type checks and the tests"
+	@echo "make models  rebuild the demo models in models/ from scikit-learn's bundled datasets"
+
+$(VENV)/.run-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(VENV)/.run-installed $@
+
+serve: $(VENV)/.run-installed
+	$(VENV)/bin/canarygate serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check src tests models loadtests
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest
+
+models: $(VENV)/.dev-installed
+	$(PY) models/build.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

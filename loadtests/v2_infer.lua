@@ -1,0 +1,20 @@
+-- wrk script: POST one V2 row to a model's routed infer endpoint.
+-- wrk -t1 -c32 -d15s -s loadtests/v2_infer.lua http://127.0.0.1:8000 -- breast-cancer
+-- Model "diabetes" sends its 10 features instead of breast-cancer's 30.
+local rows = {
+  ["breast-cancer"] = "17.99,10.38,122.8,1001.0,0.1184,0.2776,0.3001,0.1471,0.2419,0.07871," ..
+    "1.095,0.9053,8.589,153.4,0.006399,0.04904,0.05373,0.01587,0.03003,0.006193," ..
+    "25.38,17.33,184.6,2019.0,0.1622,0.6656,0.7119,0.2654,0.4601,0.1189",
+  ["diabetes"] = "0.038,0.051,0.062,0.022,-0.044,-0.035,-0.043,-0.003,0.020,-0.018",
+}
+
+function init(args)
+  local model = args[1] or "breast-cancer"
+  local row = rows[model]
+  local width = select(2, row:gsub(",", ",")) + 1
+  wrk.method = "POST"
+  wrk.path = "/v2/models/" .. model .. "/infer"
+  wrk.headers["content-type"] = "application/json"
+  wrk.body = '{"inputs":[{"name":"input","shape":[1,' .. width ..
+    '],"datatype":"FP32","data":[' .. row .. ']}]}'
+end

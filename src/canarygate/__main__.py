@@ -1,0 +1,3 @@
+from canarygate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""The composition root: ``create_app(config)`` builds every part and the whole route table."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from canarygate.config import GatewayConfig
+from canarygate.errors import GatewayError
+from canarygate.gateway import Gateway
+from canarygate.http.infer import InferEndpoint
+from canarygate.http.meta import MetaEndpoints
+from canarygate.http.v1 import V1Codec
+from canarygate.http.v2 import V2Codec
+
+log = logging.getLogger("canarygate")
+
+
+def create_app(config: GatewayConfig) -> Starlette:
+    gateway = Gateway.build(config)
+    meta = MetaEndpoints(gateway)
+    v2 = V2Codec()
+    v1 = V1Codec({m.name: m.v1_outputs for m in config.models})
+    routes = [
+        Route("/v2/health/live", meta.live),
+        Route("/v2/health/ready", meta.ready),
+        Route("/v2", meta.server),
+        Route("/v2/models/{name}", meta.model),
+        Route("/v2/models/{name}/ready", meta.model_ready),
+        Route("/v2/models/{name}/versions/{version}", meta.version),
+        Route("/v2/models/{name}/versions/{version}/ready", meta.model_ready),
+        Route("/v2/models/{name}/infer", InferEndpoint(gateway, v2, pinned=False),
+              methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer",
+              InferEndpoint(gateway, v2, pinned=True), methods=["POST"]),
+        Route("/v1/models/{name}:predict", InferEndpoint(gateway, v1, pinned=False),
+              methods=["POST"]),
+        Route("/v1/models/{name}", meta.v1_model),
+        Route("/metrics", meta.metrics),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)  # narrowing only: Starlette dispatches by type
+        gateway.metrics.http_error(exc.status_code)
+        message = {404: f"no route for {request.url.path}",
+                   405: f"method {request.method} is not allowed on {request.url.path}"}
+        return JSONResponse({"error": message.get(exc.status_code, str(exc.detail))},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    async def gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        gateway.metrics.http_error(exc.status)
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.ready = True
+        log.info("canarygate serving %s", ", ".join(gateway.registry.models))
+        try:
+            yield
+        finally:
+            gateway.close()
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error, GatewayError: gateway_error},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,184 @@
+"""The gateway's configuration: one YAML file, validated once at start, then frozen.
+
+Config is what was asked for; what the gateway decides at run time (the rollout state) lives
+elsewhere. A wrong file fails at start with a message naming the key and the problem.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from canarygate.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class ServerConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    """Largest request body accepted (after decompression); larger ones get 413."""
+    max_batch_size: int = Field(default=1024, gt=0)
+    """Default largest batch (rows) one request may carry; a model may set its own."""
+    inference_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
+    """Threads that run models off the event loop."""
+    intra_op_threads: int = Field(default=1, gt=0)
+    """onnxruntime threads inside one run; 1 avoids oversubscribing a small machine."""
+    request_id_header: str = "x-request-id"
+
+
+class AdminConfig(_Frozen):
+    token_env: str = "CANARYGATE_ADMIN_TOKEN"
+    """Environment variable holding the admin API's bearer token (never the token itself)."""
+
+
+class VersionConfig(_Frozen):
+    path: str
+    """Folder of the version, relative to ``models_dir``: holds model.onnx and metadata.json."""
+
+
+class RolloutConfig(_Frozen):
+    steps: list[float] = Field(default=[1, 5, 10, 25, 50, 100], min_length=1)
+    """The ramp: candidate weights in percent, strictly increasing, each in (0, 100]."""
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[float]) -> list[float]:
+        for a, b in itertools.pairwise(steps):
+            if b <= a:
+                raise ValueError(f"steps must be strictly increasing, but {b} follows {a}")
+        if steps[0] <= 0 or steps[-1] > 100:
+            raise ValueError("every step must be a percentage in (0, 100]")
+        return steps
+
+
+class ModelConfig(_Frozen):
+    name: str = Field(pattern=NAME_PATTERN)
+    versions: dict[str, VersionConfig] = Field(min_length=1)
+    baseline: str
+    candidate: str | None = None
+    max_batch_size: int | None = Field(default=None, gt=0)
+    allow_non_finite: bool = False
+    """Accept NaN and infinity in inputs. Off by default: most models cannot take them."""
+    v1_outputs: list[str] | None = None
+    """Outputs returned by KServe V1 ``:predict``; all of them when unset."""
+    rollout: RolloutConfig | None = None
+
+    @field_validator("versions")
+    @classmethod
+    def _version_names(cls, versions: dict[str, VersionConfig]) -> dict[str, VersionConfig]:
+        for key in versions:
+            if not re.match(NAME_PATTERN, key):
+                raise ValueError(f"version name {key!r} must match {NAME_PATTERN}")
+        return versions
+
+    @model_validator(mode="after")
+    def _roles_exist(self) -> ModelConfig:
+        known = ", ".join(sorted(self.versions))
+        if self.baseline not in self.versions:
+            raise ValueError(f"baseline {self.baseline!r} is not among the versions ({known})")
+        if self.candidate is not None:
+            if self.candidate not in self.versions:
+                raise ValueError(
+                    f"candidate {self.candidate!r} is not among the versions ({known})"
+                )
+            if self.candidate == self.baseline:
+                raise ValueError("candidate and baseline must be different versions")
+        return self
+
+
+class GatewayConfig(_Frozen):
+    server: ServerConfig = ServerConfig()
+    admin: AdminConfig = AdminConfig()
+    models_dir: Path = Path("models")
+    """Where model folders live; relative paths are taken from the config file's folder."""
+    models: list[ModelConfig] = Field(min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        seen: set[str] = set()
+        for m in models:
+            if m.name in seen:
+                raise ValueError(f"model name {m.name!r} appears twice")
+            seen.add(m.name)
+        return models
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a YAML config; ``models_dir`` is resolved against the file's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    config = parse_config(raw, source=str(path))
+    models_dir = config.models_dir
+    if not models_dir.is_absolute():
+        models_dir = (path.parent / models_dir).resolve()
+    return config.model_copy(update={"models_dir": models_dir})
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"  {_where(err['loc'], raw)}: {_what(err)}" for err in exc.errors()]
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(problems)) from None
+
+
+def _where(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
+    """``models[0].baseline`` style, with the model's name when the file gives one."""
+    parts: list[str] = []
+    node: Any = raw
+    for key in loc:
+        if isinstance(key, int):
+            label = f"[{key}]"
+            if isinstance(node, list) and key < len(node) and isinstance(node[key], dict):
+                name = node[key].get("name")
+                if name is not None:
+                    label = f"[{key}] ({name})"
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + str(key))
+        node = node[key] if _indexable(node, key) else None
+    return "".join(parts) or "(top level)"
+
+
+def _indexable(node: Any, key: int | str) -> bool:
+    if isinstance(node, dict):
+        return key in node
+    return isinstance(node, list) and isinstance(key, int) and key < len(node)
+
+
+def _what(err: Any) -> str:
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    value = err.get("input")
+    if isinstance(value, (str, int, float, bool)) and not isinstance(value, dict):
+        return f"{msg} (got {value!r})"
+    return msg

@@ -1,0 +1,59 @@
+"""The gateway's error tree: each error carries its HTTP status and names what is wrong.
+
+The core raises these in domain terms; the HTTP layer renders them as ``{"error": "..."}``.
+A 4xx is the caller's mistake: counted, never logged with a traceback. A 5xx is ours: logged.
+"""
+
+
+class GatewayError(Exception):
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(GatewayError):
+    status = 400
+
+
+class Unauthorized(GatewayError):
+    status = 401
+
+
+class Forbidden(GatewayError):
+    status = 403
+
+
+class NotFound(GatewayError):
+    status = 404
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+
+
+class Conflict(GatewayError):
+    status = 409
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+
+
+class NotReady(GatewayError):
+    status = 503
+
+
+class ModelFailure(GatewayError):
+    """The model itself failed at run time (not the caller's input)."""
+
+    status = 500
+
+
+class ConfigError(Exception):
+    """A configuration or model folder that cannot be served; raised at start, never per request."""

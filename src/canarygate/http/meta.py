@@ -1,0 +1,56 @@
+"""Health, metadata and metrics endpoints (Starlette handlers: none of them is on the hot path)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from canarygate import __version__
+from canarygate.errors import NotReady
+from canarygate.gateway import Gateway
+from canarygate.metrics import CONTENT_TYPE
+
+
+class MetaEndpoints:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    async def live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        if not self.gw.ready:
+            raise NotReady("the gateway is not ready")
+        return JSONResponse({"ready": True})
+
+    async def server(self, request: Request) -> Response:
+        return JSONResponse({
+            "name": "canarygate",
+            "version": __version__,
+            "extensions": ["binary_tensor_data", "model_versions"],
+        })
+
+    async def model(self, request: Request) -> Response:
+        model = self.gw.registry.get(request.path_params["name"])
+        meta = model.baseline.describe()
+        meta["versions"] = list(model.versions)
+        return JSONResponse(meta)
+
+    async def version(self, request: Request) -> Response:
+        model = self.gw.registry.get(request.path_params["name"])
+        return JSONResponse(model.version(request.path_params["version"]).describe())
+
+    async def model_ready(self, request: Request) -> Response:
+        model = self.gw.registry.get(request.path_params["name"])
+        if "version" in request.path_params:
+            model.version(request.path_params["version"])
+        if not self.gw.ready:
+            raise NotReady(f"model {model.name!r} is not ready")
+        return JSONResponse({"name": model.name, "ready": True})
+
+    async def v1_model(self, request: Request) -> Response:
+        model = self.gw.registry.get(request.path_params["name"])
+        return JSONResponse({"name": model.name, "ready": self.gw.ready})
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.gw.metrics.render(), media_type=CONTENT_TYPE)

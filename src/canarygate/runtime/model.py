@@ -1,0 +1,175 @@
+"""One servable model version: its onnxruntime session, its declared signature, input checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from canarygate.errors import BadRequest, ConfigError, ModelFailure
+from canarygate.runtime.tensors import ONNX_TYPES, Tensor, TensorSpec
+
+
+def _spec(arg: Any, what: str, where: str) -> TensorSpec:
+    datatype = ONNX_TYPES.get(arg.type)
+    if datatype is None:
+        raise ConfigError(
+            f"{where}: {what} {arg.name!r} has type {arg.type}, which canarygate cannot serve "
+            "(export classifiers with zipmap=False so outputs are plain tensors)"
+        )
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or []))
+    return TensorSpec(arg.name, datatype, shape)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+class ModelVersion:
+    """A loaded version. ``feeds`` checks a request against the signature; ``run`` executes."""
+
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        folder: Path,
+        session: ort.InferenceSession,
+        metadata: dict[str, Any],
+        *,
+        max_batch_size: int,
+        allow_non_finite: bool,
+    ) -> None:
+        where = f"model {model!r} version {version!r}"
+        self.model = model
+        self.version = version
+        self.folder = folder
+        self.metadata = metadata
+        self.max_batch_size = max_batch_size
+        self.allow_non_finite = allow_non_finite
+        self._session = session
+        self.inputs = tuple(_spec(a, "input", where) for a in session.get_inputs())
+        self.outputs = tuple(_spec(a, "output", where) for a in session.get_outputs())
+        self._inputs_by_name = {s.name: s for s in self.inputs}
+        self.output_names = tuple(s.name for s in self.outputs)
+        self._expected = ", ".join(self._inputs_by_name)
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        version: str,
+        folder: Path,
+        *,
+        intra_op_threads: int = 1,
+        max_batch_size: int = 1024,
+        allow_non_finite: bool = False,
+    ) -> ModelVersion:
+        where = f"model {model!r} version {version!r}"
+        onnx_path = folder / "model.onnx"
+        if not onnx_path.is_file():
+            raise ConfigError(f"{where}: no model.onnx in {folder}")
+        metadata: dict[str, Any] = {}
+        meta_path = folder / "metadata.json"
+        if meta_path.is_file():
+            try:
+                metadata = json.loads(meta_path.read_text())
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {meta_path} is not valid JSON: {exc}") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(
+                str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own, unexported exception types
+            raise ConfigError(f"{where}: onnxruntime cannot load {onnx_path}: {exc}") from None
+        return cls(
+            model, version, folder, session, metadata,
+            max_batch_size=max_batch_size, allow_non_finite=allow_non_finite,
+        )
+
+    def feeds(self, tensors: list[Tensor]) -> dict[str, np.ndarray]:
+        """Check request tensors against the declared inputs; return onnxruntime's feed dict."""
+        feeds: dict[str, np.ndarray] = {}
+        for tensor in tensors:
+            spec = self._inputs_by_name.get(tensor.name)
+            if spec is None:
+                raise BadRequest(
+                    f"unknown input {tensor.name!r}; model {self.model!r} expects: {self._expected}"
+                )
+            if tensor.name in feeds:
+                raise BadRequest(f"input {tensor.name!r} is given more than once")
+            feeds[tensor.name] = self._check(spec, tensor)
+        missing = [name for name in self._inputs_by_name if name not in feeds]
+        if missing:
+            raise BadRequest(f"missing input {missing[0]!r}; model {self.model!r} expects: "
+                             f"{self._expected}")
+        return feeds
+
+    def _check(self, spec: TensorSpec, tensor: Tensor) -> np.ndarray:
+        if tensor.datatype != spec.datatype:
+            raise BadRequest(
+                f"input {spec.name!r} has datatype {tensor.datatype}, "
+                f"model expects {spec.datatype}"
+            )
+        data = tensor.data
+        shape = data.shape
+        if len(shape) != len(spec.shape) or any(
+            want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
+        ):
+            raise BadRequest(
+                f"input {spec.name!r} has shape {_shape_text(shape)}, "
+                f"model expects {_shape_text(spec.shape)} (-1 is any size)"
+            )
+        if spec.shape and spec.shape[0] == -1:
+            if shape[0] == 0:
+                raise BadRequest(f"input {spec.name!r} has no rows")
+            if shape[0] > self.max_batch_size:
+                raise BadRequest(
+                    f"input {spec.name!r} has a batch of {shape[0]} rows, "
+                    f"over the maximum of {self.max_batch_size}"
+                )
+        if not self.allow_non_finite and data.dtype.kind == "f" and not np.isfinite(data).all():
+            first = np.argwhere(~np.isfinite(data))[0]
+            raise BadRequest(
+                f"input {spec.name!r} contains NaN or infinity (at index {first.tolist()}); "
+                f"model {self.model!r} does not accept non-finite values"
+            )
+        return data
+
+    def select_outputs(self, names: list[str] | None) -> tuple[str, ...]:
+        if names is None:
+            return self.output_names
+        for name in names:
+            if name not in self.output_names:
+                raise BadRequest(
+                    f"unknown output {name!r}; model {self.model!r} has: "
+                    + ", ".join(self.output_names)
+                )
+        return tuple(names)
+
+    def run(self, feeds: dict[str, np.ndarray], names: tuple[str, ...]) -> list[np.ndarray]:
+        """Run the session (blocking: call it off the event loop)."""
+        try:
+            results = self._session.run(list(names), feeds)
+        except Exception as exc:  # onnxruntime's failures are not exported as types
+            raise ModelFailure(
+                f"model {self.model!r} version {self.version!r} failed: {exc}"
+            ) from exc
+        return [np.asarray(r) for r in results]
+
+    def describe(self) -> dict[str, Any]:
+        """V2 model metadata for this version."""
+        return {
+            "name": self.model,
+            "versions": [self.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [s.as_json() for s in self.inputs],
+            "outputs": [s.as_json() for s in self.outputs],
+        }

@@ -1,0 +1,142 @@
+"""Shared fixtures: a real gateway in a subprocess on a free loopback port, and reference data."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sklearn.datasets import load_breast_cancer, load_diabetes
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(config: Path, tmp: Path, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "canarygate", "serve", "--config", str(config),
+             "--port", str(port), "--log-level", "warning"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"gateway did not become ready:\n{log.read_text()}")
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start gateways for one test; all are stopped afterwards."""
+    started: list[Server] = []
+
+    def _launch(config: Path, env: dict[str, str] | None = None) -> Server:
+        server = start_server(config, tmp_path, env)
+        started.append(server)
+        return server
+
+    yield _launch
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(DEMO_CONFIG, tmp_path_factory.mktemp("demo"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def breast_cancer_rows() -> np.ndarray:
+    return load_breast_cancer().data.astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def diabetes_rows() -> np.ndarray:
+    return load_diabetes().data.astype(np.float32)
+
+
+def ort_outputs(model: str, version: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """onnxruntime's own answer on ``rows``, the oracle for everything the gateway returns.
+
+    One intra-op thread, as the gateway runs: tree ensembles sum per-thread partial results,
+    so another thread count changes the last bit of their scores.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(MODELS / model / version / "model.onnx"),
+                                   sess_options=options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"input": rows}), strict=True))
+
+
+def v2_body(rows: np.ndarray, **extra: object) -> dict[str, object]:
+    return {"inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32",
+                        "data": rows.ravel().tolist()}], **extra}
+
+
+GOOD_ROW_BODY = (
+    b'{"inputs":[{"name":"input","shape":[1,30],"datatype":"FP32","data":[17.99,10.38,122.8,'
+    b"1001.0,0.1184,0.2776,0.3001,0.1471,0.2419,0.07871,1.095,0.9053,8.589,153.4,0.006399,"
+    b"0.04904,0.05373,0.01587,0.03003,0.006193,25.38,17.33,184.6,2019.0,0.1622,0.6656,0.7119,"
+    b'0.2654,0.4601,0.1189]}]}'
+)

@@ -1,0 +1,72 @@
+"""A wrong config fails at start with a message naming the key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from canarygate.config import load_config
+from canarygate.errors import ConfigError
+from conftest import DEMO_CONFIG, MODELS
+
+GOOD = f"""
+models_dir: {MODELS}
+models:
+  - name: breast-cancer
+    versions: {{"1": {{path: breast-cancer/1}}, "2": {{path: breast-cancer/2}}}}
+    baseline: "1"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_config_loads_and_resolves_models_dir() -> None:
+    config = load_config(DEMO_CONFIG)
+    assert config.models_dir == MODELS
+    assert [m.name for m in config.models] == ["breast-cancer", "diabetes"]
+    assert config.model("breast-cancer").candidate == "2"
+
+
+def test_numeric_version_keys_are_read_as_names(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD.replace('"1"', "1")))
+    assert config.model("breast-cancer").baseline == "1"
+    assert set(config.model("breast-cancer").versions) == {"1", "2"}
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (("baseline: \"1\"", "baseline: \"7\""), ["models[0] (breast-cancer)", "baseline '7'"]),
+    (("baseline: \"1\"", "baseline: \"1\"\n    candidate: \"1\""),
+     ["candidate and baseline must be different"]),
+    (("baseline: \"1\"", "baseline: \"1\"\n    candidat: \"2\""),
+     ["models[0] (breast-cancer).candidat", "unknown key"]),
+    (("name: breast-cancer", "name: 'bad name'"), ["models[0] (bad name).name", "bad name"]),
+    (("baseline: \"1\"", "baseline: \"1\"\n    rollout: {steps: [5, 1]}"),
+     ["rollout.steps", "1.0 follows 5.0"]),
+    (("baseline: \"1\"", "baseline: \"1\"\n    rollout: {steps: [50, 150]}"),
+     ["rollout.steps", "(0, 100]"]),
+    (("models_dir:", "server: {port: 70000}\nmodels_dir:"), ["server.port", "70000"]),
+    (("models_dir:", "server: {max_body_bytes: 0}\nmodels_dir:"), ["server.max_body_bytes"]),
+])
+def test_config_errors_name_the_key(
+    tmp_path: Path, change: tuple[str, str], words: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOD.replace(*change, 1)))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_missing_models_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="models: required key is missing"):
+        load_config(write(tmp_path, "server: {port: 1}\n"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "models: [\n"))
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(write(tmp_path, "- 1\n"))

@@ -1,0 +1,78 @@
+"""A slow model runs off the event loop: other requests are answered while it works."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import GOOD_ROW_BODY, MODELS
+
+
+def slow_model(folder: Path, width: int = 1024, layers: int = 24) -> None:
+    """A chain of large matrix products: seconds of CPU for a few hundred rows."""
+    rng = np.random.default_rng(0)
+    w_in = numpy_helper.from_array(rng.normal(0, 0.05, (30, width)).astype(np.float32), "w_in")
+    w = numpy_helper.from_array(rng.normal(0, 0.03, (width, width)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["input", "w_in"], ["h0"])]
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "w"], [f"m{i}"]))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("ReduceMean", [f"h{layers}"], ["prediction"], axes=[1]))
+    graph = helper.make_graph(
+        nodes, "slow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 30])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+        [w_in, w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what opset 17 needs; newer onnx writes an IR onnxruntime may not read
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
+
+
+def test_slow_model_does_not_stall_other_requests(launch: Any, tmp_path: Path) -> None:
+    slow_model(tmp_path / "slow" / "1")
+    shutil.copytree(MODELS / "breast-cancer" / "1", tmp_path / "breast-cancer" / "1")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"""
+server: {{inference_threads: 2}}
+models_dir: {tmp_path}
+models:
+  - {{name: slow, versions: {{"1": {{path: slow/1}}}}, baseline: "1"}}
+  - {{name: breast-cancer, versions: {{"1": {{path: breast-cancer/1}}}}, baseline: "1"}}
+""")
+    server = launch(config)
+    rows = np.ones((512, 30), dtype=np.float32)
+    slow_body = {"inputs": [{"name": "input", "shape": [512, 30], "datatype": "FP32",
+                             "data": rows.ravel().tolist()}]}
+    slow_result: dict[str, Any] = {}
+
+    def call_slow() -> None:
+        started = time.perf_counter()
+        r = httpx.post(f"{server.url}/v2/models/slow/infer", json=slow_body, timeout=120)
+        slow_result.update(status=r.status_code, seconds=time.perf_counter() - started)
+
+    worker = threading.Thread(target=call_slow)
+    worker.start()
+    answered_meanwhile = 0
+    with server.client() as http:
+        while worker.is_alive():
+            health = http.get("/v2/health/live")
+            fast = http.post("/v2/models/breast-cancer/infer", content=GOOD_ROW_BODY)
+            assert health.status_code == 200 and fast.status_code == 200
+            if worker.is_alive():
+                answered_meanwhile += 1
+    worker.join()
+    assert slow_result["status"] == 200
+    # The slow request took long enough for this to mean something, and the gateway kept
+    # answering health checks and another model's predictions all the while.
+    assert slow_result["seconds"] > 0.3, slow_result
+    assert answered_meanwhile >= 10, (answered_meanwhile, slow_result)
