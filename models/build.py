@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import skl2onnx
 import sklearn
+from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_breast_cancer, load_diabetes
@@ -67,6 +69,10 @@ class VersionSpec:
     version: str
     description: str
     make_estimator: Callable[[], Any]
+    flip_share: float = 0.0
+    """Share of training labels flipped before fitting (a candidate that learned wrong)."""
+    rewrite: Callable[[bytes], bytes] | None = None
+    """Changes the exported graph (a candidate that fails at run time)."""
 
 
 def load_dataset(name: str) -> Dataset:
@@ -94,6 +100,23 @@ SPECS = [
     VersionSpec(
         "breast-cancer", "2", "GradientBoostingClassifier, 100 trees of depth 3",
         lambda: GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=SEED),
+    ),
+    # Genuinely bad candidates, for the canary work to roll back. No flag fakes anything.
+    VersionSpec(
+        "breast-cancer", "3", "LogisticRegression trained with 40 % of its labels flipped",
+        lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)),
+        flip_share=0.4,
+    ),
+    VersionSpec(
+        "breast-cancer", "4",
+        "version 1's recipe, plus a lookup that fails at run time when mean radius >= 18",
+        lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)),
+        rewrite=lambda model: fail_on_large_radius(model),
+    ),
+    VersionSpec(
+        "breast-cancer", "5", "GradientBoostingClassifier, 20,000 trees of depth 2 (slow)",
+        lambda: GradientBoostingClassifier(n_estimators=20_000, max_depth=2, learning_rate=0.005,
+                                           subsample=0.8, random_state=SEED),
     ),
     VersionSpec(
         "diabetes", "1", "StandardScaler + Ridge regression",
@@ -126,6 +149,34 @@ def export(estimator: Any, data: Dataset) -> bytes:
     return bytes(onx.SerializeToString())
 
 
+def fail_on_large_radius(model_bytes: bytes) -> bytes:
+    """Route the probabilities through a two-entry table indexed by floor(mean radius / 9).
+
+    For mean radius >= 18 the index is out of the table's range and onnxruntime's Gather fails
+    the whole run; below that the table adds zero and the answers are version 1's.
+    """
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    for node in graph.node:
+        node.output[:] = ["probabilities_raw" if o == "probabilities" else o for o in node.output]
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "col_start"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "col_end"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "col_axis"),
+        numpy_helper.from_array(np.array(9.0, dtype=np.float32), "radius_step"),
+        numpy_helper.from_array(np.zeros(2, dtype=np.float32), "radius_table"),
+    ])
+    graph.node.extend([
+        helper.make_node("Slice", [INPUT_NAME, "col_start", "col_end", "col_axis"], ["radius"]),
+        helper.make_node("Div", ["radius", "radius_step"], ["radius_steps"]),
+        helper.make_node("Floor", ["radius_steps"], ["radius_floor"]),
+        helper.make_node("Cast", ["radius_floor"], ["radius_index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["radius_table", "radius_index"], ["radius_offset"], axis=0),
+        helper.make_node("Add", ["probabilities_raw", "radius_offset"], ["probabilities"]),
+    ])
+    return bytes(model.SerializeToString())
+
+
 def run_onnx(model_bytes: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
     """Outputs as the gateway computes them: one intra-op thread (tree ensembles sum per-thread
     partials, so another thread count moves the last bit, and a value on a bin edge with it)."""
@@ -135,6 +186,26 @@ def run_onnx(model_bytes: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
                                    providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, {INPUT_NAME: x}), strict=True))
+
+
+def _fails(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    """Which rows the model cannot answer (each run alone: one bad row fails a whole batch)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    session = ort.InferenceSession(model_bytes, sess_options=options,
+                                   providers=["CPUExecutionProvider"])
+    failed = np.zeros(len(x), dtype=bool)
+    try:
+        session.run(None, {INPUT_NAME: x})
+        return failed
+    except Exception:  # onnxruntime's errors are not exported as types
+        pass
+    for i in range(len(x)):
+        try:
+            session.run(None, {INPUT_NAME: x[i:i + 1]})
+        except Exception:
+            failed[i] = True
+    return failed
 
 
 def metrics(task: str, y: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, float]:
@@ -225,10 +296,19 @@ def signature(model_bytes: bytes) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 def build(spec: VersionSpec, data: Dataset) -> None:
     estimator = spec.make_estimator()
-    estimator.fit(data.x_train, data.y_train)
+    y_fit = data.y_train
+    if spec.flip_share:
+        flip = np.random.default_rng(SEED).random(len(y_fit)) < spec.flip_share
+        y_fit = np.where(flip, 1 - y_fit, y_fit)
+    estimator.fit(data.x_train, y_fit)
     model_bytes = export(estimator, data)
-    train_out = run_onnx(model_bytes, data.x_train)
-    test_out = run_onnx(model_bytes, data.x_test)
+    if spec.rewrite is not None:
+        model_bytes = spec.rewrite(model_bytes)
+    # Metrics and profiles come from the rows a failing graph can answer.
+    fails = _fails(model_bytes, data.x_train)
+    train_out = run_onnx(model_bytes, data.x_train[~fails])
+    test_fails = _fails(model_bytes, data.x_test)
+    test_out = run_onnx(model_bytes, data.x_test[~test_fails])
     inputs, outputs = signature(model_bytes)
 
     folder = HERE / spec.model / spec.version
@@ -245,8 +325,9 @@ def build(spec: VersionSpec, data: Dataset) -> None:
         "feature_names": data.feature_names,
         "inputs": inputs,
         "outputs": outputs,
-        "metrics": {"train": metrics(data.task, data.y_train, train_out),
-                    "test": metrics(data.task, data.y_test, test_out)},
+        "metrics": {"train": metrics(data.task, data.y_train[~fails], train_out),
+                    "test": metrics(data.task, data.y_test[~test_fails], test_out)},
+        "failing_share": {"train": float(fails.mean()), "test": float(test_fails.mean())},
         "built_with": {"scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__,
                        "onnxruntime": ort.__version__, "target_opset": TARGET_OPSET},
     }
@@ -254,16 +335,16 @@ def build(spec: VersionSpec, data: Dataset) -> None:
         "model": spec.model,
         "version": spec.version,
         "source": "training split",
-        "rows": len(data.y_train),
+        "rows": int((~fails).sum()),
         "features": [
-            {**column_profile(name, data.x_train[:, i]), "input": INPUT_NAME, "column": i}
+            {**column_profile(name, data.x_train[~fails, i]), "input": INPUT_NAME, "column": i}
             for i, name in enumerate(data.feature_names)
         ],
         "outputs": output_profiles(data.task, train_out),
     }
     (folder / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     (folder / "profile.json").write_text(dump_profile(profile))
-    np.savez_compressed(folder / "reference.npz", inputs=data.x_train,
+    np.savez_compressed(folder / "reference.npz", inputs=data.x_train[~fails],
                         **{f"output_{k}": v for k, v in train_out.items()})
     shown = ", ".join(f"{k}={v:.4f}" for k, v in metadata["metrics"]["test"].items())
     print(f"{spec.model}/{spec.version}: {spec.description}; held-out {shown}")

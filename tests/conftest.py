@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
@@ -98,9 +99,19 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         server.stop()
 
 
+def demo_config(tmp: Path, **changes: object) -> Path:
+    """The demo config with its own state folder (and any top-level changes)."""
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw.update(models_dir=str(MODELS), state_dir=str(tmp / "state"), **changes)
+    path = tmp / "demo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(DEMO_CONFIG, tmp_path_factory.mktemp("demo"))
+    tmp = tmp_path_factory.mktemp("demo")
+    server = start_server(demo_config(tmp), tmp)
     yield server
     server.stop()
 

@@ -13,9 +13,10 @@ from conftest import MODELS, ort_outputs
 VERSIONS = sorted(p.parent for p in MODELS.glob("*/*/model.onnx"))
 
 
-def test_the_four_demo_versions_exist() -> None:
+def test_the_demo_versions_exist() -> None:
     names = {f"{p.parent.name}/{p.name}" for p in VERSIONS}
-    assert {"breast-cancer/1", "breast-cancer/2", "diabetes/1", "diabetes/2"} <= names
+    assert {"breast-cancer/1", "breast-cancer/2", "breast-cancer/3", "breast-cancer/4",
+            "breast-cancer/5", "diabetes/1", "diabetes/2"} <= names
 
 
 @pytest.mark.parametrize("folder", VERSIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -31,7 +32,9 @@ def test_metadata_profile_and_sample_agree(folder) -> None:  # type: ignore[no-u
     assert meta["inputs"][0]["shape"] == [-1, n_features]
     assert len(profile["features"]) == n_features
     rows = sample["inputs"]
-    assert rows.shape == (profile["rows"], n_features) == (meta["split"]["train_rows"], n_features)
+    # A failing candidate's profile and sample hold only the rows it can answer.
+    answered = round(meta["split"]["train_rows"] * (1 - meta["failing_share"]["train"]))
+    assert rows.shape == (profile["rows"], n_features) == (answered, n_features)
 
     # The stored outputs are what the model answers on the stored inputs.
     outputs = ort_outputs(folder.parent.name, folder.name, rows)
@@ -45,6 +48,25 @@ def test_metadata_profile_and_sample_agree(folder) -> None:  # type: ignore[no-u
     for out in profile["outputs"]:
         values = outputs[out["name"]]
         check_profile(out, values[:, out["column"]] if "column" in out else values)
+
+
+def test_bad_candidates_are_genuinely_bad(breast_cancer_rows: np.ndarray) -> None:
+    """Flipped labels cost accuracy; the lookup fails on large tumours; 5 is far slower."""
+    meta = {v: json.loads((MODELS / "breast-cancer" / v / "metadata.json").read_text())
+            for v in ("1", "3", "4")}
+    assert meta["3"]["metrics"]["test"]["accuracy"] < meta["1"]["metrics"]["test"]["accuracy"] - 0.1
+    assert 0.05 < meta["4"]["failing_share"]["test"] < 0.4
+    session = ort.InferenceSession(str(MODELS / "breast-cancer" / "4" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    large = breast_cancer_rows[breast_cancer_rows[:, 0] >= 18][:1]
+    small = breast_cancer_rows[breast_cancer_rows[:, 0] < 18][:1]
+    session.run(None, {"input": small})
+    with pytest.raises(Exception, match=r"out of bounds|out of range|indices"):
+        session.run(None, {"input": large})
+    trees = json.loads((MODELS / "breast-cancer" / "5" / "metadata.json").read_text())
+    assert "20,000 trees" in trees["description"]
+    assert (MODELS / "breast-cancer" / "5" / "model.onnx").stat().st_size > 50 * (
+        MODELS / "breast-cancer" / "2" / "model.onnx").stat().st_size
 
 
 def check_profile(col: dict, values: np.ndarray) -> None:  # type: ignore[type-arg]

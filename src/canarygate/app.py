@@ -61,12 +61,12 @@ def create_app(config: GatewayConfig) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway.ready = True
+        gateway.start()
         log.info("canarygate serving %s", ", ".join(gateway.registry.models))
         try:
             yield
         finally:
-            gateway.close()
+            await gateway.stop()
 
     app = Starlette(
         routes=routes,

@@ -36,6 +36,9 @@ class ServerConfig(_Frozen):
     intra_op_threads: int = Field(default=1, gt=0)
     """onnxruntime threads inside one run; 1 avoids oversubscribing a small machine."""
     request_id_header: str = "x-request-id"
+    sticky_header: str = "x-user-id"
+    """A request carrying this header is routed by a hash of its value: the same key always
+    gets the same variant at a given weight, and keeps the candidate as the weight rises."""
 
 
 class AdminConfig(_Frozen):
@@ -49,8 +52,33 @@ class VersionConfig(_Frozen):
 
 
 class RolloutConfig(_Frozen):
+    """A rollout's schedule and judgement knobs (defaults follow research/drift-and-canary §6.4)."""
+
     steps: list[float] = Field(default=[1, 5, 10, 25, 50, 100], min_length=1)
     """The ramp: candidate weights in percent, strictly increasing, each in (0, 100]."""
+    interval_seconds: float = Field(default=10.0, gt=0)
+    """How often the controller judges."""
+    min_step_seconds: float = Field(default=60.0, ge=0)
+    min_step_requests: int = Field(default=1000, ge=1)
+    """Candidate requests a step needs before it can advance."""
+    progress_deadline_seconds: float = Field(default=1800.0, gt=0)
+    """A step still short of its minimum requests after this long pauses for a person."""
+    auto_promote: bool = False
+    """Promote by itself after the last step; otherwise wait for a person."""
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    """Chance of rolling back a candidate no worse than the baseline, over the whole rollout."""
+    shadow_percent: float = Field(default=0.0, ge=0, le=100)
+    """Share of baseline requests mirrored to the candidate in a shadow phase before the ramp."""
+    shadow_only: bool = False
+    """Stay in shadow: judge the candidate on mirrored traffic, never serve it."""
+    min_agreement: float = Field(default=0.8, ge=0, le=1)
+    """Shadow: roll back when the label agreement with the baseline is surely below this."""
+    candidate_timeout_ms: float = Field(default=1000.0, gt=0)
+    """A candidate slower than this for one request is a failure; the baseline answers."""
+    latency_slo_ms: float | None = Field(default=None, gt=0)
+    """Optional absolute SLO: roll back when the candidate surely exceeds it for more than 1 %
+    of requests in ``slo_consecutive_failures`` intervals in a row."""
+    slo_consecutive_failures: int = Field(default=3, ge=1)
 
     @field_validator("steps")
     @classmethod
@@ -74,6 +102,8 @@ class ModelConfig(_Frozen):
     v1_outputs: list[str] | None = None
     """Outputs returned by KServe V1 ``:predict``; all of them when unset."""
     rollout: RolloutConfig | None = None
+    """The schedule of the rollout that starts when ``candidate`` is set and no stored state
+    says otherwise (defaults when absent)."""
 
     @field_validator("versions")
     @classmethod
@@ -103,6 +133,8 @@ class GatewayConfig(_Frozen):
     admin: AdminConfig = AdminConfig()
     models_dir: Path = Path("models")
     """Where model folders live; relative paths are taken from the config file's folder."""
+    state_dir: Path = Path("var/state")
+    """Rollout state and the decision log; relative paths are taken from the config's folder."""
     models: list[ModelConfig] = Field(min_length=1)
 
     @field_validator("models")
@@ -134,10 +166,11 @@ def load_config(path: str | Path) -> GatewayConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
     config = parse_config(raw, source=str(path))
-    models_dir = config.models_dir
-    if not models_dir.is_absolute():
-        models_dir = (path.parent / models_dir).resolve()
-    return config.model_copy(update={"models_dir": models_dir})
+    folders = {}
+    for key in ("models_dir", "state_dir"):
+        folder = getattr(config, key)
+        folders[key] = folder if folder.is_absolute() else (path.parent / folder).resolve()
+    return config.model_copy(update=folders)
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:

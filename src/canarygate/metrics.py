@@ -5,7 +5,7 @@ Label children are cached on first use, so a request pays a dict lookup, not a l
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # From 50 µs up: the client library's defaults start at 5 ms, slower than these models run.
 LATENCY_BUCKETS = (
@@ -40,6 +40,25 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self._weight = Gauge("canarygate_rollout_weight",
+                             "Percent of routed requests the candidate serves.", ["model"],
+                             registry=self.registry)
+        self._phase = Gauge("canarygate_rollout_phase",
+                            "1 for the rollout's current phase, 0 for the others.",
+                            ["model", "phase"], registry=self.registry)
+        self._verdicts = Counter("canarygate_rollout_verdicts",
+                                 "Gate verdicts of the controller's judgements.",
+                                 ["model", "gate", "verdict"], registry=self.registry)
+        self._decisions = Counter("canarygate_rollout_decisions",
+                                  "Decisions on rollouts (advance, hold, pause, rollback, ...).",
+                                  ["model", "action"], registry=self.registry)
+        self._candidate_failures = Counter(
+            "canarygate_candidate_failures",
+            "Candidate runs that failed or timed out; the baseline answered instead.",
+            ["model", "version", "kind"], registry=self.registry)
+        self._shadow = Counter("canarygate_shadow_runs",
+                               "Mirrored candidate runs, by outcome (ok, failed, dropped).",
+                               ["model", "outcome"], registry=self.registry)
         self._request_children: dict[tuple[str, str, str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, str, str], Histogram] = {}
 
@@ -58,6 +77,25 @@ class Metrics:
             if hist is None:
                 hist = self._latency_children[lkey] = self._latency.labels(*lkey)
             hist.observe(seconds)
+
+    def rollout(self, model: str, phase: str, weight: float) -> None:
+        from canarygate.rollout.state import Phase
+
+        self._weight.labels(model).set(weight)
+        for p in Phase:
+            self._phase.labels(model, p.value).set(1.0 if p.value == phase else 0.0)
+
+    def verdict(self, model: str, gate: str, verdict: str) -> None:
+        self._verdicts.labels(model, gate, verdict).inc()
+
+    def decision(self, model: str, action: str) -> None:
+        self._decisions.labels(model, action).inc()
+
+    def candidate_failure(self, model: str, version: str, kind: str) -> None:
+        self._candidate_failures.labels(model, version, kind).inc()
+
+    def shadow(self, model: str, outcome: str) -> None:
+        self._shadow.labels(model, outcome).inc()
 
     def http_error(self, code: int) -> None:
         self._http_errors.labels(str(code)).inc()

@@ -6,15 +6,17 @@ supplies only how to decode a body and encode an answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from random import random
 from time import perf_counter
 from typing import Protocol as TypingProtocol
 
 import numpy as np
 
-from canarygate.errors import BadRequest, GatewayError
+from canarygate.errors import BadRequest, GatewayError, ModelFailure
 from canarygate.gateway import Gateway
 from canarygate.http.asgi import (
     ClientGone,
@@ -26,11 +28,14 @@ from canarygate.http.asgi import (
     read_body,
     send_response,
 )
-from canarygate.runtime import ModelVersion, Tensor
+from canarygate.router import Routing, to_candidate
+from canarygate.runtime import ModelVersion, ServedModel, Tensor
+from canarygate.stats import StepWindow
 
 log = logging.getLogger("canarygate")
 
 MAX_REQUEST_ID = 256
+MAX_SHADOW_IN_FLIGHT = 64
 
 
 @dataclass(slots=True)
@@ -70,9 +75,10 @@ class InferEndpoint:
         self.gateway = gateway
         self.codec = codec
         self.pinned = pinned
-        self.variant = "pinned" if pinned else "baseline"
         self._limit = gateway.config.server.max_body_bytes
         self._id_header = gateway.config.server.request_id_header.lower().encode()
+        self._sticky_header = gateway.config.server.sticky_header.lower().encode()
+        self._shadows: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
@@ -80,13 +86,24 @@ class InferEndpoint:
         headers: Headers = dict(scope["headers"])
         params = scope["path_params"]
         model_label = version_label = ""
-        request_id = headers.get(self._id_header)
+        variant = "pinned" if self.pinned else "baseline"
         rid = ""
+        extra: list[tuple[bytes, bytes]] = []
         try:
-            rid = _request_id(request_id)
+            rid = _request_id(headers.get(self._id_header))
             model = gw.registry.get(params["name"])
             model_label = model.name
-            version = model.version(params["version"]) if self.pinned else model.baseline
+            routing: Routing | None = None
+            key = None
+            if self.pinned:
+                version = model.version(params["version"])
+            else:
+                routing = model.routing
+                assert routing is not None
+                key = headers.get(self._sticky_header)
+                version = routing.baseline
+                if routing.candidate is not None and to_candidate(routing, key, random()):
+                    variant, version = "candidate", routing.candidate
             version_label = version.version
             body = await read_body(receive, headers, self._limit)
             decoded = self.codec.decode(body, headers, version)
@@ -94,30 +111,128 @@ class InferEndpoint:
                 rid = decoded.body_id or uuid.uuid4().hex
             feeds = version.feeds(decoded.tensors)
             names = version.select_outputs(decoded.outputs)
-            results = await gw.runner.run(version, feeds, names)
+            if routing is None:
+                results = await gw.runner.run(version, feeds, names)
+            elif variant == "candidate":
+                results, version, failure = await self._run_candidate(model, routing, feeds,
+                                                                      names)
+                self._record(model.window, True, started, failure is not None, key, results)
+                if failure is not None:
+                    variant, version_label = "fallback", version.version
+                    extra.append((b"x-canarygate-fallback", failure.encode()))
+            else:
+                results = await gw.runner.run(version, feeds, names)
+                self._record(model.window, False, started, False, key, results)
+                if routing.shadow_share and routing.candidate and random() < routing.shadow_share:
+                    self._mirror(model, routing.candidate, feeds, names, results)
             answer = self.codec.encode(version, names, results, decoded, rid)
             status, payload, content_type = 200, answer.body, answer.content_type
-            extra = answer.headers
+            extra.extend(answer.headers)
         except ClientGone:
-            gw.metrics.request(model_label, version_label, self.variant, self.codec.name, 499,
+            gw.metrics.request(model_label, version_label, variant, self.codec.name, 499,
                                perf_counter() - started)
             return
         except GatewayError as exc:
             if exc.status >= 500:
                 log.error("%s (request %s)", exc.message, rid, exc_info=exc.__cause__)
-            status, payload, content_type = exc.status, error_body(exc.message), b"application/json"
+            status, payload, content_type = exc.status, error_body(exc.message), JSON_TYPE
             extra = []
         except Exception:
             log.exception("unexpected failure serving request %s", rid)
-            status, payload, content_type = 500, error_body("internal error"), b"application/json"
+            status, payload, content_type = 500, error_body("internal error"), JSON_TYPE
             extra = []
         rid = rid or uuid.uuid4().hex
         extra.append((b"x-request-id", rid.encode()))
         if version_label and status == 200:
             extra.append((b"x-model-version", version_label.encode()))
-        gw.metrics.request(model_label, version_label, self.variant, self.codec.name, status,
+            extra.append((b"x-canarygate-variant", variant.encode()))
+        gw.metrics.request(model_label, version_label, variant, self.codec.name, status,
                            perf_counter() - started)
         await send_response(send, status, payload, content_type, extra)
+
+    async def _run_candidate(
+        self, model: ServedModel, routing: Routing, feeds: dict[str, np.ndarray],
+        names: tuple[str, ...],
+    ) -> tuple[list[np.ndarray], ModelVersion, str | None]:
+        """The candidate's answer, or, when it fails or is too slow, the baseline's."""
+        candidate = routing.candidate
+        assert candidate is not None
+        runner = self.gateway.runner
+        try:
+            results = await asyncio.wait_for(runner.run(candidate, feeds, names),
+                                             self._timeout(model))
+            if not _finite(results):
+                raise ModelFailure(f"candidate {candidate.version!r} answered NaN or infinity")
+            return results, candidate, None
+        except (ModelFailure, TimeoutError) as exc:
+            kind = "candidate-timeout" if isinstance(exc, TimeoutError) else "candidate-error"
+            self.gateway.metrics.candidate_failure(model.name, candidate.version, kind)
+        baseline = routing.baseline
+        return await runner.run(baseline, feeds, names), baseline, kind
+
+    def _timeout(self, model: ServedModel) -> float:
+        manager = self.gateway.rollouts
+        state = manager.states.get(model.name) if manager else None
+        return state.schedule.candidate_timeout_ms / 1000 if state else 1.0
+
+    @staticmethod
+    def _record(window: StepWindow, candidate: bool, started: float, error: bool,
+                key: bytes | None, results: list[np.ndarray]) -> None:
+        arm = window.candidate if candidate else window.baseline
+        last = results[-1]
+        output = float(last.flat[0]) if last.size and last.dtype.kind in "fiub" else None
+        arm.record(perf_counter() - started, error, key is not None, output)
+
+    def _mirror(self, model: ServedModel, candidate: ModelVersion,
+                feeds: dict[str, np.ndarray], names: tuple[str, ...],
+                baseline_results: list[np.ndarray]) -> None:
+        """Run the candidate on the same inputs after the answer is on its way."""
+        window = model.window
+        if len(self._shadows) >= MAX_SHADOW_IN_FLIGHT:
+            window.shadow.dropped += 1
+            self.gateway.metrics.shadow(model.name, "dropped")
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._shadow(model, window, candidate, feeds, names, baseline_results))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, model: ServedModel, window: StepWindow, candidate: ModelVersion,
+                      feeds: dict[str, np.ndarray], names: tuple[str, ...],
+                      baseline_results: list[np.ndarray]) -> None:
+        started = perf_counter()
+        try:
+            results = await asyncio.wait_for(
+                self.gateway.runner.run(candidate, feeds, names), self._timeout(model))
+            failed = not _finite(results)
+        except (ModelFailure, TimeoutError):
+            results, failed = [], True
+        self.gateway.metrics.shadow(model.name, "failed" if failed else "ok")
+        if failed:
+            window.candidate.record(perf_counter() - started, True, False, None)
+            return
+        self._record(window, True, started, False, None, results)
+        _compare(window, baseline_results[0], results[0])
+
+
+def _compare(window: StepWindow, base: np.ndarray, cand: np.ndarray) -> None:
+    shadow = window.shadow
+    rows = base.shape[0] if base.ndim else 1
+    shadow.pairs += rows
+    if base.dtype.kind in "iub":
+        shadow.labelled = True
+        shadow.agreements += int(np.count_nonzero(base == cand))
+    else:
+        diff = np.abs(cand.astype(np.float64) - base)
+        shadow.abs_diff_sum += float(diff.sum())
+        shadow.rel_diff_sum += float((diff / np.maximum(np.abs(base), 1e-12)).sum())
+
+
+def _finite(results: list[np.ndarray]) -> bool:
+    return all(r.dtype.kind != "f" or bool(np.isfinite(r).all()) for r in results)
+
+
+JSON_TYPE = b"application/json"
 
 
 def _request_id(raw: bytes | None) -> str:

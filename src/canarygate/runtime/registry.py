@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from canarygate.config import GatewayConfig, ModelConfig
 from canarygate.errors import ConfigError, NotFound
+from canarygate.router import Routing
 from canarygate.runtime.model import ModelVersion
+from canarygate.stats import StepWindow
 
 
 @dataclass
 class ServedModel:
+    """A model's versions, with what the request path reads: the routing table the rollout
+    controller installs, and the statistics window of the current step."""
+
     config: ModelConfig
     versions: dict[str, ModelVersion]
+    routing: Routing | None = None
+    window: StepWindow = field(default_factory=StepWindow.fresh)
 
     @property
     def name(self) -> str:
@@ -21,6 +28,8 @@ class ServedModel:
 
     @property
     def baseline(self) -> ModelVersion:
+        if self.routing is not None:
+            return self.routing.baseline
         return self.versions[self.config.baseline]
 
     def version(self, version: str) -> ModelVersion:
@@ -54,7 +63,9 @@ class ModelRegistry:
                 )
                 for name, vc in mc.versions.items()
             }
-            models[mc.name] = ServedModel(mc, versions)
+            served = ServedModel(mc, versions)
+            served.routing = Routing(baseline=versions[mc.baseline], salt=mc.name.encode())
+            models[mc.name] = served
         return cls(models)
 
     def get(self, name: str) -> ServedModel:

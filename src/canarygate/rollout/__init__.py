@@ -1,0 +1,1 @@
+"""Canary rollouts: state, routing, judgement, the controller and where state is kept."""

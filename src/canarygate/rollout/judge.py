@@ -1,0 +1,246 @@
+"""Gates: pure functions over a step's statistics, each returning a verdict with its figures.
+
+The comparative gates (errors, slow requests) use an anytime-valid e-process, so looking at
+them every interval for the whole rollout keeps the false-rollback rate below alpha
+(research/drift-and-canary.md §4.5 and §6.4). Conditional on the number of events (errors, or
+requests slower than the baseline's p95), each event comes from the candidate with probability
+rho0, the candidate's share of the requests, when both arms are equally good. Against the
+one-sided alternative rho > rho0 with a Beta(1, 1) prior truncated to (rho0, 1], the mixture
+likelihood ratio of k candidate events among n is
+
+    E = [B(1+k, 1+n-k) / B(1, 1)] * [S(1+k, 1+n-k; rho0) / S(1, 1; rho0)]
+        / [rho0^k (1-rho0)^(n-k)],
+
+with S the Beta upper tail. E is a nonnegative martingale under the null, so by Ville's
+inequality P(sup E >= 1/alpha) <= alpha; products over steps stay valid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from scipy import special, stats
+
+from canarygate.config import RolloutConfig
+from canarygate.stats import StepWindow
+
+MIN_INTERVAL_REQUESTS = 20  # below this an interval says nothing (NO_DATA)
+MIN_GATE_REQUESTS = 20  # candidate requests a step needs before its gates speak
+SRM_P_VALUE = 1e-4
+MIN_SRM_REQUESTS = 200
+MIN_TAU_REQUESTS = 50  # baseline requests needed to freeze the slow threshold
+MIN_SANITY_REQUESTS = 50
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    MARGINAL = "marginal"  # evidence is building: hold, do not advance
+    FAIL = "fail"  # roll back
+    PAUSE = "pause"  # integrity problem: a person is needed
+    NO_DATA = "no_data"  # neither pass nor fail: hold
+    NOT_APPLICABLE = "not_applicable"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    verdict: Verdict
+    statistic: float | None = None
+    threshold: float | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        return data
+
+
+def log_e_value(k: int, n: int, rho0: float) -> float:
+    """log E for k candidate events out of n, null share rho0 (see the module docstring)."""
+    if n == 0:
+        return 0.0
+    a, b = 1.0 + k, 1.0 + n - k
+    log_prior_tail = math.log1p(-rho0)  # S(1, 1; rho0) = 1 - rho0
+    log_post = float(special.betaln(a, b)) + float(stats.beta.logsf(rho0, a, b))
+    log_null = k * math.log(rho0) + (n - k) * math.log1p(-rho0)
+    # The tail underflows when the candidate is far better: keep the arithmetic finite.
+    return max(log_post - log_prior_tail - log_null, -700.0)
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (95 % by default) for a proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denom = 1 + z * z / n
+    return max(0.0, (centre - spread) / denom), min(1.0, (centre + spread) / denom)
+
+
+def comparative_gate(
+    gate: str, cand_events: int, cand_n: int, base_events: int, base_n: int,
+    carried: float, alpha: float,
+) -> tuple[GateResult, float]:
+    """Returns the verdict and this step's log e-value (to carry when the step completes)."""
+    counts: dict[str, Any] = {"candidate_events": cand_events, "candidate_requests": cand_n,
+              "baseline_events": base_events, "baseline_requests": base_n}
+    threshold = math.log(1 / alpha)
+    if base_n == 0:
+        return GateResult(gate, Verdict.NOT_APPLICABLE, counts=counts,
+                          detail="no baseline traffic to compare with"), 0.0
+    if cand_n < MIN_GATE_REQUESTS:
+        return GateResult(gate, Verdict.NO_DATA, carried, threshold, counts,
+                          f"fewer than {MIN_GATE_REQUESTS} candidate requests"), 0.0
+    rho0 = cand_n / (cand_n + base_n)
+    step = log_e_value(cand_events, cand_events + base_events, rho0)
+    total = carried + step
+    counts["candidate_share"] = round(rho0, 6)
+    if total >= threshold:
+        verdict, detail = Verdict.FAIL, "the candidate is worse (anytime-valid test)"
+    elif total >= threshold / 2:
+        verdict, detail = Verdict.MARGINAL, "evidence against the candidate is building"
+    else:
+        verdict, detail = Verdict.PASS, ""
+    return GateResult(gate, verdict, total, threshold, counts, detail), step
+
+
+@dataclass
+class IntervalMemory:
+    """What the judge remembers between ticks of one step (not persisted: ticks are cheap)."""
+
+    last: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    slo_streak: int = 0
+
+
+def judge_step(
+    schedule: RolloutConfig,
+    window: StepWindow,
+    *,
+    weight: float,
+    shadow: bool,
+    tau_seconds: float | None,
+    carried: dict[str, float],
+    elapsed: float,
+    memory: IntervalMemory,
+) -> tuple[list[GateResult], dict[str, float]]:
+    """Every gate's verdict on the current step, and the step's log e-values per gate."""
+    base, cand = window.baseline, window.candidate
+    alpha_m = schedule.alpha / 2  # Bonferroni over the two comparative gates
+    results: list[GateResult] = []
+    step_log_e: dict[str, float] = {}
+
+    # Interval figures: differences of the counters since the last tick.
+    now_c, now_b = cand.counters(), base.counters()
+    prev_c = memory.last.get("candidate", (0, 0, 0))
+    memory.last["candidate"], memory.last["baseline"] = now_c, now_b
+    interval_requests = now_c[0] - prev_c[0]
+    interval_errors = now_c[1] - prev_c[1]
+    interval_over = now_c[2] - prev_c[2]
+
+    # Hard health: most of the candidate's requests failing in one interval.
+    health = {"interval_requests": interval_requests, "interval_errors": interval_errors}
+    if interval_requests < MIN_INTERVAL_REQUESTS:
+        results.append(GateResult("health", Verdict.NO_DATA, counts=health))
+    else:
+        share = interval_errors / interval_requests
+        results.append(GateResult("health", Verdict.FAIL if share > 0.5 else Verdict.PASS,
+                                  share, 0.5, health,
+                                  "most candidate requests failed" if share > 0.5 else ""))
+
+    # Operational errors, candidate against baseline.
+    gate, log_e = comparative_gate("errors", cand.errors, cand.requests, base.errors,
+                                   base.requests, carried.get("errors", 0.0), alpha_m)
+    results.append(gate)
+    step_log_e["errors"] = log_e
+
+    # Latency: requests slower than the baseline's p95, frozen for the step.
+    cand_ok, base_ok = cand.requests - cand.errors, base.requests - base.errors
+    if shadow:
+        results.append(GateResult("latency", Verdict.NOT_APPLICABLE,
+                                  detail="shadow runs are timed without HTTP; not comparable"))
+    elif tau_seconds is None:
+        results.append(GateResult("latency", Verdict.NO_DATA,
+                                  detail="the baseline's p95 is not known yet"))
+    else:
+        gate, log_e = comparative_gate(
+            "latency", cand.latency.count_above(tau_seconds), cand_ok,
+            base.latency.count_above(tau_seconds), base_ok,
+            carried.get("latency", 0.0), alpha_m)
+        gate.counts["tau_ms"] = round(tau_seconds * 1000, 4)
+        results.append(gate)
+        step_log_e["latency"] = log_e
+
+    # Optional absolute SLO: surely more than 1 % over it, several intervals in a row.
+    if schedule.latency_slo_ms is not None:
+        counts = {"interval_requests": interval_requests, "interval_over_slo": interval_over,
+                  "consecutive_failures": memory.slo_streak}
+        if interval_requests < MIN_INTERVAL_REQUESTS:
+            results.append(GateResult("latency_slo", Verdict.NO_DATA, counts=counts))
+        else:
+            low, _ = wilson(interval_over, interval_requests)
+            memory.slo_streak = memory.slo_streak + 1 if low > 0.01 else 0
+            counts["consecutive_failures"] = memory.slo_streak
+            failed = memory.slo_streak >= schedule.slo_consecutive_failures
+            results.append(GateResult("latency_slo", Verdict.FAIL if failed else Verdict.PASS,
+                                      low, 0.01, counts,
+                                      f"over {schedule.latency_slo_ms} ms" if failed else ""))
+
+    # Prediction sanity: a candidate that always answers the same while the baseline varies.
+    sanity = {"candidate_answers": cand_ok, "candidate_varied": cand.varied,
+              "baseline_varied": base.varied}
+    if cand_ok < MIN_SANITY_REQUESTS:
+        results.append(GateResult("sanity", Verdict.NO_DATA, counts=sanity))
+    elif not cand.varied and base.varied:
+        results.append(GateResult("sanity", Verdict.FAIL, counts=sanity,
+                                  detail="the candidate gives one constant answer"))
+    else:
+        results.append(GateResult("sanity", Verdict.PASS, counts=sanity))
+
+    if shadow:
+        results.append(_agreement_gate(schedule, window))
+    else:
+        results.append(_split_gate(weight, window))
+
+    deadline = {"elapsed_seconds": round(elapsed, 3), "candidate_requests": cand.requests}
+    if elapsed > schedule.progress_deadline_seconds and cand.requests < schedule.min_step_requests:
+        results.append(GateResult("progress", Verdict.PAUSE, elapsed,
+                                  schedule.progress_deadline_seconds, deadline,
+                                  "too little candidate traffic by the deadline"))
+    return results, step_log_e
+
+
+def _agreement_gate(schedule: RolloutConfig, window: StepWindow) -> GateResult:
+    sh = window.shadow
+    counts = {"pairs": sh.pairs, "agreements": sh.agreements, "dropped": sh.dropped,
+              "mean_abs_diff": sh.abs_diff_sum / sh.pairs if sh.pairs else None}
+    if sh.pairs < MIN_SANITY_REQUESTS:
+        return GateResult("agreement", Verdict.NO_DATA, counts=counts)
+    if not sh.labelled:  # regressors have no labels to agree on
+        return GateResult("agreement", Verdict.NOT_APPLICABLE, counts=counts)
+    _, high = wilson(sh.agreements, sh.pairs)
+    failed = high < schedule.min_agreement
+    return GateResult("agreement", Verdict.FAIL if failed else Verdict.PASS, high,
+                      schedule.min_agreement, counts,
+                      "the candidate disagrees with the baseline" if failed else "")
+
+
+def _split_gate(weight: float, window: StepWindow) -> GateResult:
+    """Sample-ratio mismatch on randomly drawn requests: does the split match the weight?"""
+    cand = window.candidate.requests - window.candidate.keyed
+    base = window.baseline.requests - window.baseline.keyed
+    n = cand + base
+    counts = {"candidate_unkeyed": cand, "baseline_unkeyed": base, "weight": weight}
+    if n < MIN_SRM_REQUESTS or not 0 < weight < 100:
+        return GateResult("split", Verdict.NO_DATA, counts=counts)
+    w = weight / 100
+    chi2 = (cand - n * w) ** 2 / (n * w * (1 - w))
+    p = float(stats.chi2.sf(chi2, 1))
+    if p < SRM_P_VALUE:
+        return GateResult("split", Verdict.PAUSE, p, SRM_P_VALUE, counts,
+                          f"observed candidate share {cand / n:.4f} does not match {w:.4f}")
+    return GateResult("split", Verdict.PASS, p, SRM_P_VALUE, counts)

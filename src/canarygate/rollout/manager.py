@@ -1,0 +1,309 @@
+"""Rollouts of every model: the controller's tick and the release engineer's actions.
+
+Each change is a new ``RolloutState`` that is installed at once (the request path reads the
+routing table built from it), then written by the persister, together with a decision record
+that says who or what acted, why, and with which figures. ``tick`` runs on the event loop and
+only computes; the disk work happens on the persister's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from canarygate.config import RolloutConfig
+from canarygate.errors import BadRequest, Conflict
+from canarygate.metrics import Metrics
+from canarygate.rollout.judge import (
+    MIN_TAU_REQUESTS,
+    GateResult,
+    IntervalMemory,
+    Verdict,
+    judge_step,
+)
+from canarygate.rollout.persist import Persister
+from canarygate.rollout.state import ACTIVE, Phase, RolloutState
+from canarygate.router import Routing
+from canarygate.runtime import ModelRegistry, ServedModel
+from canarygate.stats import ArmStats, StepWindow
+
+log = logging.getLogger("canarygate.rollout")
+
+SERVING = frozenset({Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_PROMOTION})
+WATCHED = frozenset({Phase.SHADOW, Phase.PROGRESSING, Phase.AWAITING_PROMOTION})
+
+
+class RolloutManager:
+    def __init__(self, registry: ModelRegistry, persister: Persister, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.registry = registry
+        self.persister = persister
+        self.metrics = metrics
+        self.clock = clock
+        self.states: dict[str, RolloutState] = {}
+        self.memory: dict[str, IntervalMemory] = {}
+        self.last_gates: dict[str, list[GateResult]] = {}
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def restore(self, stored: dict[str, RolloutState]) -> None:
+        """Stored state wins over the config: a rollback stays a rollback across restarts."""
+        for name, served in self.registry.models.items():
+            state = stored.get(name)
+            if state is not None and self._usable(state, served):
+                self._install(state, fresh_window=True)
+                continue
+            mc = served.config
+            self._install(RolloutState(model=name, baseline=mc.baseline), fresh_window=True)
+            if mc.candidate is not None:
+                self.start(name, mc.candidate, mc.rollout or RolloutConfig(),
+                           actor="config", reason="candidate named in the config")
+
+    def _usable(self, state: RolloutState, served: ServedModel) -> bool:
+        versions = [state.baseline] + ([state.candidate] if state.active and state.candidate
+                                       else [])
+        missing = [v for v in versions if v not in served.versions]
+        if missing:
+            log.warning("stored rollout of %r names unknown version(s) %s; starting from the "
+                        "config", served.name, ", ".join(missing))
+        return not missing
+
+    # -- release engineers' actions ---------------------------------------------------------
+
+    def start(self, name: str, candidate: str, schedule: RolloutConfig, *, actor: str,
+              reason: str) -> RolloutState:
+        served, state = self._get(name)
+        if state.active:
+            raise Conflict(f"model {name!r} already has a rollout ({state.phase.value}); "
+                           "promote it or roll it back first")
+        served.version(candidate)
+        if candidate == state.baseline:
+            raise BadRequest(f"version {candidate!r} is already the baseline of {name!r}")
+        now = self.clock()
+        shadow = schedule.shadow_percent > 0
+        new = state.evolve(
+            candidate=candidate, schedule=schedule,
+            phase=Phase.SHADOW if shadow else Phase.PROGRESSING,
+            step=-1 if shadow else 0, weight=0.0 if shadow else schedule.steps[0],
+            started_at=now, step_started_at=now, resume_phase=None, carried_log_e={},
+            tau_seconds=_p95(served.window.baseline), reason=reason, figures={},
+        )
+        return self._transition(new, "start", actor, reason, fresh_window=True)
+
+    def set_weight(self, name: str, weight: float, *, actor: str, reason: str) -> RolloutState:
+        """A person takes the wheel: the weight holds (paused) until they resume."""
+        _, state = self._get(name)
+        self._require_active(state, "set its weight")
+        if not 0 <= weight <= 100:
+            raise BadRequest(f"weight must be a percentage from 0 to 100, not {weight}")
+        resume = state.resume_phase or (state.phase if state.phase != Phase.PAUSED
+                                        else Phase.PROGRESSING)
+        new = state.evolve(weight=float(weight), phase=Phase.PAUSED, resume_phase=resume,
+                           carried_log_e=self._carry(state), step_started_at=self.clock(),
+                           reason=reason)
+        return self._transition(new, "set_weight", actor, reason, fresh_window=True)
+
+    def pause(self, name: str, *, actor: str, reason: str) -> RolloutState:
+        _, state = self._get(name)
+        self._require_active(state, "pause it")
+        if state.phase == Phase.PAUSED:
+            return state
+        new = state.evolve(phase=Phase.PAUSED, resume_phase=state.phase, reason=reason,
+                           carried_log_e=self._carry(state))
+        return self._transition(new, "pause", actor, reason, fresh_window=True)
+
+    def resume(self, name: str, *, actor: str, reason: str) -> RolloutState:
+        _, state = self._get(name)
+        if state.phase != Phase.PAUSED:
+            raise Conflict(f"the rollout of {name!r} is {state.phase.value}, not paused")
+        new = state.evolve(phase=state.resume_phase or Phase.PROGRESSING, resume_phase=None,
+                           step_started_at=self.clock(), reason=reason)
+        return self._transition(new, "resume", actor, reason, fresh_window=True)
+
+    def promote(self, name: str, *, actor: str, reason: str) -> RolloutState:
+        _, state = self._get(name)
+        self._require_active(state, "promote it")
+        assert state.candidate is not None
+        new = state.evolve(phase=Phase.PROMOTED, baseline=state.candidate, candidate=None,
+                           weight=0.0, step=-1, resume_phase=None, reason=reason)
+        return self._transition(new, "promote", actor, reason, fresh_window=True)
+
+    def rollback(self, name: str, *, actor: str, reason: str,
+                 figures: dict[str, Any] | None = None,
+                 gates: list[GateResult] | None = None) -> RolloutState:
+        _, state = self._get(name)
+        self._require_active(state, "roll it back")
+        new = state.evolve(phase=Phase.ROLLED_BACK, weight=0.0, resume_phase=None,
+                           reason=reason, figures=figures or {})
+        return self._transition(new, "rollback", actor, reason, gates, fresh_window=True)
+
+    # -- the controller ---------------------------------------------------------------------
+
+    def tick(self, name: str) -> dict[str, Any] | None:
+        """Judge one model's rollout once, act on the verdicts, return the decision record."""
+        served, state = self._get(name)
+        if state.phase not in WATCHED:
+            return None
+        now = self.clock()
+        window = served.window
+        memory = self.memory.setdefault(name, IntervalMemory())
+        if state.tau_seconds is None and (tau := _p95(window.baseline)) is not None:
+            state = self._install(state.evolve(tau_seconds=tau))
+        elapsed = now - (state.step_started_at or now)
+        gates, step_log_e = judge_step(
+            state.schedule, window, weight=state.weight, shadow=state.phase == Phase.SHADOW,
+            tau_seconds=state.tau_seconds, carried=state.carried_log_e, elapsed=elapsed,
+            memory=memory)
+        self.last_gates[name] = gates
+        for gate in gates:
+            self.metrics.verdict(name, gate.gate, gate.verdict.value)
+
+        failed = [g for g in gates if g.verdict == Verdict.FAIL]
+        if failed:
+            worst = failed[0]
+            reason = f"{worst.gate} gate failed: {worst.detail}"
+            self.rollback(name, actor="controller", reason=reason, figures=worst.as_json(),
+                          gates=gates)
+            return self.persister.decisions(name)[-1]
+        paused = [g for g in gates if g.verdict == Verdict.PAUSE]
+        if paused and state.phase != Phase.AWAITING_PROMOTION:
+            reason = f"{paused[0].gate}: {paused[0].detail}"
+            new = state.evolve(phase=Phase.PAUSED, resume_phase=state.phase, reason=reason,
+                               figures=paused[0].as_json(),
+                               carried_log_e=self._carry(state, step_log_e))
+            self._transition(new, "pause", "controller", reason, gates, fresh_window=True)
+            return self.persister.decisions(name)[-1]
+
+        marginal = [g.gate for g in gates if g.verdict == Verdict.MARGINAL]
+        shadow = state.phase == Phase.SHADOW
+        done = window.shadow.pairs if shadow else window.candidate.requests
+        waiting = []
+        if elapsed < state.schedule.min_step_seconds:
+            waiting.append(f"{elapsed:.0f} of {state.schedule.min_step_seconds:.0f} s")
+        if done < state.schedule.min_step_requests:
+            waiting.append(f"{done} of {state.schedule.min_step_requests} candidate requests")
+        if marginal:
+            waiting.append("marginal: " + ", ".join(marginal))
+        if state.phase == Phase.AWAITING_PROMOTION or (shadow and state.schedule.shadow_only):
+            waiting.append("waiting for a person" if not shadow else "shadow only")
+        if waiting:
+            return self._record(state, "hold", "controller", "; ".join(waiting), gates)
+        return self._advance(state, step_log_e, gates)
+
+    def _advance(self, state: RolloutState, step_log_e: dict[str, float],
+                 gates: list[GateResult]) -> dict[str, Any]:
+        served = self.registry.get(state.model)
+        carried = self._carry(state, step_log_e)
+        tau = _p95(served.window.baseline) or state.tau_seconds
+        steps = state.schedule.steps
+        now = self.clock()
+        if state.step + 1 < len(steps):
+            step = state.step + 1
+            reason = f"step {state.step + 1} of {len(steps)} held: {steps[step]} %"
+            new = state.evolve(phase=Phase.PROGRESSING, step=step, weight=steps[step],
+                               step_started_at=now, carried_log_e=carried, tau_seconds=tau,
+                               reason=reason)
+            self._transition(new, "advance", "controller", reason, gates, fresh_window=True)
+        elif state.schedule.auto_promote:
+            self.promote(state.model, actor="controller", reason="every step held")
+        else:
+            reason = "every step held; waiting for a person to promote"
+            new = state.evolve(phase=Phase.AWAITING_PROMOTION, carried_log_e=carried,
+                               step_started_at=now, reason=reason)
+            self._transition(new, "await_promotion", "controller", reason, gates,
+                             fresh_window=True)
+        return self.persister.decisions(state.model)[-1]
+
+    async def run(self, name: str) -> None:
+        """The controller task of one model: a tick every analysis interval."""
+        while True:
+            state = self.states[name]
+            await asyncio.sleep(state.schedule.interval_seconds)
+            try:
+                self.tick(name)
+            except Exception:
+                log.exception("controller of %r failed a tick", name)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _get(self, name: str) -> tuple[ServedModel, RolloutState]:
+        served = self.registry.get(name)
+        return served, self.states[name]
+
+    @staticmethod
+    def _require_active(state: RolloutState, doing: str) -> None:
+        if not state.active:
+            raise Conflict(f"model {state.model!r} has no rollout under way "
+                           f"({state.phase.value}): cannot {doing}")
+
+    def _carry(self, state: RolloutState,
+               step_log_e: dict[str, float] | None = None) -> dict[str, float]:
+        """Fold the current step's e-values into the carried product (the step ends here)."""
+        if step_log_e is None:
+            if state.phase not in WATCHED:
+                return dict(state.carried_log_e)
+            served = self.registry.get(state.model)
+            _, step_log_e = judge_step(
+                state.schedule, served.window, weight=state.weight,
+                shadow=state.phase == Phase.SHADOW, tau_seconds=state.tau_seconds,
+                carried=state.carried_log_e, elapsed=0.0, memory=IntervalMemory())
+        carried = dict(state.carried_log_e)
+        for gate, value in step_log_e.items():
+            carried[gate] = carried.get(gate, 0.0) + value
+        return carried
+
+    def _install(self, state: RolloutState, fresh_window: bool = False) -> RolloutState:
+        served = self.registry.get(state.model)
+        candidate = (served.versions.get(state.candidate)
+                     if state.candidate and state.phase in ACTIVE else None)
+        served.routing = Routing(
+            baseline=served.versions[state.baseline],
+            candidate=candidate,
+            weight=state.weight if state.phase in SERVING else 0.0,
+            shadow_share=state.schedule.shadow_percent / 100 if state.phase == Phase.SHADOW
+            else 0.0,
+            salt=state.model.encode(),
+        )
+        if fresh_window:
+            slo = state.schedule.latency_slo_ms
+            served.window = StepWindow.fresh(slo / 1000 if slo else None)
+            self.memory[state.model] = IntervalMemory()
+        self.states[state.model] = state
+        self.metrics.rollout(state.model, state.phase.value, served.routing.weight)
+        return state
+
+    def _transition(self, state: RolloutState, action: str, actor: str, reason: str,
+                    gates: list[GateResult] | None = None,
+                    fresh_window: bool = False) -> RolloutState:
+        before = self.states[state.model]
+        self._install(state, fresh_window)
+        self.persister.save(state)
+        self._record(state, action, actor, reason, gates, before)
+        if action in ("rollback", "promote", "pause", "start", "advance"):
+            log.info("%s: %s by %s (%s)", state.model, action, actor, reason)
+        return state
+
+    def _record(self, state: RolloutState, action: str, actor: str, reason: str,
+                gates: list[GateResult] | None, before: RolloutState | None = None
+                ) -> dict[str, Any]:
+        before = before or state
+        decision = {
+            "time": self.clock(), "model": state.model, "action": action, "actor": actor,
+            "reason": reason, "phase": state.phase.value, "phase_before": before.phase.value,
+            "step": state.step, "weight": state.weight, "weight_before": before.weight,
+            "baseline": state.baseline, "candidate": state.candidate,
+            "revision": state.revision,
+            "gates": [g.as_json() for g in gates or []],
+        }
+        self.persister.record(decision)
+        self.metrics.decision(state.model, action)
+        return decision
+
+
+def _p95(arm: ArmStats) -> float | None:
+    if arm.latency.count < MIN_TAU_REQUESTS:
+        return None
+    return arm.latency.quantile(0.95)

@@ -1,0 +1,68 @@
+"""A rollout's state: what the controller and release engineers decided (config is what was
+asked). Frozen; every change is a new record with the next revision, written atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from canarygate.config import RolloutConfig
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    SHADOW = "shadow"
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    AWAITING_PROMOTION = "awaiting_promotion"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+
+
+ACTIVE = frozenset({Phase.SHADOW, Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_PROMOTION})
+JUDGED = frozenset({Phase.SHADOW, Phase.PROGRESSING})
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    model: str
+    baseline: str
+    candidate: str | None = None
+    phase: Phase = Phase.IDLE
+    step: int = -1  # index into schedule.steps; -1 before the ramp (idle, shadow)
+    weight: float = 0.0  # percent of routed requests the candidate serves
+    schedule: RolloutConfig = field(default_factory=RolloutConfig)
+    revision: int = 0
+    started_at: float | None = None
+    step_started_at: float | None = None
+    resume_phase: Phase | None = None  # where a paused rollout resumes
+    carried_log_e: dict[str, float] = field(default_factory=dict)
+    """Per comparative gate: the log e-values of the completed steps, summed (a product of
+    e-values stays valid across steps, so evidence carries over)."""
+    tau_seconds: float | None = None  # the step's frozen "slow" threshold (baseline p95)
+    reason: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)  # the decisive gate's figures
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ACTIVE
+
+    def evolve(self, **changes: Any) -> RolloutState:
+        return dataclasses.replace(self, revision=self.revision + 1, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["phase"] = self.phase.value
+        data["resume_phase"] = self.resume_phase.value if self.resume_phase else None
+        data["schedule"] = self.schedule.model_dump()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RolloutState:
+        data = dict(data)
+        data["phase"] = Phase(data["phase"])
+        data["resume_phase"] = Phase(data["resume_phase"]) if data.get("resume_phase") else None
+        data["schedule"] = RolloutConfig.model_validate(data["schedule"])
+        return cls(**data)

@@ -1,0 +1,71 @@
+"""What one variant of a model did during a rollout step: counters the request path bumps.
+
+The request path only increments; the controller swaps in a fresh ``StepWindow`` at each step
+and reads interval figures as differences of the counters between two ticks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from canarygate.stats.histogram import LogHistogram
+
+
+class ArmStats:
+    __slots__ = ("errors", "first_output", "keyed", "latency", "over_slo", "requests",
+                 "slo_seconds", "varied")
+
+    def __init__(self, slo_seconds: float | None = None) -> None:
+        self.requests = 0
+        self.keyed = 0  # requests routed by a sticky key (not a random draw)
+        self.errors = 0  # exceptions, timeouts, non-finite outputs
+        self.over_slo = 0
+        self.slo_seconds = slo_seconds if slo_seconds is not None else math.inf
+        self.latency = LogHistogram()
+        self.first_output: float | None = None
+        self.varied = False  # whether two requests got different first outputs
+
+    def record(self, seconds: float, error: bool, keyed: bool, output: float | None) -> None:
+        self.requests += 1
+        if keyed:
+            self.keyed += 1
+        if error:
+            self.errors += 1
+            return
+        self.latency.add(seconds)
+        if seconds > self.slo_seconds:
+            self.over_slo += 1
+        if output is not None and not self.varied:
+            if self.first_output is None:
+                self.first_output = output
+            elif output != self.first_output:
+                self.varied = True
+
+    def counters(self) -> tuple[int, int, int]:
+        return self.requests, self.errors, self.over_slo
+
+
+@dataclass
+class ShadowStats:
+    """Baseline and candidate answers to the same inputs, compared off the response path."""
+
+    pairs: int = 0
+    labelled: bool = False  # the first output is a class label, so agreement means something
+    agreements: int = 0  # classifiers: same label
+    abs_diff_sum: float = 0.0  # regressors: |candidate - baseline| summed
+    rel_diff_sum: float = 0.0
+    dropped: int = 0  # shadow runs skipped because too many were in flight
+
+
+@dataclass
+class StepWindow:
+    """Both arms of one model over the current step (and the shadow comparisons)."""
+
+    baseline: ArmStats
+    candidate: ArmStats
+    shadow: ShadowStats = field(default_factory=ShadowStats)
+
+    @classmethod
+    def fresh(cls, slo_seconds: float | None = None) -> StepWindow:
+        return cls(ArmStats(slo_seconds), ArmStats(slo_seconds))

@@ -1,0 +1,72 @@
+"""A log-bucket histogram with bounded relative error (the DDSketch mapping).
+
+A positive value x goes to bucket i = ceil(log(x) / log(gamma)) with gamma = (1 + a) / (1 - a);
+bucket i holds (gamma^(i-1), gamma^i], and reporting 2 gamma^i / (gamma + 1) for it is within a
+relative error a of every value in it (Masson, Rim and Lee, "DDSketch", PVLDB 12(12), 2019).
+Insertion is O(1); two histograms merge, or subtract, by adding counts bucket by bucket.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class LogHistogram:
+    __slots__ = ("_inv_log_gamma", "buckets", "count", "gamma", "relative_accuracy", "zeros")
+
+    def __init__(self, relative_accuracy: float = 0.01) -> None:
+        if not 0 < relative_accuracy < 1:
+            raise ValueError("relative_accuracy must be in (0, 1)")
+        self.relative_accuracy = relative_accuracy
+        self.gamma = (1 + relative_accuracy) / (1 - relative_accuracy)
+        self._inv_log_gamma = 1.0 / math.log(self.gamma)
+        self.buckets: dict[int, int] = {}
+        self.zeros = 0  # values <= 0
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        if value <= 0.0:
+            self.zeros += 1
+            return
+        key = math.ceil(math.log(value) * self._inv_log_gamma)
+        buckets = self.buckets
+        buckets[key] = buckets.get(key, 0) + 1
+
+    def merge(self, other: LogHistogram) -> None:
+        self._check(other)
+        for key, n in other.buckets.items():
+            self.buckets[key] = self.buckets.get(key, 0) + n
+        self.zeros += other.zeros
+        self.count += other.count
+
+    def copy(self) -> LogHistogram:
+        out = LogHistogram(self.relative_accuracy)
+        out.buckets = dict(self.buckets)
+        out.zeros, out.count = self.zeros, self.count
+        return out
+
+    def quantile(self, q: float) -> float | None:
+        """The value of rank q (0..1), within the relative accuracy; None when empty."""
+        if self.count == 0:
+            return None
+        rank = q * (self.count - 1)
+        seen = self.zeros
+        if rank < seen:
+            return 0.0
+        for key in sorted(self.buckets):
+            seen += self.buckets[key]
+            if seen > rank:
+                return 2.0 * self.gamma**key / (self.gamma + 1.0)
+        return 2.0 * self.gamma ** max(self.buckets) / (self.gamma + 1.0)
+
+    def count_above(self, threshold: float) -> int:
+        """Values surely above ``threshold``: the bucket holding the threshold counts as not."""
+        if threshold <= 0.0:
+            return self.count - self.zeros
+        cut = math.ceil(math.log(threshold) * self._inv_log_gamma)
+        return sum(n for key, n in self.buckets.items() if key > cut)
+
+    def _check(self, other: LogHistogram) -> None:
+        if other.gamma != self.gamma:
+            raise ValueError("histograms of different accuracy do not merge")
