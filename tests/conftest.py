@@ -111,7 +111,7 @@ def demo_config(tmp: Path, **changes: object) -> Path:
 @pytest.fixture(scope="session")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("demo")
-    server = start_server(demo_config(tmp), tmp)
+    server = start_server(demo_config(tmp), tmp, {"CANARYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
     yield server
     server.stop()
 
@@ -151,3 +151,56 @@ GOOD_ROW_BODY = (
     b"0.04904,0.05373,0.01587,0.03003,0.006193,25.38,17.33,184.6,2019.0,0.1622,0.6656,0.7119,"
     b'0.2654,0.4601,0.1189]}]}'
 )
+
+
+ADMIN_TOKEN = "test-admin-token"
+AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@dataclass
+class LoadResult:
+    statuses: list[int]
+    versions: list[str]
+    fallbacks: int
+    state: dict[str, object]
+
+
+def drive(server: Server, rows: np.ndarray, until: Callable[[dict[str, object]], bool],
+          model: str = "breast-cancer", seconds: float = 90, concurrency: int = 16,
+          headers: dict[str, str] | None = None) -> LoadResult:
+    """Post random rows to the routed endpoint from several workers until ``until`` holds for
+    the rollout's state (polled from the admin API) or ``seconds`` pass."""
+    import asyncio
+
+    rng = np.random.default_rng(0)
+    bodies = [v2_body(rows[i:i + 1]) for i in rng.integers(0, len(rows), 512)]
+    result = LoadResult([], [], 0, {})
+
+    async def main() -> None:
+        done = asyncio.Event()
+        limits = httpx.Limits(max_connections=concurrency + 2)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+            async def worker(k: int) -> None:
+                i = k
+                while not done.is_set():
+                    r = await http.post(f"/v2/models/{model}/infer", json=bodies[i % 512],
+                                        headers=headers)
+                    i += concurrency
+                    result.statuses.append(r.status_code)
+                    result.versions.append(r.headers.get("x-model-version", ""))
+                    result.fallbacks += "x-canarygate-fallback" in r.headers
+
+            async def watch() -> None:
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    r = await http.get(f"/admin/rollouts/{model}", headers=AUTH)
+                    result.state = r.json()
+                    if until(result.state):
+                        break
+                    await asyncio.sleep(0.1)
+                done.set()
+
+            await asyncio.gather(watch(), *(worker(k) for k in range(concurrency)))
+
+    asyncio.run(main())
+    return result

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from canarygate.config import GatewayConfig
 from canarygate.errors import GatewayError
 from canarygate.gateway import Gateway
+from canarygate.http.admin import AdminAPI
 from canarygate.http.infer import InferEndpoint
 from canarygate.http.meta import MetaEndpoints
 from canarygate.http.v1 import V1Codec
@@ -44,6 +45,7 @@ def create_app(config: GatewayConfig) -> Starlette:
               methods=["POST"]),
         Route("/v1/models/{name}", meta.v1_model),
         Route("/metrics", meta.metrics),
+        *AdminAPI(gateway).routes(),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

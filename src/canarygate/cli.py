@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from canarygate import __version__
+from canarygate import __version__, rollout_cli
 from canarygate.errors import ConfigError
 
 
@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
     serve.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug"])
+    rollout_cli.add_parser(commands)
     return parser
 
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "rollout":
+        return rollout_cli.run(args)
     parser.print_help()
     return 2
 

@@ -1,0 +1,217 @@
+"""The admin API under ``/admin``: read and steer rollouts, register model versions.
+
+Every call needs ``Authorization: Bearer <token>``, the token being read from the environment
+variable the config names, and compared in constant time. Without a configured token every call
+is refused with a message saying how to enable the API. A refused or invalid call changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from canarygate.config import RolloutConfig
+from canarygate.errors import BadRequest, ConfigError, Conflict, Forbidden, Unauthorized
+from canarygate.gateway import Gateway
+from canarygate.rollout.manager import RolloutManager
+from canarygate.runtime.model import ModelVersion
+from canarygate.runtime.registry import resolve_folder
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class AdminAPI:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        assert gateway.rollouts is not None
+        self.rollouts: RolloutManager = gateway.rollouts
+        self._token_env = gateway.config.admin.token_env
+        token = os.environ.get(self._token_env, "")
+        self._token = token.encode() if token else None
+
+    def routes(self) -> list[Route]:
+        guard = self._guarded
+        return [
+            Route("/admin/rollouts", guard(self.list_rollouts)),
+            Route("/admin/rollouts/{model}", guard(self.show)),
+            Route("/admin/rollouts/{model}/decisions", guard(self.decisions)),
+            Route("/admin/rollouts/{model}/start", guard(self.start), methods=["POST"]),
+            Route("/admin/rollouts/{model}/weight", guard(self.weight), methods=["POST"]),
+            Route("/admin/rollouts/{model}/{action:str}", guard(self.act), methods=["POST"]),
+            Route("/admin/models/{model}/versions", guard(self.register), methods=["POST"]),
+        ]
+
+    def _guarded(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            self._authorize(request.headers.get("authorization"))
+            return await handler(request)
+
+        return guarded
+
+    def _authorize(self, header: str | None) -> None:
+        if self._token is None:
+            raise Forbidden(f"the admin API is disabled: set the environment variable "
+                            f"{self._token_env} to a token and restart the gateway")
+        if header is None or not header.lower().startswith("bearer "):
+            raise Unauthorized("the admin API needs an 'Authorization: Bearer <token>' header")
+        if not hmac.compare_digest(header[7:].strip().encode(), self._token):
+            raise Forbidden("the admin token is wrong")
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def list_rollouts(self, request: Request) -> Response:
+        return JSONResponse({"rollouts": [self._view(name) for name in self.rollouts.states]})
+
+    async def show(self, request: Request) -> Response:
+        return JSONResponse(self._view(self._model(request)))
+
+    async def decisions(self, request: Request) -> Response:
+        name = self._model(request)
+        raw = request.query_params.get("limit", "100")
+        if not raw.isdigit():
+            raise BadRequest("limit must be a whole number")
+        records = self.rollouts.persister.decisions(name)[-int(raw):] if int(raw) else []
+        return JSONResponse({"model": name, "decisions": records})
+
+    def _view(self, name: str) -> dict[str, Any]:
+        served = self.gw.registry.get(name)
+        state = self.rollouts.states[name]
+        window = served.window
+        arms = {
+            arm: {"requests": stats.requests, "errors": stats.errors,
+                  "p50_ms": _ms(stats.latency.quantile(0.5)),
+                  "p95_ms": _ms(stats.latency.quantile(0.95))}
+            for arm, stats in (("baseline", window.baseline), ("candidate", window.candidate))
+        }
+        view = state.to_json()
+        view.update(
+            versions=list(served.versions),
+            steps=state.schedule.steps,
+            step_counts=arms,
+            shadow=vars(window.shadow),
+            tau_ms=_ms(state.tau_seconds),
+            last_verdicts=[g.as_json() for g in self.rollouts.last_gates.get(name, [])],
+        )
+        return view
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def start(self, request: Request) -> Response:
+        name = self._model(request)
+        body = await _body(request)
+        candidate = body.get("candidate")
+        if not isinstance(candidate, str | int) or isinstance(candidate, bool):
+            raise BadRequest("'candidate' must name a version")
+        served = self.gw.registry.get(name)
+        schedule_raw = body.get("schedule")
+        if schedule_raw is None:
+            schedule = served.config.rollout or RolloutConfig()
+        elif isinstance(schedule_raw, dict):
+            schedule = _schedule(schedule_raw)
+        else:
+            raise BadRequest("'schedule' must be an object")
+        self.rollouts.start(name, str(candidate), schedule, actor="admin", reason=_reason(body))
+        return JSONResponse(self._view(name))
+
+    async def weight(self, request: Request) -> Response:
+        name = self._model(request)
+        body = await _body(request)
+        weight = body.get("weight")
+        if not isinstance(weight, int | float) or isinstance(weight, bool):
+            raise BadRequest("'weight' must be a number from 0 to 100")
+        self.rollouts.set_weight(name, float(weight), actor="admin", reason=_reason(body))
+        return JSONResponse(self._view(name))
+
+    async def act(self, request: Request) -> Response:
+        name = self._model(request)
+        action = request.path_params["action"]
+        body = await _body(request)
+        actions = {"pause": self.rollouts.pause, "resume": self.rollouts.resume,
+                   "promote": self.rollouts.promote, "rollback": self.rollouts.rollback}
+        if action not in actions:
+            raise BadRequest(f"unknown action {action!r}; use one of: " + ", ".join(actions))
+        actions[action](name, actor="admin", reason=_reason(body))
+        return JSONResponse(self._view(name))
+
+    async def register(self, request: Request) -> Response:
+        """Load a new version from a folder under the models directory, without a restart."""
+        name = self._model(request)
+        served = self.gw.registry.get(name)
+        body = await _body(request)
+        version, path = body.get("version"), body.get("path")
+        if not isinstance(version, str | int) or isinstance(version, bool) or not str(version):
+            raise BadRequest("'version' must be a version name")
+        if not isinstance(path, str) or not path:
+            raise BadRequest("'path' must be a folder under the models directory")
+        version = str(version)
+        if version in served.versions:
+            raise Conflict(f"model {name!r} already has a version {version!r}")
+        config = self.gw.config
+        where = f"model {name!r} version {version!r}"
+        try:
+            folder = resolve_folder(config.models_dir, path, where)
+            loaded = await asyncio.to_thread(
+                ModelVersion.load, name, version, folder,
+                intra_op_threads=config.server.intra_op_threads,
+                max_batch_size=served.config.max_batch_size or config.server.max_batch_size,
+                allow_non_finite=served.config.allow_non_finite)
+        except ConfigError as exc:
+            raise BadRequest(str(exc)) from None
+        if loaded.inputs != served.baseline.inputs:
+            raise BadRequest(f"{where}: its inputs differ from the baseline's; a candidate must "
+                             "take the same inputs")
+        served.versions = {**served.versions, version: loaded}
+        self.rollouts.persister.record({
+            "time": self.rollouts.clock(), "model": name, "action": "register_version",
+            "actor": "admin", "reason": _reason(body), "version": version, "path": path,
+        })
+        return JSONResponse({**loaded.describe(), "version": version,
+                             "versions": list(served.versions)}, status_code=201)
+
+    def _model(self, request: Request) -> str:
+        return self.gw.registry.get(request.path_params["model"]).name
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def _reason(body: dict[str, Any]) -> str:
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        raise BadRequest("'reason' must be a string")
+    return reason or "no reason given"
+
+
+def _schedule(raw: dict[str, Any]) -> RolloutConfig:
+    try:
+        return RolloutConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'schedule'}: "
+            f"{str(err['msg']).removeprefix('Value error, ')}"
+            for err in exc.errors())
+        raise BadRequest(f"invalid schedule: {problems}") from None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 4)
+

@@ -1,0 +1,195 @@
+"""Rollouts end to end on a real server under load, with genuinely good and bad candidates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import ADMIN_TOKEN, AUTH, MODELS, Server, drive
+
+FAST = {"steps": [10, 25, 50, 100], "interval_seconds": 0.25, "min_step_seconds": 0.5,
+        "min_step_requests": 60, "auto_promote": True}
+ENDED = ("promoted", "rolled_back", "paused", "awaiting_promotion")
+
+
+def gateway_config(tmp: Path, candidate: str | None = None) -> Path:
+    versions = ", ".join(f'"{v}": {{path: breast-cancer/{v}}}' for v in "12345")
+    extra = f'\n    candidate: "{candidate}"\n    rollout: {json.dumps(FAST)}' if candidate else ""
+    config = tmp / "gateway.yaml"
+    config.write_text(f"""
+server: {{inference_threads: 2}}
+models_dir: {MODELS}
+state_dir: {tmp / "state"}
+models:
+  - name: breast-cancer
+    versions: {{{versions}}}
+    baseline: "1"{extra}
+""")
+    return config
+
+
+@pytest.fixture
+def gateway(launch: Any, tmp_path: Path) -> Server:
+    server: Server = launch(gateway_config(tmp_path), {"CANARYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    return server
+
+
+def start(server: Server, candidate: str, **schedule: Any) -> dict[str, Any]:
+    with server.client(headers=AUTH) as http:
+        r = http.post("/admin/rollouts/breast-cancer/start",
+                      json={"candidate": candidate, "schedule": {**FAST, **schedule},
+                            "reason": f"test of version {candidate}"})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def decisions(server: Server) -> list[dict[str, Any]]:
+    with server.client(headers=AUTH) as http:
+        r = http.get("/admin/rollouts/breast-cancer/decisions?limit=1000")
+    return list(r.json()["decisions"])
+
+
+def ended(state: dict[str, Any]) -> bool:
+    return state.get("phase") in ENDED
+
+
+def test_good_candidate_climbs_every_step_and_is_promoted(
+    gateway: Server, breast_cancer_rows: np.ndarray
+) -> None:
+    start(gateway, "2")
+    load = drive(gateway, breast_cancer_rows, ended)
+    assert load.state["phase"] == "promoted", load.state
+    assert load.state["baseline"] == "2"
+    assert set(load.statuses) == {200}
+    actions = [d["action"] for d in decisions(gateway)]
+    assert actions.count("advance") == 3 and actions[-1] == "promote"
+    weights = [d["weight"] for d in decisions(gateway) if d["action"] == "advance"]
+    assert weights == [25, 50, 100]
+    # Every judgement kept its figures.
+    holds = [d for d in decisions(gateway) if d["action"] == "hold"]
+    assert holds and all({g["gate"] for g in d["gates"]} >= {"errors", "health"} for d in holds)
+    # After promotion version 2 answers everything routed.
+    with gateway.client() as http:
+        r = http.post("/v2/models/breast-cancer/infer", json={"inputs": [
+            {"name": "input", "shape": [1, 30], "datatype": "FP32",
+             "data": breast_cancer_rows[0].tolist()}]})
+    assert r.headers["x-model-version"] == "2"
+    assert gateway.metric("canarygate_rollout_decisions_total", model="breast-cancer",
+                          action="promote") == 1
+
+
+def test_failing_candidate_is_rolled_back_and_clients_see_no_error(
+    gateway: Server, breast_cancer_rows: np.ndarray
+) -> None:
+    start(gateway, "4")
+    load = drive(gateway, breast_cancer_rows, ended)
+    state = load.state
+    assert state["phase"] == "rolled_back", state
+    assert set(load.statuses) == {200}, "a client saw an error"
+    assert load.fallbacks > 0
+    figures = state["figures"]
+    assert figures["gate"] in ("errors", "health") and figures["verdict"] == "fail"
+    assert figures["counts"]["candidate_events" if figures["gate"] == "errors"
+                             else "interval_errors"] > 0
+    assert figures["statistic"] >= figures["threshold"]
+    last = decisions(gateway)[-1]
+    assert last["action"] == "rollback" and last["actor"] == "controller"
+    assert any(g["verdict"] == "fail" for g in last["gates"])
+    assert gateway.metric("canarygate_candidate_failures_total", model="breast-cancer",
+                          version="4") == load.fallbacks
+    # The weight dropped to 0 at once: nothing routed reaches version 4 any more.
+    after = drive(gateway, breast_cancer_rows, lambda s: True, seconds=0.5)
+    assert "4" not in after.versions[len(after.versions) // 2:]
+
+
+def test_slow_candidate_is_rolled_back_by_the_latency_gate(
+    gateway: Server, breast_cancer_rows: np.ndarray
+) -> None:
+    # Baseline traffic first, so the step's slow threshold (the baseline's p95) is known.
+    # Few concurrent clients: queueing would otherwise blur the candidate's extra millisecond.
+    drive(gateway, breast_cancer_rows, lambda s: False, seconds=1.0, concurrency=4)
+    start(gateway, "5", min_step_requests=400, min_step_seconds=5)
+    load = drive(gateway, breast_cancer_rows, ended, concurrency=4)
+    assert load.state["phase"] == "rolled_back", load.state
+    figures = load.state["figures"]
+    assert figures["gate"] in ("latency", "latency_slo"), figures
+    counts = figures["counts"]
+    # The candidate's requests were slower than the baseline's p95 far more often.
+    assert (counts["candidate_events"] / counts["candidate_requests"]
+            > 3 * counts["baseline_events"] / counts["baseline_requests"])
+    assert set(load.statuses) == {200}
+
+
+def test_rollback_survives_a_restart(launch: Any, tmp_path: Path,
+                                     breast_cancer_rows: np.ndarray) -> None:
+    config = gateway_config(tmp_path, candidate="4")  # the config starts the failing rollout
+    env = {"CANARYGATE_ADMIN_TOKEN": ADMIN_TOKEN}
+    server = launch(config, env)
+    load = drive(server, breast_cancer_rows, ended)
+    assert load.state["phase"] == "rolled_back"
+    server.stop()
+    again = launch(config, env)
+    with again.client(headers=AUTH) as http:
+        state = http.get("/admin/rollouts/breast-cancer").json()
+        log = http.get("/admin/rollouts/breast-cancer/decisions").json()["decisions"]
+    assert state["phase"] == "rolled_back" and state["weight"] == 0
+    assert state["figures"] == load.state["figures"]
+    assert log[-1]["action"] == "rollback"
+    routed = drive(again, breast_cancer_rows, lambda s: True, seconds=0.5)
+    assert set(routed.versions) == {"1"}
+
+
+def test_shadow_compares_without_serving_and_rolls_back_a_disagreeing_candidate(
+    gateway: Server, breast_cancer_rows: np.ndarray
+) -> None:
+    start(gateway, "3", shadow_percent=100, shadow_only=True, min_agreement=0.95)
+    load = drive(gateway, breast_cancer_rows, ended)
+    state = load.state
+    assert state["phase"] == "rolled_back", state
+    assert state["figures"]["gate"] == "agreement"
+    assert state["figures"]["statistic"] < 0.95
+    # Clients only ever got the baseline's answers.
+    assert set(load.versions) == {"1"} and set(load.statuses) == {200}
+
+
+def test_sticky_keys_keep_their_variant(gateway: Server, breast_cancer_rows: np.ndarray) -> None:
+    start(gateway, "2")
+    body = {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32",
+                        "data": breast_cancer_rows[0].tolist()}]}
+
+    def variants(http: httpx.Client) -> dict[str, str]:
+        return {key: http.post("/v2/models/breast-cancer/infer", json=body,
+                               headers={"x-user-id": key}).headers["x-model-version"]
+                for key in (f"user-{i}" for i in range(300))}
+
+    with gateway.client() as http:
+        admin = {"headers": AUTH}
+        assert http.post("/admin/rollouts/breast-cancer/weight",
+                         json={"weight": 20, "reason": "test"}, **admin).status_code == 200
+        first, second = variants(http), variants(http)
+        assert first == second
+        share = sum(v == "2" for v in first.values()) / len(first)
+        assert 0.12 < share < 0.28
+        http.post("/admin/rollouts/breast-cancer/weight", json={"weight": 60}, **admin)
+        raised = variants(http)
+        assert all(raised[k] == "2" for k, v in first.items() if v == "2")
+        assert sum(v == "2" for v in raised.values()) > sum(v == "2" for v in first.values())
+        http.post("/admin/rollouts/breast-cancer/rollback", json={"reason": "test"}, **admin)
+        assert set(variants(http).values()) == {"1"}
+
+
+def test_unkeyed_split_on_the_server(gateway: Server, breast_cancer_rows: np.ndarray) -> None:
+    start(gateway, "2")
+    with gateway.client(headers=AUTH) as http:
+        http.post("/admin/rollouts/breast-cancer/weight", json={"weight": 25})
+    load = drive(gateway, breast_cancer_rows, lambda s: False, seconds=4)
+    share = load.versions.count("2") / len(load.versions)
+    sigma = (0.25 * 0.75 / len(load.versions)) ** 0.5
+    assert len(load.versions) > 500
+    assert abs(share - 0.25) < 4 * sigma, (share, len(load.versions))
+    assert gateway.metric("canarygate_rollout_weight", model="breast-cancer") == 25
