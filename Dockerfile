@@ -19,6 +19,10 @@ COPY --from=build /opt/canarygate /opt/canarygate
 WORKDIR /app
 COPY --chown=root:root config ./config
 COPY --chown=root:root models ./models
+# Rollout state and the decision log (config/demo.yaml: state_dir ../var/state); mount a volume
+# here to keep a rollback a rollback across container restarts.
+RUN mkdir -p /app/var/state && chown -R canarygate:canarygate /app/var
+VOLUME ["/app/var"]
 USER canarygate
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \

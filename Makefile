@@ -8,12 +8,16 @@ CONFIG ?= config/demo.yaml
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint models clean help
+DURATION ?= 60s
+MODEL  ?= breast-cancer
+
+.PHONY: serve test lint models load clean help
 
 help:
 	@echo "make serve   set up and start the gateway on $(CONFIG) at http://$(HOST):$(PORT)"
 	@echo "make test    set up (with the dev extras) and run lint, type checks and the tests"
 	@echo "make models  rebuild the demo models in models/ from scikit-learn's bundled datasets"
+	@echo "make load    drive a running gateway with wrk for DURATION (default 60s)"
 
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +43,11 @@ test: lint
 
 models: $(VENV)/.dev-installed
 	$(PY) models/build.py
+
+# wrk comes from Debian's packages; installed here when missing (needs root).
+load:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	wrk -t1 -c32 -d$(DURATION) --latency -s loadtests/v2_infer.lua http://$(HOST):$(PORT) -- $(MODEL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

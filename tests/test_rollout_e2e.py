@@ -125,6 +125,18 @@ def test_slow_candidate_is_rolled_back_by_the_latency_gate(
     assert set(load.statuses) == {200}
 
 
+def test_candidate_timeouts_are_answered_by_the_baseline(
+    gateway: Server, breast_cancer_rows: np.ndarray
+) -> None:
+    # Version 5 needs about a millisecond a row: a 0.2 ms budget fails nearly every request.
+    start(gateway, "5", candidate_timeout_ms=0.2, steps=[50, 100])
+    load = drive(gateway, breast_cancer_rows, ended, concurrency=4)
+    assert load.state["phase"] == "rolled_back", load.state
+    assert set(load.statuses) == {200} and load.fallbacks > 0
+    assert gateway.metric("canarygate_candidate_failures_total", model="breast-cancer",
+                          version="5", kind="candidate-timeout") > 0
+
+
 def test_rollback_survives_a_restart(launch: Any, tmp_path: Path,
                                      breast_cancer_rows: np.ndarray) -> None:
     config = gateway_config(tmp_path, candidate="4")  # the config starts the failing rollout

@@ -76,3 +76,29 @@ models:
     # answering health checks and another model's predictions all the while.
     assert slow_result["seconds"] > 0.3, slow_result
     assert answered_meanwhile >= 10, (answered_meanwhile, slow_result)
+
+
+def test_runner_timeout_raises_and_leaves_the_pool_usable(tmp_path: Path) -> None:
+    import asyncio
+
+    import pytest
+
+    from canarygate.runtime import ModelVersion
+    from canarygate.runtime.runner import Runner
+
+    slow_model(tmp_path / "slow" / "1")
+    version = ModelVersion.load("slow", "1", tmp_path / "slow" / "1")
+    runner = Runner(1)
+    big = {"input": np.ones((512, 30), dtype=np.float32)}
+    small = {"input": np.ones((1, 30), dtype=np.float32)}
+
+    async def main() -> list[np.ndarray]:
+        with pytest.raises(TimeoutError, match="longer than 10 ms"):
+            await runner.run(version, big, ("prediction",), timeout=0.01)
+        return await runner.run(version, small, ("prediction",), timeout=30)
+
+    try:
+        out = asyncio.run(main())
+    finally:
+        runner.close()
+    assert out[0].shape == (1, 1)

@@ -94,6 +94,7 @@ class InferEndpoint:
             model = gw.registry.get(params["name"])
             model_label = model.name
             routing: Routing | None = None
+            window = model.window  # the step this request was routed in, even if it ends
             key = None
             if self.pinned:
                 version = model.version(params["version"])
@@ -116,15 +117,15 @@ class InferEndpoint:
             elif variant == "candidate":
                 results, version, failure = await self._run_candidate(model, routing, feeds,
                                                                       names)
-                self._record(model.window, True, started, failure is not None, key, results)
+                self._record(window, True, started, failure is not None, key, results)
                 if failure is not None:
                     variant, version_label = "fallback", version.version
                     extra.append((b"x-canarygate-fallback", failure.encode()))
             else:
                 results = await gw.runner.run(version, feeds, names)
-                self._record(model.window, False, started, False, key, results)
+                self._record(window, False, started, False, key, results)
                 if routing.shadow_share and routing.candidate and random() < routing.shadow_share:
-                    self._mirror(model, routing.candidate, feeds, names, results)
+                    self._mirror(model, window, routing.candidate, feeds, names, results)
             answer = self.codec.encode(version, names, results, decoded, rid)
             status, payload, content_type = 200, answer.body, answer.content_type
             extra.extend(answer.headers)
@@ -159,8 +160,7 @@ class InferEndpoint:
         assert candidate is not None
         runner = self.gateway.runner
         try:
-            results = await asyncio.wait_for(runner.run(candidate, feeds, names),
-                                             self._timeout(model))
+            results = await runner.run(candidate, feeds, names, self._timeout(model))
             if not _finite(results):
                 raise ModelFailure(f"candidate {candidate.version!r} answered NaN or infinity")
             return results, candidate, None
@@ -183,11 +183,10 @@ class InferEndpoint:
         output = float(last.flat[0]) if last.size and last.dtype.kind in "fiub" else None
         arm.record(perf_counter() - started, error, key is not None, output)
 
-    def _mirror(self, model: ServedModel, candidate: ModelVersion,
+    def _mirror(self, model: ServedModel, window: StepWindow, candidate: ModelVersion,
                 feeds: dict[str, np.ndarray], names: tuple[str, ...],
                 baseline_results: list[np.ndarray]) -> None:
         """Run the candidate on the same inputs after the answer is on its way."""
-        window = model.window
         if len(self._shadows) >= MAX_SHADOW_IN_FLIGHT:
             window.shadow.dropped += 1
             self.gateway.metrics.shadow(model.name, "dropped")
@@ -202,8 +201,8 @@ class InferEndpoint:
                       baseline_results: list[np.ndarray]) -> None:
         started = perf_counter()
         try:
-            results = await asyncio.wait_for(
-                self.gateway.runner.run(candidate, feeds, names), self._timeout(model))
+            results = await self.gateway.runner.run(candidate, feeds, names,
+                                                    self._timeout(model))
             failed = not _finite(results)
         except (ModelFailure, TimeoutError):
             results, failed = [], True
