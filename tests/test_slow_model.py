@@ -92,13 +92,13 @@ def test_runner_timeout_raises_and_leaves_the_pool_usable(tmp_path: Path) -> Non
     big = {"input": np.ones((512, 30), dtype=np.float32)}
     small = {"input": np.ones((1, 30), dtype=np.float32)}
 
-    async def main() -> list[np.ndarray]:
+    async def main() -> Any:
         with pytest.raises(TimeoutError, match="longer than 10 ms"):
             await runner.run(version, big, ("prediction",), timeout=0.01)
         return await runner.run(version, small, ("prediction",), timeout=30)
 
     try:
-        out = asyncio.run(main())
+        out = asyncio.run(main()).outputs
     finally:
         runner.close()
     assert out[0].shape == (1, 1)

@@ -28,6 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug"])
     rollout_cli.add_parser(commands)
+    dataset = commands.add_parser("dataset", help="read the inference dataset",
+                                  description="Read the inference dataset's segments.")
+    verbs = dataset.add_subparsers(dest="verb", metavar="VERB", required=True)
+    summary = verbs.add_parser("summary", help="counts by model, version, variant and status")
+    summary.add_argument("path", help="the dataset folder (or one segment)")
+    summary.add_argument("--json", action="store_true")
+    export = verbs.add_parser("export", help="every record as one Parquet file (pyarrow)")
+    export.add_argument("path", help="the dataset folder (or one segment)")
+    export.add_argument("--out", required=True, help="the Parquet file to write")
     return parser
 
 
@@ -38,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "rollout":
         return rollout_cli.run(args)
+    if args.command == "dataset":
+        return _dataset(args)
     parser.print_help()
     return 2
 
@@ -64,4 +75,31 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
     ))
     server.run()
+    return 0
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from canarygate.recorder import reader
+
+    root = Path(args.path)
+    if not root.exists():
+        print(f"canarygate: {root} does not exist", file=sys.stderr)
+        return 2
+    if args.verb == "summary":
+        summary = reader.summarize(root)
+        print(json.dumps(summary.as_json(), indent=2) if args.json else summary.text())
+        return 0
+    try:
+        rows = reader.export(root, Path(args.out))
+    except ImportError:
+        print("canarygate: export needs pyarrow: pip install 'canarygate[parquet]'",
+              file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"canarygate: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {rows} records to {args.out}")
     return 0

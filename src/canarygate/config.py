@@ -10,7 +10,7 @@ import itertools
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -44,6 +44,42 @@ class ServerConfig(_Frozen):
 class AdminConfig(_Frozen):
     token_env: str = "CANARYGATE_ADMIN_TOKEN"
     """Environment variable holding the admin API's bearer token (never the token itself)."""
+
+
+class RedactConfig(_Frozen):
+    drop: list[str] = []
+    """Input names whose data is left out of every record."""
+    hash: list[str] = []
+    """Input names recorded as a SHA-256 digest of their bytes (joinable, not readable)."""
+
+
+class DatasetConfig(_Frozen):
+    """The inference dataset: one record per served request, written off the request path."""
+
+    enabled: bool = True
+    dir: Path = Path("var/dataset")
+    """Where segments go; relative paths are taken from the config file's folder."""
+    sample_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of requests recorded (errors included in the draw)."""
+    queue_size: int = Field(default=65536, gt=0)
+    """Records waiting for the writer at most; what happens beyond is ``on_full``."""
+    on_full: Literal["block", "drop"] = "drop"
+    """``drop``: count the record as dropped and answer at once; ``block``: the request waits
+    for room (never silent either way: both are on /metrics)."""
+    flush_interval_seconds: float = Field(default=0.2, gt=0)
+    """The writer writes what is queued at least this often: at most this much is lost to a
+    SIGKILL."""
+    max_segment_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_segment_seconds: float = Field(default=3600.0, gt=0)
+    retention_bytes: int | None = Field(default=None, gt=0)
+    """Delete the oldest closed segments past this total size."""
+    retention_seconds: float | None = Field(default=None, gt=0)
+    """Delete closed segments older than this."""
+    parquet: bool = False
+    """Also write each closed segment as Parquet (needs pyarrow: canarygate[parquet])."""
+    fsync: bool = False
+    """fsync after each write: survives power loss, not only a killed process. Slower."""
+    redact: RedactConfig = RedactConfig()
 
 
 class VersionConfig(_Frozen):
@@ -133,6 +169,7 @@ class GatewayConfig(_Frozen):
     admin: AdminConfig = AdminConfig()
     models_dir: Path = Path("models")
     """Where model folders live; relative paths are taken from the config file's folder."""
+    dataset: DatasetConfig = DatasetConfig()
     state_dir: Path = Path("var/state")
     """Rollout state and the decision log; relative paths are taken from the config's folder."""
     models: list[ModelConfig] = Field(min_length=1)
@@ -166,10 +203,14 @@ def load_config(path: str | Path) -> GatewayConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
     config = parse_config(raw, source=str(path))
-    folders = {}
+    folders: dict[str, Any] = {}
     for key in ("models_dir", "state_dir"):
         folder = getattr(config, key)
         folders[key] = folder if folder.is_absolute() else (path.parent / folder).resolve()
+    data_dir = config.dataset.dir
+    if not data_dir.is_absolute():
+        folders["dataset"] = config.dataset.model_copy(
+            update={"dir": (path.parent / data_dir).resolve()})
     return config.model_copy(update=folders)
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from canarygate.config import GatewayConfig
 from canarygate.metrics import Metrics
+from canarygate.recorder import Recorder
+from canarygate.recorder.writer import Writer
 from canarygate.rollout.manager import RolloutManager
 from canarygate.rollout.persist import Persister
 from canarygate.rollout.store import FileStateStore
@@ -21,7 +23,10 @@ class Gateway:
     runner: Runner
     metrics: Metrics
     rollouts: RolloutManager | None = None
+    recorder: Recorder | None = None
+    writer: Writer | None = None
     ready: bool = False
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # shadow runs
     _controllers: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -34,21 +39,32 @@ class Gateway:
         persister.load_decisions()
         gateway.rollouts = RolloutManager(registry, persister, metrics)
         gateway.rollouts.restore(store.load())
+        if config.dataset.enabled:
+            gateway.recorder = Recorder(config.dataset)
+            gateway.writer = Writer(gateway.recorder, config.dataset)
+            metrics.watch_recorder(gateway.recorder)
         return gateway
 
     def start(self) -> None:
         """Start one controller task per model (inside the running event loop)."""
         assert self.rollouts is not None
         loop = asyncio.get_running_loop()
+        if self.recorder is not None and self.writer is not None:
+            self.recorder.bind(loop)
+            self.writer.start()
         self._controllers = [loop.create_task(self.rollouts.run(name))
                              for name in self.registry.models]
         self.ready = True
 
     async def stop(self) -> None:
+        """After the server stopped taking requests: finish shadow runs, write every record."""
         self.ready = False
         for task in self._controllers:
             task.cancel()
         await asyncio.gather(*self._controllers, return_exceptions=True)
+        await asyncio.gather(*list(self.background), return_exceptions=True)
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.stop)
         if self.rollouts is not None:
             self.rollouts.persister.flush()
             self.rollouts.persister.close()

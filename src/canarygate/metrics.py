@@ -5,7 +5,15 @@ Label children are cached on first use, so a request pays a dict lookup, not a l
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from canarygate.recorder import Recorder
 
 # From 50 µs up: the client library's defaults start at 5 ms, slower than these models run.
 LATENCY_BUCKETS = (
@@ -97,8 +105,36 @@ class Metrics:
     def shadow(self, model: str, outcome: str) -> None:
         self._shadow.labels(model, outcome).inc()
 
+    def watch_recorder(self, recorder: Recorder) -> None:
+        """The dataset's counters, read at scrape time: nothing added to the request path."""
+        self.registry.register(_RecorderCollector(recorder))
+
     def http_error(self, code: int) -> None:
         self._http_errors.labels(str(code)).inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+class _RecorderCollector:
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def collect(self) -> Iterator[Any]:
+        r = self.recorder
+        records = CounterMetricFamily(
+            "canarygate_dataset_records",
+            "Inference dataset records: captured (queued), written, dropped (queue full under "
+            "the drop policy), failed (could not be written).", labels=["outcome"])
+        for outcome, value in (("captured", r.captured), ("written", r.written),
+                               ("dropped", r.dropped), ("failed", r.failed)):
+            records.add_metric([outcome], value)
+        yield records
+        yield CounterMetricFamily("canarygate_dataset_blocked_requests",
+                                  "Requests that waited for room under the block policy.",
+                                  value=r.blocked)
+        yield GaugeMetricFamily("canarygate_dataset_queue_depth",
+                                "Records waiting for the writer.", value=len(r.queue))
+        yield GaugeMetricFamily("canarygate_dataset_writer_lag_seconds",
+                                "Age of the oldest record waiting for the writer.",
+                                value=r.lag_seconds(time.time()))

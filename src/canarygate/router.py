@@ -24,6 +24,7 @@ class Routing:
     baseline: ModelVersion
     candidate: ModelVersion | None = None
     weight: float = 0.0  # percent
+    step: int = -1  # the rollout step (for the inference dataset); -1 outside the ramp
     shadow_share: float = 0.0  # fraction of baseline requests mirrored to the candidate
     salt: bytes = b""  # per model, so one key is not the canary of every model at once
 

@@ -11,7 +11,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from random import random
-from time import perf_counter
+from time import perf_counter, time
 from typing import Protocol as TypingProtocol
 
 import numpy as np
@@ -28,8 +28,10 @@ from canarygate.http.asgi import (
     read_body,
     send_response,
 )
+from canarygate.recorder import Record
 from canarygate.router import Routing, to_candidate
 from canarygate.runtime import ModelVersion, ServedModel, Tensor
+from canarygate.runtime.runner import RunResult
 from canarygate.stats import StepWindow
 
 log = logging.getLogger("canarygate")
@@ -78,10 +80,11 @@ class InferEndpoint:
         self._limit = gateway.config.server.max_body_bytes
         self._id_header = gateway.config.server.request_id_header.lower().encode()
         self._sticky_header = gateway.config.server.sticky_header.lower().encode()
-        self._shadows: set[asyncio.Task[None]] = set()
+        self._shadows = gateway.background
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
+        arrived = time()
         gw = self.gateway
         headers: Headers = dict(scope["headers"])
         params = scope["path_params"]
@@ -89,13 +92,18 @@ class InferEndpoint:
         variant = "pinned" if self.pinned else "baseline"
         rid = ""
         extra: list[tuple[bytes, bytes]] = []
+        routing: Routing | None = None
+        key = None
+        feeds: dict[str, np.ndarray] | None = None
+        outputs: dict[str, np.ndarray] | None = None
+        run: RunResult | None = None
+        mirrored = False
+        error: str | None = None
         try:
             rid = _request_id(headers.get(self._id_header))
             model = gw.registry.get(params["name"])
             model_label = model.name
-            routing: Routing | None = None
             window = model.window  # the step this request was routed in, even if it ends
-            key = None
             if self.pinned:
                 version = model.version(params["version"])
             else:
@@ -113,20 +121,20 @@ class InferEndpoint:
             feeds = version.feeds(decoded.tensors)
             names = version.select_outputs(decoded.outputs)
             if routing is None:
-                results = await gw.runner.run(version, feeds, names)
+                run = await gw.runner.run(version, feeds, names)
             elif variant == "candidate":
-                results, version, failure = await self._run_candidate(model, routing, feeds,
-                                                                      names)
-                self._record(window, True, started, failure is not None, key, results)
+                run, version, failure = await self._run_candidate(model, routing, feeds, names)
+                self._record_stats(window, True, started, failure is not None, key, run.outputs)
                 if failure is not None:
                     variant, version_label = "fallback", version.version
                     extra.append((b"x-canarygate-fallback", failure.encode()))
             else:
-                results = await gw.runner.run(version, feeds, names)
-                self._record(window, False, started, False, key, results)
-                if routing.shadow_share and routing.candidate and random() < routing.shadow_share:
-                    self._mirror(model, window, routing.candidate, feeds, names, results)
-            answer = self.codec.encode(version, names, results, decoded, rid)
+                run = await gw.runner.run(version, feeds, names)
+                self._record_stats(window, False, started, False, key, run.outputs)
+                mirrored = bool(routing.shadow_share and routing.candidate
+                                and random() < routing.shadow_share)
+            outputs = dict(zip(names, run.outputs, strict=True))
+            answer = self.codec.encode(version, names, run.outputs, decoded, rid)
             status, payload, content_type = 200, answer.body, answer.content_type
             extra.extend(answer.headers)
         except ClientGone:
@@ -137,33 +145,48 @@ class InferEndpoint:
             if exc.status >= 500:
                 log.error("%s (request %s)", exc.message, rid, exc_info=exc.__cause__)
             status, payload, content_type = exc.status, error_body(exc.message), JSON_TYPE
-            extra = []
+            extra, error = [], exc.message
         except Exception:
             log.exception("unexpected failure serving request %s", rid)
             status, payload, content_type = 500, error_body("internal error"), JSON_TYPE
-            extra = []
+            extra, error = [], "internal error"
         rid = rid or uuid.uuid4().hex
         extra.append((b"x-request-id", rid.encode()))
         if version_label and status == 200:
             extra.append((b"x-model-version", version_label.encode()))
             extra.append((b"x-canarygate-variant", variant.encode()))
-        gw.metrics.request(model_label, version_label, variant, self.codec.name, status,
-                           perf_counter() - started)
+        elapsed = perf_counter() - started
+        gw.metrics.request(model_label, version_label, variant, self.codec.name, status, elapsed)
+        recorder = gw.recorder
+        if recorder is not None and recorder.sampled():
+            record = Record(
+                time=arrived, request_id=rid, model=model_label, version=version_label,
+                variant=variant, routing=_reason(variant, key), step=routing.step if routing
+                else -1, weight=routing.weight if routing else 0.0, protocol=self.codec.name,
+                status=status, error=error, inputs=feeds, outputs=outputs,
+                queue_ms=run.queue_seconds * 1000 if run else 0.0,
+                inference_ms=run.run_seconds * 1000 if run else 0.0, total_ms=elapsed * 1000)
+            if mirrored and routing is not None and routing.candidate is not None and feeds:
+                self._mirror(model, window, routing.candidate, feeds, names, outputs, record)
+            else:
+                await recorder.put_or_wait(record)
+        elif mirrored and routing is not None and routing.candidate is not None and feeds:
+            self._mirror(model, window, routing.candidate, feeds, names, outputs, None)
         await send_response(send, status, payload, content_type, extra)
 
     async def _run_candidate(
         self, model: ServedModel, routing: Routing, feeds: dict[str, np.ndarray],
         names: tuple[str, ...],
-    ) -> tuple[list[np.ndarray], ModelVersion, str | None]:
+    ) -> tuple[RunResult, ModelVersion, str | None]:
         """The candidate's answer, or, when it fails or is too slow, the baseline's."""
         candidate = routing.candidate
         assert candidate is not None
         runner = self.gateway.runner
         try:
-            results = await runner.run(candidate, feeds, names, self._timeout(model))
-            if not _finite(results):
+            run = await runner.run(candidate, feeds, names, self._timeout(model))
+            if not _finite(run.outputs):
                 raise ModelFailure(f"candidate {candidate.version!r} answered NaN or infinity")
-            return results, candidate, None
+            return run, candidate, None
         except (ModelFailure, TimeoutError) as exc:
             kind = "candidate-timeout" if isinstance(exc, TimeoutError) else "candidate-error"
             self.gateway.metrics.candidate_failure(model.name, candidate.version, kind)
@@ -176,8 +199,8 @@ class InferEndpoint:
         return state.schedule.candidate_timeout_ms / 1000 if state else 1.0
 
     @staticmethod
-    def _record(window: StepWindow, candidate: bool, started: float, error: bool,
-                key: bytes | None, results: list[np.ndarray]) -> None:
+    def _record_stats(window: StepWindow, candidate: bool, started: float, error: bool,
+                      key: bytes | None, results: list[np.ndarray]) -> None:
         arm = window.candidate if candidate else window.baseline
         last = results[-1]
         output = float(last.flat[0]) if last.size and last.dtype.kind in "fiub" else None
@@ -185,33 +208,51 @@ class InferEndpoint:
 
     def _mirror(self, model: ServedModel, window: StepWindow, candidate: ModelVersion,
                 feeds: dict[str, np.ndarray], names: tuple[str, ...],
-                baseline_results: list[np.ndarray]) -> None:
-        """Run the candidate on the same inputs after the answer is on its way."""
+                baseline: dict[str, np.ndarray] | None, record: Record | None) -> None:
+        """Run the candidate on the same inputs after the answer is on its way; the request's
+        record is queued when the shadow output is there to join it."""
         if len(self._shadows) >= MAX_SHADOW_IN_FLIGHT:
             window.shadow.dropped += 1
             self.gateway.metrics.shadow(model.name, "dropped")
+            if record is not None and self.gateway.recorder is not None:
+                self.gateway.recorder.put(record)
             return
         task = asyncio.get_running_loop().create_task(
-            self._shadow(model, window, candidate, feeds, names, baseline_results))
+            self._shadow(model, window, candidate, feeds, names, baseline, record))
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
     async def _shadow(self, model: ServedModel, window: StepWindow, candidate: ModelVersion,
                       feeds: dict[str, np.ndarray], names: tuple[str, ...],
-                      baseline_results: list[np.ndarray]) -> None:
+                      baseline: dict[str, np.ndarray] | None, record: Record | None) -> None:
         started = perf_counter()
+        error: str | None = None
+        outputs: list[np.ndarray] = []
         try:
-            results = await self.gateway.runner.run(candidate, feeds, names,
-                                                    self._timeout(model))
-            failed = not _finite(results)
-        except (ModelFailure, TimeoutError):
-            results, failed = [], True
-        self.gateway.metrics.shadow(model.name, "failed" if failed else "ok")
-        if failed:
+            outputs = (await self.gateway.runner.run(candidate, feeds, names,
+                                                     self._timeout(model))).outputs
+            if not _finite(outputs):
+                error = "non-finite output"
+        except (ModelFailure, TimeoutError) as exc:
+            error = str(exc)
+        self.gateway.metrics.shadow(model.name, "failed" if error else "ok")
+        if error:
             window.candidate.record(perf_counter() - started, True, False, None)
-            return
-        self._record(window, True, started, False, None, results)
-        _compare(window, baseline_results[0], results[0])
+        else:
+            self._record_stats(window, True, started, False, None, outputs)
+            if baseline:
+                _compare(window, next(iter(baseline.values())), outputs[0])
+        if record is not None and self.gateway.recorder is not None:
+            record.shadow_version = candidate.version
+            record.shadow_error = error
+            record.shadow_outputs = dict(zip(names, outputs, strict=True)) if outputs else None
+            self.gateway.recorder.put(record)
+
+
+def _reason(variant: str, key: bytes | None) -> str:
+    if variant in ("pinned", "fallback"):
+        return variant
+    return "sticky" if key is not None else "weight"
 
 
 def _compare(window: StepWindow, base: np.ndarray, cand: np.ndarray) -> None:

@@ -263,6 +263,7 @@ class RolloutManager:
             baseline=served.versions[state.baseline],
             candidate=candidate,
             weight=state.weight if state.phase in SERVING else 0.0,
+            step=state.step if state.phase in SERVING else -1,
             shadow_share=state.schedule.shadow_percent / 100 if state.phase == Phase.SHADOW
             else 0.0,
             salt=state.model.encode(),

@@ -9,10 +9,26 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from time import perf_counter
 
 import numpy as np
 
 from canarygate.runtime.model import ModelVersion
+
+
+@dataclass(slots=True)
+class RunResult:
+    outputs: list[np.ndarray]
+    queue_seconds: float  # from hand-off to a thread starting the run
+    run_seconds: float  # the run itself
+
+
+def _timed(version: ModelVersion, feeds: dict[str, np.ndarray], names: tuple[str, ...],
+           submitted: float) -> RunResult:
+    started = perf_counter()
+    outputs = version.run(feeds, names)
+    return RunResult(outputs, started - submitted, perf_counter() - started)
 
 
 class Runner:
@@ -25,11 +41,11 @@ class Runner:
         feeds: dict[str, np.ndarray],
         names: tuple[str, ...],
         timeout: float | None = None,
-    ) -> list[np.ndarray]:
-        """The run's outputs; raises TimeoutError when ``timeout`` seconds pass first (the
-        thread finishes its run regardless: onnxruntime cannot be interrupted)."""
+    ) -> RunResult:
+        """The run's outputs and timings; raises TimeoutError when ``timeout`` seconds pass
+        first (the thread finishes its run regardless: onnxruntime cannot be interrupted)."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, version.run, feeds, names)
+        future = loop.run_in_executor(self._pool, _timed, version, feeds, names, perf_counter())
         if timeout is None:
             return await future
         expired = False

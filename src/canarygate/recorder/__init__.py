@@ -1,0 +1,5 @@
+"""The inference dataset: the request path queues records, a writer thread appends segments."""
+
+from canarygate.recorder.queue import Record, Recorder
+
+__all__ = ["Record", "Recorder"]
