@@ -133,6 +133,17 @@ def test_register_a_version_without_restart(gateway: Server) -> None:
     assert log[-2]["reason"] == "retrained"
 
 
+def test_invalid_register_or_limit_changes_nothing(gateway: Server) -> None:
+    with gateway.client(headers=AUTH) as http:
+        r = http.post("/admin/models/breast-cancer/versions",
+                      json={"version": "3", "path": "spare/3", "reason": 5})
+        assert r.status_code == 400 and "'reason'" in r.json()["error"]
+        r = http.post("/v2/models/breast-cancer/versions/3/infer", json=INFER_ROW)
+        assert r.status_code == 404  # not registered
+        r = http.get("/admin/rollouts/breast-cancer/decisions?limit=\u00b2")
+        assert r.status_code == 400 and "limit" in r.json()["error"]
+
+
 def test_manual_actions_are_recorded_with_the_callers_reason(
     gateway: Server, tmp_path: Path
 ) -> None:

@@ -137,6 +137,28 @@ def test_candidate_timeouts_are_answered_by_the_baseline(
                           version="5", kind="candidate-timeout") > 0
 
 
+def test_a_copy_of_the_baseline_is_not_rolled_back_for_errors_both_make(
+    launch: Any, tmp_path: Path, breast_cancer_rows: np.ndarray
+) -> None:
+    """Inputs so large that version 1 answers NaN fail both arms alike: no rollback."""
+    config = gateway_config(tmp_path)
+    text = config.read_text()
+    copy = '"5": {path: breast-cancer/5}, "1-copy": {path: breast-cancer/1}'
+    config.write_text(text.replace('"5": {path: breast-cancer/5}', copy))
+    server = launch(config, {"CANARYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    rows = breast_cancer_rows.copy()
+    rows[::10] = 1e37  # finite, but every tenth row overflows inside the model: NaN out
+    start(server, "1-copy", steps=[50, 100], min_step_requests=300)
+    load = drive(server, rows, ended, concurrency=8)
+    assert load.state["phase"] == "promoted", load.state
+    assert set(load.statuses) == {200}
+    holds = [d for d in decisions(server) if d["action"] in ("hold", "advance")]
+    errors = [g for d in holds for g in d["gates"] if g["gate"] == "errors"
+              and g["verdict"] in ("pass", "marginal")]
+    # Both arms had their share of errors, and the test saw them as alike.
+    assert errors and errors[-1]["counts"]["baseline_events"] > 0
+
+
 def test_rollback_survives_a_restart(launch: Any, tmp_path: Path,
                                      breast_cancer_rows: np.ndarray) -> None:
     config = gateway_config(tmp_path, candidate="4")  # the config starts the failing rollout

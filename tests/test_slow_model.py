@@ -102,3 +102,31 @@ def test_runner_timeout_raises_and_leaves_the_pool_usable(tmp_path: Path) -> Non
     finally:
         runner.close()
     assert out[0].shape == (1, 1)
+
+
+def test_waiting_for_a_thread_does_not_count_against_a_timeout(tmp_path: Path) -> None:
+    """Only the run itself is timed: a short run queued behind a long one still succeeds."""
+    import asyncio
+
+    from canarygate.runtime import ModelVersion
+    from canarygate.runtime.runner import Runner
+
+    slow_model(tmp_path / "slow" / "1")
+    version = ModelVersion.load("slow", "1", tmp_path / "slow" / "1")
+    runner = Runner(1)
+    big = {"input": np.ones((512, 30), dtype=np.float32)}
+    small = {"input": np.ones((1, 30), dtype=np.float32)}
+
+    async def main() -> tuple[Any, Any]:
+        long = asyncio.ensure_future(runner.run(version, big, ("prediction",)))
+        await asyncio.sleep(0.05)  # the long run holds the only thread
+        short = await runner.run(version, small, ("prediction",), timeout=0.25)
+        return await long, short
+
+    try:
+        long, short = asyncio.run(main())
+    finally:
+        runner.close()
+    assert long.run_seconds > 0.25  # the wait was longer than the timeout...
+    assert short.queue_seconds > 0.2  # ...and the short run waited it out, then ran in time
+    assert short.run_seconds < 0.25

@@ -77,7 +77,7 @@ class AdminAPI:
     async def decisions(self, request: Request) -> Response:
         name = self._model(request)
         raw = request.query_params.get("limit", "100")
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise BadRequest("limit must be a whole number")
         records = self.rollouts.persister.decisions(name)[-int(raw):] if int(raw) else []
         return JSONResponse({"model": name, "decisions": records})
@@ -153,6 +153,7 @@ class AdminAPI:
         if not isinstance(path, str) or not path:
             raise BadRequest("'path' must be a folder under the models directory")
         version = str(version)
+        reason = _reason(body)
         if version in served.versions:
             raise Conflict(f"model {name!r} already has a version {version!r}")
         config = self.gw.config
@@ -166,13 +167,13 @@ class AdminAPI:
                 allow_non_finite=served.config.allow_non_finite)
         except ConfigError as exc:
             raise BadRequest(str(exc)) from None
-        if loaded.inputs != served.baseline.inputs:
-            raise BadRequest(f"{where}: its inputs differ from the baseline's; a candidate must "
-                             "take the same inputs")
+        if loaded.inputs != served.baseline.inputs or loaded.outputs != served.baseline.outputs:
+            raise BadRequest(f"{where}: its inputs or outputs differ from the baseline's; a "
+                             "candidate must have the same signature")
         served.versions = {**served.versions, version: loaded}
         self.rollouts.persister.record({
             "time": self.rollouts.clock(), "model": name, "action": "register_version",
-            "actor": "admin", "reason": _reason(body), "version": version, "path": path,
+            "actor": "admin", "reason": reason, "version": version, "path": path,
         })
         return JSONResponse({**loaded.describe(), "version": version,
                              "versions": list(served.versions)}, status_code=201)

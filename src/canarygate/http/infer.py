@@ -129,8 +129,16 @@ class InferEndpoint:
                     variant, version_label = "fallback", version.version
                     extra.append((b"x-canarygate-fallback", failure.encode()))
             else:
-                run = await gw.runner.run(version, feeds, names)
-                self._record_stats(window, False, started, False, key, run.outputs)
+                # The baseline's failures count as the candidate's do, or a candidate no
+                # worse than the baseline would look worse.
+                try:
+                    run = await gw.runner.run(version, feeds, names)
+                except ModelFailure:
+                    self._record_stats(window, False, started, True, key, None)
+                    raise
+                failed = (not _finite(run.outputs) or (routing.candidate is not None and
+                          run.run_seconds > self._timeout(model)))
+                self._record_stats(window, False, started, failed, key, run.outputs)
                 mirrored = bool(routing.shadow_share and routing.candidate
                                 and random() < routing.shadow_share)
             outputs = dict(zip(names, run.outputs, strict=True))
@@ -200,10 +208,11 @@ class InferEndpoint:
 
     @staticmethod
     def _record_stats(window: StepWindow, candidate: bool, started: float, error: bool,
-                      key: bytes | None, results: list[np.ndarray]) -> None:
+                      key: bytes | None, results: list[np.ndarray] | None) -> None:
         arm = window.candidate if candidate else window.baseline
-        last = results[-1]
-        output = float(last.flat[0]) if last.size and last.dtype.kind in "fiub" else None
+        last = results[-1] if results else None
+        output = (float(last.flat[0]) if last is not None and last.size
+                  and last.dtype.kind in "fiub" else None)
         arm.record(perf_counter() - started, error, key is not None, output)
 
     def _mirror(self, model: ServedModel, window: StepWindow, candidate: ModelVersion,
@@ -259,13 +268,17 @@ def _compare(window: StepWindow, base: np.ndarray, cand: np.ndarray) -> None:
     shadow = window.shadow
     rows = base.shape[0] if base.ndim else 1
     shadow.pairs += rows
+    if base.size != cand.size:  # a different output shape agrees with nothing
+        shadow.labelled = shadow.labelled or base.dtype.kind in "iub"
+        return
+    base, cand = base.reshape(rows, -1), cand.reshape(rows, -1)
     if base.dtype.kind in "iub":
         shadow.labelled = True
-        shadow.agreements += int(np.count_nonzero(base == cand))
-    else:
-        diff = np.abs(cand.astype(np.float64) - base)
-        shadow.abs_diff_sum += float(diff.sum())
-        shadow.rel_diff_sum += float((diff / np.maximum(np.abs(base), 1e-12)).sum())
+        shadow.agreements += int(np.count_nonzero((base == cand).all(axis=1)))
+        return
+    diff = np.abs(cand.astype(np.float64) - base)
+    shadow.abs_diff_sum += float(diff.sum())
+    shadow.rel_diff_sum += float((diff / np.maximum(np.abs(base), 1e-12)).sum())
 
 
 def _finite(results: list[np.ndarray]) -> bool:

@@ -33,6 +33,7 @@ SRM_P_VALUE = 1e-4
 MIN_SRM_REQUESTS = 200
 MIN_TAU_REQUESTS = 50  # baseline requests needed to freeze the slow threshold
 MIN_SANITY_REQUESTS = 50
+SLO_STEP_FAILURES = 5  # failed SLO intervals in one step that roll back, in a row or not
 
 
 class Verdict(StrEnum):
@@ -65,17 +66,52 @@ def log_e_value(k: int, n: int, rho0: float) -> float:
         return 0.0
     a, b = 1.0 + k, 1.0 + n - k
     log_prior_tail = math.log1p(-rho0)  # S(1, 1; rho0) = 1 - rho0
-    log_post = float(special.betaln(a, b)) + float(stats.beta.logsf(rho0, a, b))
+    log_post = float(special.betaln(a, b)) + log_beta_tail(rho0, a, b)
     log_null = k * math.log(rho0) + (n - k) * math.log1p(-rho0)
-    # The tail underflows when the candidate is far better: keep the arithmetic finite.
-    return max(log_post - log_prior_tail - log_null, -700.0)
+    return log_post - log_prior_tail - log_null
+
+
+def log_beta_tail(x: float, a: float, b: float) -> float:
+    """log P(X > x) for X ~ Beta(a, b), accurate where the tail is far below 1e-300.
+
+    scipy's ``beta.logsf`` underflows to -inf there (a candidate far better than the baseline),
+    and a floored value would be carried into later steps as false evidence. The tail equals
+    I_{1-x}(b, a); where it is tiny, 1 - x lies below that Beta's mean and the continued
+    fraction of the incomplete beta function converges (Numerical Recipes §6.4, in log form).
+    """
+    value = float(stats.beta.logsf(x, a, b))
+    if value > -600.0:
+        return value
+    return _log_incomplete_beta_cf(1.0 - x, b, a)
+
+
+def _log_incomplete_beta_cf(x: float, a: float, b: float) -> float:
+    """log I_x(a, b) by Lentz's continued fraction; valid for x < (a + 1) / (a + b + 2)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 100_000):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return (a * math.log(x) + b * math.log1p(-x) - math.log(a)
+            - float(special.betaln(a, b)) + math.log(h))
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval (95 % by default) for a proportion."""
-    if n == 0:
+    if n <= 0:
         return 0.0, 1.0
-    p = successes / n
+    p = min(max(successes / n, 0.0), 1.0)
     centre = p + z * z / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     denom = 1 + z * z / n
@@ -114,7 +150,8 @@ class IntervalMemory:
     """What the judge remembers between ticks of one step (not persisted: ticks are cheap)."""
 
     last: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    slo_streak: int = 0
+    slo_streak: int = 0  # failed SLO intervals in a row
+    slo_failures: int = 0  # failed SLO intervals in this step
 
 
 def judge_step(
@@ -175,20 +212,27 @@ def judge_step(
         results.append(gate)
         step_log_e["latency"] = log_e
 
-    # Optional absolute SLO: surely more than 1 % over it, several intervals in a row.
+    # Optional absolute SLO: surely more than 1 % over it, several intervals in a row (or
+    # too many in one step). A failed interval holds the ramp until the streak clears.
     if schedule.latency_slo_ms is not None:
         counts = {"interval_requests": interval_requests, "interval_over_slo": interval_over,
-                  "consecutive_failures": memory.slo_streak}
+                  "consecutive_failures": memory.slo_streak,
+                  "step_failures": memory.slo_failures}
         if interval_requests < MIN_INTERVAL_REQUESTS:
             results.append(GateResult("latency_slo", Verdict.NO_DATA, counts=counts))
         else:
             low, _ = wilson(interval_over, interval_requests)
-            memory.slo_streak = memory.slo_streak + 1 if low > 0.01 else 0
-            counts["consecutive_failures"] = memory.slo_streak
-            failed = memory.slo_streak >= schedule.slo_consecutive_failures
-            results.append(GateResult("latency_slo", Verdict.FAIL if failed else Verdict.PASS,
-                                      low, 0.01, counts,
-                                      f"over {schedule.latency_slo_ms} ms" if failed else ""))
+            over = low > 0.01
+            memory.slo_streak = memory.slo_streak + 1 if over else 0
+            memory.slo_failures += over
+            counts.update(consecutive_failures=memory.slo_streak,
+                          step_failures=memory.slo_failures)
+            failed = (memory.slo_streak >= schedule.slo_consecutive_failures
+                      or memory.slo_failures >= SLO_STEP_FAILURES)
+            verdict = (Verdict.FAIL if failed else Verdict.MARGINAL if memory.slo_streak
+                       else Verdict.PASS)
+            results.append(GateResult("latency_slo", verdict, low, 0.01, counts,
+                                      f"over {schedule.latency_slo_ms} ms" if over else ""))
 
     # Prediction sanity: a candidate that always answers the same while the baseline varies.
     sanity = {"candidate_answers": cand_ok, "candidate_varied": cand.varied,

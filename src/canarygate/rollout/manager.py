@@ -9,6 +9,7 @@ only computes; the disk work happens on the persister's thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -33,7 +34,9 @@ from canarygate.stats import ArmStats, StepWindow
 log = logging.getLogger("canarygate.rollout")
 
 SERVING = frozenset({Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_PROMOTION})
-WATCHED = frozenset({Phase.SHADOW, Phase.PROGRESSING, Phase.AWAITING_PROMOTION})
+# Judged every interval. A paused rollout still serves its candidate at its weight, so its gates
+# still run: a failure rolls it back, but nothing advances it and holds are not logged.
+WATCHED = frozenset({Phase.SHADOW, Phase.PROGRESSING, Phase.AWAITING_PROMOTION, Phase.PAUSED})
 
 
 class RolloutManager:
@@ -54,10 +57,17 @@ class RolloutManager:
         for name, served in self.registry.models.items():
             state = stored.get(name)
             if state is not None and self._usable(state, served):
+                # The step's counts did not survive the restart, so neither does its clock
+                # (or the progress deadline would pause a step that was doing fine).
+                if state.active:
+                    state = dataclasses.replace(state, step_started_at=self.clock())
                 self._install(state, fresh_window=True)
                 continue
             mc = served.config
-            self._install(RolloutState(model=name, baseline=mc.baseline), fresh_window=True)
+            # Numbering goes on from the stored revision, which the store compares against.
+            revision = state.revision if state is not None else 0
+            self._install(RolloutState(model=name, baseline=mc.baseline, revision=revision),
+                          fresh_window=True)
             if mc.candidate is not None:
                 self.start(name, mc.candidate, mc.rollout or RolloutConfig(),
                            actor="config", reason="candidate named in the config")
@@ -168,6 +178,8 @@ class RolloutManager:
             self.rollback(name, actor="controller", reason=reason, figures=worst.as_json(),
                           gates=gates)
             return self.persister.decisions(name)[-1]
+        if state.phase == Phase.PAUSED:
+            return None
         paused = [g for g in gates if g.verdict == Verdict.PAUSE]
         if paused and state.phase != Phase.AWAITING_PROMOTION:
             reason = f"{paused[0].gate}: {paused[0].detail}"

@@ -63,6 +63,13 @@ class ModelRegistry:
                 )
                 for name, vc in mc.versions.items()
             }
+            base = versions[mc.baseline]
+            for name, version in versions.items():
+                if version.inputs != base.inputs or version.outputs != base.outputs:
+                    raise ConfigError(
+                        f"model {mc.name!r} version {name!r}: its inputs or outputs differ from "
+                        f"the baseline's ({mc.baseline!r}); versions of one model must have the "
+                        "same signature to share its traffic")
             served = ServedModel(mc, versions)
             served.routing = Routing(baseline=versions[mc.baseline], salt=mc.name.encode())
             models[mc.name] = served
