@@ -16,6 +16,7 @@ from canarygate.config import GatewayConfig
 from canarygate.errors import GatewayError
 from canarygate.gateway import Gateway
 from canarygate.http.admin import AdminAPI
+from canarygate.http.feedback import FeedbackEndpoint
 from canarygate.http.infer import InferEndpoint
 from canarygate.http.meta import MetaEndpoints
 from canarygate.http.v1 import V1Codec
@@ -41,6 +42,8 @@ def create_app(config: GatewayConfig) -> Starlette:
               methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer",
               InferEndpoint(gateway, v2, pinned=True), methods=["POST"]),
+        Route("/v2/models/{name}/feedback", FeedbackEndpoint(gateway).handle,
+              methods=["POST"]),
         Route("/v1/models/{name}:predict", InferEndpoint(gateway, v1, pinned=False),
               methods=["POST"]),
         Route("/v1/models/{name}", meta.v1_model),

@@ -82,6 +82,13 @@ class DatasetConfig(_Frozen):
     redact: RedactConfig = RedactConfig()
 
 
+class FeedbackConfig(_Frozen):
+    max_entries: int = Field(default=100_000, gt=0)
+    """Recent predictions that can take feedback; the oldest are forgotten past this."""
+    ttl_seconds: float = Field(default=3600.0, gt=0)
+    """How long after a prediction its label is accepted."""
+
+
 class VersionConfig(_Frozen):
     path: str
     """Folder of the version, relative to ``models_dir``: holds model.onnx and metadata.json."""
@@ -170,6 +177,7 @@ class GatewayConfig(_Frozen):
     models_dir: Path = Path("models")
     """Where model folders live; relative paths are taken from the config file's folder."""
     dataset: DatasetConfig = DatasetConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     state_dir: Path = Path("var/state")
     """Rollout state and the decision log; relative paths are taken from the config's folder."""
     models: list[ModelConfig] = Field(min_length=1)

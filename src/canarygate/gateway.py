@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from canarygate.config import GatewayConfig
+from canarygate.feedback import FeedbackBook
 from canarygate.metrics import Metrics
 from canarygate.recorder import Recorder
 from canarygate.recorder.writer import Writer
@@ -25,6 +26,7 @@ class Gateway:
     rollouts: RolloutManager | None = None
     recorder: Recorder | None = None
     writer: Writer | None = None
+    feedback: FeedbackBook = field(default_factory=FeedbackBook)
     ready: bool = False
     background: set[asyncio.Task[None]] = field(default_factory=set)  # shadow runs
     _controllers: list[asyncio.Task[None]] = field(default_factory=list)
@@ -34,6 +36,9 @@ class Gateway:
         registry = ModelRegistry.load(config)  # raises ConfigError before anything starts
         metrics = Metrics()
         gateway = cls(config, registry, Runner(config.server.inference_threads), metrics)
+        gateway.feedback = FeedbackBook(config.feedback.max_entries,
+                                        config.feedback.ttl_seconds)
+        metrics.watch_feedback(gateway.feedback)
         store = FileStateStore(config.state_dir / "rollouts.json")
         persister = Persister(store, config.state_dir / "decisions.jsonl")
         persister.load_decisions()

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 if TYPE_CHECKING:
+    from canarygate.feedback import FeedbackBook
     from canarygate.recorder import Recorder
 
 # From 50 µs up: the client library's defaults start at 5 ms, slower than these models run.
@@ -109,6 +110,9 @@ class Metrics:
         """The dataset's counters, read at scrape time: nothing added to the request path."""
         self.registry.register(_RecorderCollector(recorder))
 
+    def watch_feedback(self, book: FeedbackBook) -> None:
+        self.registry.register(_FeedbackCollector(book))
+
     def http_error(self, code: int) -> None:
         self._http_errors.labels(str(code)).inc()
 
@@ -138,3 +142,26 @@ class _RecorderCollector:
         yield GaugeMetricFamily("canarygate_dataset_writer_lag_seconds",
                                 "Age of the oldest record waiting for the writer.",
                                 value=r.lag_seconds(time.time()))
+
+
+class _FeedbackCollector:
+    def __init__(self, book: FeedbackBook) -> None:
+        self.book = book
+
+    def collect(self) -> Iterator[Any]:
+        labelled = CounterMetricFamily(
+            "canarygate_feedback_labels", "Prediction rows that received a label.",
+            labels=["model", "version"])
+        correct = CounterMetricFamily(
+            "canarygate_feedback_correct", "Labelled classifier rows predicted right.",
+            labels=["model", "version"])
+        abs_error = CounterMetricFamily(
+            "canarygate_feedback_absolute_error",
+            "Labelled regressor rows: sum of |prediction - label|.", labels=["model", "version"])
+        for (model, version), score in list(self.book.scores.items()):
+            labelled.add_metric([model, version], score.labelled)
+            correct.add_metric([model, version], score.correct)
+            abs_error.add_metric([model, version], score.abs_error)
+        yield labelled
+        yield correct
+        yield abs_error

@@ -100,6 +100,7 @@ class AdminAPI:
             shadow=vars(window.shadow),
             tau_ms=_ms(state.tau_seconds),
             last_verdicts=[g.as_json() for g in self.rollouts.last_gates.get(name, [])],
+            feedback=self.gw.feedback.summary(name),
         )
         return view
 

@@ -17,6 +17,7 @@ from typing import Protocol as TypingProtocol
 import numpy as np
 
 from canarygate.errors import BadRequest, GatewayError, ModelFailure
+from canarygate.feedback import Prediction
 from canarygate.gateway import Gateway
 from canarygate.http.asgi import (
     ClientGone,
@@ -142,6 +143,10 @@ class InferEndpoint:
                 mirrored = bool(routing.shadow_share and routing.candidate
                                 and random() < routing.shadow_share)
             outputs = dict(zip(names, run.outputs, strict=True))
+            first = run.outputs[0]
+            gw.feedback.remember(rid, Prediction(
+                arrived, model.name, version.version, variant, first.dtype.kind in "iub",
+                first.reshape(first.shape[0], -1)[:, 0] if first.ndim else first.reshape(1)))
             answer = self.codec.encode(version, names, run.outputs, decoded, rid)
             status, payload, content_type = 200, answer.body, answer.content_type
             extra.extend(answer.headers)

@@ -1,5 +1,5 @@
 """The inference dataset: the request path queues records, a writer thread appends segments."""
 
-from canarygate.recorder.queue import Record, Recorder
+from canarygate.recorder.queue import FeedbackRecord, Record, Recorder
 
-__all__ = ["Record", "Recorder"]
+__all__ = ["FeedbackRecord", "Record", "Recorder"]

@@ -43,10 +43,23 @@ class Record:
     shadow_error: str | None = None
 
 
+@dataclass(slots=True)
+class FeedbackRecord:
+    """A label that joined an earlier prediction (same request id)."""
+
+    time: float
+    request_id: str
+    model: str
+    version: str
+    variant: str
+    label: list[float]
+    predicted: list[Any]
+
+
 class Recorder:
     def __init__(self, config: DatasetConfig) -> None:
         self.config = config
-        self.queue: deque[Record] = deque()
+        self.queue: deque[Record | FeedbackRecord] = deque()
         self.limit = config.queue_size
         self.sample_rate = config.sample_rate
         self.block = config.on_full == "block"
@@ -66,7 +79,7 @@ class Recorder:
     def sampled(self) -> bool:
         return self.sample_rate >= 1.0 or random() < self.sample_rate
 
-    def put(self, record: Record) -> bool:
+    def put(self, record: Record | FeedbackRecord) -> bool:
         """Queue a record without waiting; False when it was dropped."""
         if len(self.queue) >= self.limit:
             self.dropped += 1

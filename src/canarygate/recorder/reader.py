@@ -49,7 +49,7 @@ def read_all(root: Path, stats: ReadStats | None = None) -> Iterator[dict[str, A
 @dataclass
 class Summary:
     stats: ReadStats
-    by_key: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)
+    by_key: Counter[tuple[str, str, str, int | str]] = field(default_factory=Counter)
     first: float | None = None
     last: float | None = None
 
@@ -58,7 +58,8 @@ class Summary:
             "segments": self.stats.segments, "records": self.stats.records,
             "torn_lines": self.stats.torn, "first": self.first, "last": self.last,
             "groups": [{"model": m, "version": v, "variant": var, "status": s, "records": n}
-                       for (m, v, var, s), n in sorted(self.by_key.items())],
+                       for (m, v, var, s), n in sorted(self.by_key.items(),
+                                                        key=lambda kv: str(kv[0]))],
         }
 
     def text(self) -> str:
@@ -72,16 +73,17 @@ class Summary:
                  f"({self.stats.torn} torn lines skipped), {when(self.first)} to "
                  f"{when(self.last)}", "",
                  f"{'MODEL':<20} {'VERSION':<8} {'VARIANT':<10} {'STATUS':<6} RECORDS"]
-        for (m, v, var, s), n in sorted(self.by_key.items()):
-            lines.append(f"{m:<20} {v:<8} {var:<10} {s:<6} {n}")
+        for (m, v, var, s), n in sorted(self.by_key.items(), key=lambda kv: str(kv[0])):
+            lines.append(f"{m:<20} {v:<8} {var:<10} {s!s:<6} {n}")
         return "\n".join(lines)
 
 
 def summarize(root: Path) -> Summary:
     summary = Summary(ReadStats())
     for r in read_all(root, summary.stats):
+        status = "feedback" if r.get("kind") == "feedback" else int(r.get("status", 0))
         summary.by_key[(r.get("model", ""), r.get("version", ""), r.get("variant", ""),
-                        int(r.get("status", 0)))] += 1
+                        status)] += 1
         t = r.get("time")
         if isinstance(t, int | float):
             summary.first = t if summary.first is None else min(summary.first, t)
@@ -97,6 +99,7 @@ def schema() -> Any:
                         ("shape", pa.list_(pa.int64())), ("data", pa.list_(pa.float64())),
                         ("text", pa.list_(pa.string())), ("sha256", pa.string())])
     return pa.schema([
+        ("kind", pa.string()),
         ("time", pa.float64()), ("request_id", pa.string()), ("model", pa.string()),
         ("version", pa.string()), ("variant", pa.string()), ("routing", pa.string()),
         ("step", pa.int64()), ("weight", pa.float64()), ("protocol", pa.string()),
@@ -106,6 +109,8 @@ def schema() -> Any:
                                   ("total", pa.float64()), ("batch_size", pa.int64())])),
         ("shadow", pa.struct([("version", pa.string()), ("error", pa.string()),
                               ("outputs", pa.list_(tensor))])),
+        ("feedback", pa.struct([("label", pa.list_(pa.float64())),
+                                ("predicted", pa.list_(pa.float64()))])),
     ])
 
 

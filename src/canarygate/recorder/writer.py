@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 
 from canarygate.config import DatasetConfig
-from canarygate.recorder.queue import Record, Recorder
+from canarygate.recorder.queue import FeedbackRecord, Record, Recorder
 from canarygate.runtime.tensors import datatype_of
 
 log = logging.getLogger("canarygate.recorder")
@@ -163,8 +163,13 @@ class Writer:
             total -= path.stat().st_size
             path.unlink(missing_ok=True)
 
-    def _json(self, r: Record) -> dict[str, Any]:
+    def _json(self, r: Record | FeedbackRecord) -> dict[str, Any]:
+        if isinstance(r, FeedbackRecord):
+            return {"kind": "feedback", "time": r.time, "request_id": r.request_id,
+                    "model": r.model, "version": r.version, "variant": r.variant,
+                    "feedback": {"label": r.label, "predicted": r.predicted}}
         return {
+            "kind": "prediction",
             "time": r.time, "request_id": r.request_id, "model": r.model,
             "version": r.version, "variant": r.variant, "routing": r.routing, "step": r.step,
             "weight": r.weight, "protocol": r.protocol, "status": r.status, "error": r.error,

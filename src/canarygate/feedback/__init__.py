@@ -1,0 +1,5 @@
+"""Feedback: ground-truth labels joined to the predictions they answer."""
+
+from canarygate.feedback.index import FeedbackBook, Prediction
+
+__all__ = ["FeedbackBook", "Prediction"]

@@ -1,0 +1,127 @@
+"""Recent predictions by request id, and what feedback said of them.
+
+The request path adds each answered prediction to a bounded index (an ordered dict: O(1) to
+add, the oldest evicted past ``max_entries``); entries older than ``ttl_seconds`` no longer
+take feedback. A label joins its prediction once: the same label again changes nothing, a
+different one is refused. Per version the book keeps accuracy (classifiers) or error
+(regressors) of the labelled predictions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from canarygate.errors import BadRequest, Conflict, NotFound
+
+
+@dataclass(slots=True)
+class Prediction:
+    time: float
+    model: str
+    version: str
+    variant: str
+    classifier: bool
+    predicted: np.ndarray  # one value per row: the class label, or the regressor's output
+    label: tuple[float, ...] | None = None
+
+
+@dataclass
+class VersionScore:
+    labelled: int = 0  # rows with a label
+    correct: int = 0  # classifiers
+    abs_error: float = 0.0  # regressors: sums, for the mean absolute and squared errors
+    sq_error: float = 0.0
+
+    def as_json(self, classifier: bool) -> dict[str, Any]:
+        n = self.labelled
+        if classifier:
+            return {"labelled": n, "correct": self.correct,
+                    "accuracy": self.correct / n if n else None}
+        return {"labelled": n, "mae": self.abs_error / n if n else None,
+                "rmse": math.sqrt(self.sq_error / n) if n else None}
+
+
+@dataclass
+class FeedbackBook:
+    max_entries: int = 100_000
+    ttl_seconds: float = 3600.0
+    entries: OrderedDict[str, Prediction] = field(default_factory=OrderedDict)
+    scores: dict[tuple[str, str], VersionScore] = field(default_factory=dict)
+    classifiers: dict[str, bool] = field(default_factory=dict)
+
+    def remember(self, request_id: str, prediction: Prediction) -> None:
+        entries = self.entries
+        entries[request_id] = prediction
+        if len(entries) > self.max_entries:
+            entries.popitem(last=False)
+
+    def apply(self, model: str, items: list[Any], now: float
+              ) -> list[tuple[Prediction, str, tuple[float, ...], str]]:
+        """Check every item, then join them all (or none): returns (prediction, id, label,
+        outcome) with outcome ``recorded`` or ``duplicate``."""
+        checked: list[tuple[Prediction, str, tuple[float, ...]]] = []
+        seen: dict[str, tuple[float, ...]] = {}
+        for i, item in enumerate(items):
+            rid, label = _parse(item, i)
+            prediction = self.entries.get(rid)
+            if prediction is None or prediction.model != model:
+                raise NotFound(f"no recent prediction of {model!r} has request id {rid!r} "
+                               f"(unknown, or evicted from the last {self.max_entries})")
+            if now - prediction.time > self.ttl_seconds:
+                raise NotFound(f"the prediction {rid!r} is older than {self.ttl_seconds:g} s: "
+                               "its feedback window has closed")
+            if len(label) != len(prediction.predicted):
+                raise BadRequest(f"item {i}: the prediction {rid!r} has "
+                                 f"{len(prediction.predicted)} rows, the label {len(label)}")
+            earlier = prediction.label if prediction.label is not None else seen.get(rid)
+            if earlier is not None and earlier != label:
+                raise Conflict(f"the prediction {rid!r} already has a different label")
+            seen[rid] = label
+            checked.append((prediction, rid, label))
+        out = []
+        for prediction, rid, label in checked:
+            if prediction.label is not None:
+                out.append((prediction, rid, label, "duplicate"))
+                continue
+            prediction.label = label
+            self._score(prediction, label)
+            out.append((prediction, rid, label, "recorded"))
+        return out
+
+    def _score(self, prediction: Prediction, label: tuple[float, ...]) -> None:
+        key = (prediction.model, prediction.version)
+        score = self.scores.setdefault(key, VersionScore())
+        self.classifiers[prediction.model] = prediction.classifier
+        truth = np.asarray(label, dtype=np.float64)
+        predicted = prediction.predicted.astype(np.float64)
+        score.labelled += len(truth)
+        if prediction.classifier:
+            score.correct += int(np.count_nonzero(predicted == truth))
+        else:
+            diff = predicted - truth
+            score.abs_error += float(np.abs(diff).sum())
+            score.sq_error += float((diff * diff).sum())
+
+    def summary(self, model: str) -> dict[str, Any]:
+        classifier = self.classifiers.get(model, True)
+        return {version: score.as_json(classifier)
+                for (m, version), score in sorted(self.scores.items()) if m == model}
+
+
+def _parse(item: Any, i: int) -> tuple[str, tuple[float, ...]]:
+    if not isinstance(item, dict):
+        raise BadRequest(f"item {i}: feedback must be an object with 'request_id' and 'label'")
+    rid, label = item.get("request_id"), item.get("label")
+    if not isinstance(rid, str) or not rid:
+        raise BadRequest(f"item {i}: 'request_id' must be a non-empty string")
+    values: list[Any] = label if isinstance(label, list) else [label]
+    if not values or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                             and math.isfinite(v) for v in values):
+        raise BadRequest(f"item {i}: 'label' must be a finite number, or a list of them "
+                         "(one per row of the prediction)")
+    return rid, tuple(float(v) for v in values)
