@@ -131,6 +131,22 @@ async def hammer(url: str, stop: asyncio.Event, sent: list[tuple[str, float, int
         await asyncio.gather(*(worker(k) for k in range(workers)))
 
 
+def load_for(server: Server, seconds: float, rows: np.ndarray,
+             workers: int = 8) -> list[tuple[str, float, int]]:
+    """Load the server from several workers for ``seconds``; what it answered."""
+    answered: list[tuple[str, float, int]] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        load = asyncio.create_task(hammer(server.url, stop, answered, rows, workers))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await load
+
+    asyncio.run(main())
+    return answered
+
+
 def test_sigterm_under_load_writes_every_record(
     launch: Any, tmp_path: Path, breast_cancer_rows: np.ndarray
 ) -> None:
@@ -189,16 +205,7 @@ def test_full_queue_drop_policy_is_counted(launch: Any, tmp_path: Path,
                                            breast_cancer_rows: np.ndarray) -> None:
     server: Server = launch(config(tmp_path, queue_size=1, flush_interval_seconds=2.0,
                                    on_full="drop"))
-    answered: list[tuple[str, float, int]] = []
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        load = asyncio.create_task(hammer(server.url, stop, answered, breast_cancer_rows))
-        await asyncio.sleep(1.0)
-        stop.set()
-        await load
-
-    asyncio.run(main())
+    answered = load_for(server, 1.0, breast_cancer_rows)
     dropped = server.metric("canarygate_dataset_records_total", outcome="dropped")
     captured = server.metric("canarygate_dataset_records_total", outcome="captured")
     assert dropped > 0
@@ -211,17 +218,7 @@ def test_full_queue_block_policy_loses_nothing(launch: Any, tmp_path: Path,
                                                breast_cancer_rows: np.ndarray) -> None:
     server: Server = launch(config(tmp_path, queue_size=2, flush_interval_seconds=0.05,
                                    on_full="block"))
-    answered: list[tuple[str, float, int]] = []
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        load = asyncio.create_task(hammer(server.url, stop, answered, breast_cancer_rows,
-                                          workers=16))
-        await asyncio.sleep(1.0)
-        stop.set()
-        await load
-
-    asyncio.run(main())
+    answered = load_for(server, 1.0, breast_cancer_rows, workers=16)
     assert server.metric("canarygate_dataset_blocked_requests_total") > 0
     assert server.metric("canarygate_dataset_records_total", outcome="dropped") == 0
     server.stop()

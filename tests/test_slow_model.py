@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 import time
@@ -11,8 +12,11 @@ from typing import Any
 import httpx
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from canarygate.runtime import ModelVersion
+from canarygate.runtime.runner import Runner
 from conftest import GOOD_ROW_BODY, MODELS
 
 
@@ -78,19 +82,19 @@ models:
     assert answered_meanwhile >= 10, (answered_meanwhile, slow_result)
 
 
-def test_runner_timeout_raises_and_leaves_the_pool_usable(tmp_path: Path) -> None:
-    import asyncio
+BIG = {"input": np.ones((512, 30), dtype=np.float32)}
+SMALL = {"input": np.ones((1, 30), dtype=np.float32)}
 
-    import pytest
 
-    from canarygate.runtime import ModelVersion
-    from canarygate.runtime.runner import Runner
-
+def slow_runner(tmp_path: Path) -> tuple[ModelVersion, Runner]:
+    """The slow model loaded in-process, and a runner with one thread."""
     slow_model(tmp_path / "slow" / "1")
-    version = ModelVersion.load("slow", "1", tmp_path / "slow" / "1")
-    runner = Runner(1)
-    big = {"input": np.ones((512, 30), dtype=np.float32)}
-    small = {"input": np.ones((1, 30), dtype=np.float32)}
+    return ModelVersion.load("slow", "1", tmp_path / "slow" / "1"), Runner(1)
+
+
+def test_runner_timeout_raises_and_leaves_the_pool_usable(tmp_path: Path) -> None:
+    version, runner = slow_runner(tmp_path)
+    big, small = BIG, SMALL
 
     async def main() -> Any:
         with pytest.raises(TimeoutError, match="longer than 10 ms"):
@@ -106,16 +110,8 @@ def test_runner_timeout_raises_and_leaves_the_pool_usable(tmp_path: Path) -> Non
 
 def test_waiting_for_a_thread_does_not_count_against_a_timeout(tmp_path: Path) -> None:
     """Only the run itself is timed: a short run queued behind a long one still succeeds."""
-    import asyncio
-
-    from canarygate.runtime import ModelVersion
-    from canarygate.runtime.runner import Runner
-
-    slow_model(tmp_path / "slow" / "1")
-    version = ModelVersion.load("slow", "1", tmp_path / "slow" / "1")
-    runner = Runner(1)
-    big = {"input": np.ones((512, 30), dtype=np.float32)}
-    small = {"input": np.ones((1, 30), dtype=np.float32)}
+    version, runner = slow_runner(tmp_path)
+    big, small = BIG, SMALL
 
     async def main() -> tuple[Any, Any]:
         long = asyncio.ensure_future(runner.run(version, big, ("prediction",)))
