@@ -89,6 +89,24 @@ class FeedbackConfig(_Frozen):
     """How long after a prediction its label is accepted."""
 
 
+class DriftConfig(_Frozen):
+    """Online drift against each version's reference profile (research note §6.2 defaults)."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=10.0, gt=0)
+    """How often arrived traffic is binned and the window evaluated."""
+    window_intervals: int = Field(default=6, ge=1)
+    """The window: this many of the latest intervals."""
+    min_window: int = Field(default=500, ge=1)
+    """Rows a window needs before it is judged (smaller ones say window_too_small)."""
+    fdr_q: float = Field(default=0.05, gt=0, lt=1)
+    """False discovery rate across a version's columns (Benjamini-Hochberg)."""
+    warn_psi: float = Field(default=0.1, gt=0)
+    alert_psi: float = Field(default=0.25, gt=0)
+    buffer: int = Field(default=100_000, gt=0)
+    """Requests waiting to be binned at most; past it the oldest go (drift sees a sample)."""
+
+
 class VersionConfig(_Frozen):
     path: str
     """Folder of the version, relative to ``models_dir``: holds model.onnx and metadata.json."""
@@ -178,6 +196,7 @@ class GatewayConfig(_Frozen):
     """Where model folders live; relative paths are taken from the config file's folder."""
     dataset: DatasetConfig = DatasetConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    drift: DriftConfig = DriftConfig()
     state_dir: Path = Path("var/state")
     """Rollout state and the decision log; relative paths are taken from the config's folder."""
     models: list[ModelConfig] = Field(min_length=1)
