@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -15,7 +19,7 @@ from canarygate.drift.metrics import (
     divergences,
     ks_and_wasserstein,
 )
-from conftest import MODELS
+from conftest import ADMIN_TOKEN, AUTH, MODELS, v2_body
 
 RNG = np.random.default_rng(0)
 
@@ -126,3 +130,38 @@ def test_small_windows_are_not_judged() -> None:
     result = feed(monitor(), reference[:100] * 3)
     assert result["state"] == "window_too_small"
     assert all(c["level"] == "window_too_small" for c in result["features"])  # type: ignore[union-attr]
+
+
+def test_drift_on_a_real_server(launch: Any, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"""
+models_dir: {MODELS}
+state_dir: {tmp_path / "state"}
+dataset: {{enabled: false}}
+drift: {{interval_seconds: 0.2, window_intervals: 50, min_window: 300}}
+models:
+  - name: breast-cancer
+    versions: {{"1": {{path: breast-cancer/1}}}}
+    baseline: "1"
+""")
+    server = launch(config, {"CANARYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    reference = np.load(MODELS / "breast-cancer" / "1" / "reference.npz")["inputs"]
+    rows = reference[np.random.default_rng(5).integers(0, len(reference), 600)].copy()
+    rows[:, 3] += 1.5 * reference[:, 3].std()  # mean area
+    with server.client() as http:
+        for start in range(0, 600, 20):  # batches of 20 rows
+            r = http.post("/v2/models/breast-cancer/infer", json=v2_body(rows[start:start + 20]))
+            assert r.status_code == 200
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            drift = http.get("/admin/drift/breast-cancer", headers=AUTH).json()
+            if drift["variants"] and drift["variants"][0]["window_rows"] >= 600:
+                break
+            time.sleep(0.1)
+    (variant,) = drift["variants"]
+    assert variant["version"] == "1" and variant["variant"] == "baseline"
+    assert variant["alerts"] == ["mean area"] and variant["state"] == "alert"
+    assert server.metric("canarygate_drift_level", model="breast-cancer",
+                         column="mean area") == 2
+    assert server.metric("canarygate_drift_level", model="breast-cancer",
+                         column="mean radius") == 0

@@ -107,6 +107,19 @@ class DriftConfig(_Frozen):
     """Requests waiting to be binned at most; past it the oldest go (drift sees a sample)."""
 
 
+class BatchingConfig(_Frozen):
+    """Micro-batching of one model's concurrent requests into one onnxruntime run."""
+
+    max_rows: int = Field(default=64, gt=0)
+    """Rows one run takes at most (a single request with more rows still runs, alone)."""
+    max_wait_us: float = Field(default=500.0, ge=0)
+    """How long the first request of a batch waits for others, in microseconds; 0 turns
+    micro-batching off. Under 1000 the batch closes at the event loop's next turn (uvloop's
+    timers have millisecond resolution)."""
+    max_in_flight: int = Field(default=1, gt=0)
+    """Batches of one version running at once; requests that arrive meanwhile gather."""
+
+
 class VersionConfig(_Frozen):
     path: str
     """Folder of the version, relative to ``models_dir``: holds model.onnx and metadata.json."""
@@ -158,6 +171,7 @@ class ModelConfig(_Frozen):
     baseline: str
     candidate: str | None = None
     max_batch_size: int | None = Field(default=None, gt=0)
+    batching: BatchingConfig = BatchingConfig()
     allow_non_finite: bool = False
     """Accept NaN and infinity in inputs. Off by default: most models cannot take them."""
     v1_outputs: list[str] | None = None

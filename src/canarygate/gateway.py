@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from canarygate.config import GatewayConfig
+from canarygate.drift import DriftMonitor
 from canarygate.feedback import FeedbackBook
 from canarygate.metrics import Metrics
 from canarygate.recorder import Recorder
@@ -27,6 +29,7 @@ class Gateway:
     recorder: Recorder | None = None
     writer: Writer | None = None
     feedback: FeedbackBook = field(default_factory=FeedbackBook)
+    drift: DriftMonitor | None = None
     ready: bool = False
     background: set[asyncio.Task[None]] = field(default_factory=set)  # shadow runs
     _controllers: list[asyncio.Task[None]] = field(default_factory=list)
@@ -39,6 +42,13 @@ class Gateway:
         gateway.feedback = FeedbackBook(config.feedback.max_entries,
                                         config.feedback.ttl_seconds)
         metrics.watch_feedback(gateway.feedback)
+        metrics.watch_runner(gateway.runner)
+        if config.drift.enabled:
+            gateway.drift = DriftMonitor(config.drift)
+            for served in registry.models.values():
+                for version in served.versions.values():
+                    gateway.drift.add_profile(served.name, version.version, version.folder)
+            metrics.watch_drift(gateway.drift)
         store = FileStateStore(config.state_dir / "rollouts.json")
         persister = Persister(store, config.state_dir / "decisions.jsonl")
         persister.load_decisions()
@@ -59,7 +69,18 @@ class Gateway:
             self.writer.start()
         self._controllers = [loop.create_task(self.rollouts.run(name))
                              for name in self.registry.models]
+        if self.drift is not None:
+            self._controllers.append(loop.create_task(self._drift_loop(self.drift)))
         self.ready = True
+
+    async def _drift_loop(self, drift: DriftMonitor) -> None:
+        """Bin and judge drift every interval, on a thread: numpy and scipy work, not I/O."""
+        while True:
+            await asyncio.sleep(self.config.drift.interval_seconds)
+            try:
+                await asyncio.to_thread(drift.tick)
+            except Exception:
+                logging.getLogger("canarygate.drift").exception("drift evaluation failed")
 
     async def stop(self) -> None:
         """After the server stopped taking requests: finish shadow runs, write every record."""

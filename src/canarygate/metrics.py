@@ -13,8 +13,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 if TYPE_CHECKING:
+    from canarygate.drift import DriftMonitor
     from canarygate.feedback import FeedbackBook
     from canarygate.recorder import Recorder
+    from canarygate.runtime.runner import Runner
 
 # From 50 µs up: the client library's defaults start at 5 ms, slower than these models run.
 LATENCY_BUCKETS = (
@@ -110,6 +112,13 @@ class Metrics:
         """The dataset's counters, read at scrape time: nothing added to the request path."""
         self.registry.register(_RecorderCollector(recorder))
 
+    def watch_drift(self, monitor: DriftMonitor) -> None:
+        self.registry.register(_DriftCollector(monitor))
+
+    def watch_runner(self, runner: Runner) -> None:
+        """Micro-batching counters, read at scrape time."""
+        self.registry.register(_BatchCollector(runner))
+
     def watch_feedback(self, book: FeedbackBook) -> None:
         self.registry.register(_FeedbackCollector(book))
 
@@ -144,6 +153,24 @@ class _RecorderCollector:
                                 value=r.lag_seconds(time.time()))
 
 
+class _BatchCollector:
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["model", "version"]
+        batches = CounterMetricFamily("canarygate_batches",
+                                      "onnxruntime runs made by micro-batching.", labels=labels)
+        rows = CounterMetricFamily("canarygate_batch_rows",
+                                   "Rows those runs took (rows / batches is the mean batch).",
+                                   labels=labels)
+        for version, batcher in list(self.runner.batchers.items()):
+            batches.add_metric([version.model, version.version], batcher.batches)
+            rows.add_metric([version.model, version.version], batcher.rows)
+        yield batches
+        yield rows
+
+
 class _FeedbackCollector:
     def __init__(self, book: FeedbackBook) -> None:
         self.book = book
@@ -165,3 +192,35 @@ class _FeedbackCollector:
         yield labelled
         yield correct
         yield abs_error
+
+
+LEVELS = {"window_too_small": -1.0, "ok": 0.0, "warn": 1.0, "alert": 2.0}
+DRIFT_SCORES = ("psi", "js_distance", "ks", "wasserstein", "hellinger", "l_infinity")
+
+
+class _DriftCollector:
+    def __init__(self, monitor: DriftMonitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["model", "version", "variant", "column"]
+        level = GaugeMetricFamily(
+            "canarygate_drift_level",
+            "Drift level of a column: -1 window too small, 0 ok, 1 warn, 2 alert.", labels=labels)
+        score = GaugeMetricFamily("canarygate_drift_score",
+                                  "Drift scores of a column against the version's profile.",
+                                  labels=[*labels, "metric"])
+        rows = GaugeMetricFamily("canarygate_drift_window_rows", "Rows in the drift window.",
+                                 labels=["model", "version", "variant"])
+        for model, result in list(self.monitor.results.items()):
+            for v in result["variants"]:
+                rows.add_metric([model, v["version"], v["variant"]], v["window_rows"])
+                for col in v["features"] + v["outputs"]:
+                    key = [model, v["version"], v["variant"], col["name"]]
+                    level.add_metric(key, LEVELS.get(col["level"], -1.0))
+                    for name in DRIFT_SCORES:
+                        if name in col:
+                            score.add_metric([*key, name], col[name])
+        yield level
+        yield score
+        yield rows

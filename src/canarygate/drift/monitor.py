@@ -154,28 +154,32 @@ class DriftMonitor:
 
     def tick(self, now: float | None = None) -> None:
         """Bin what arrived into new sub-windows, then evaluate every window (background)."""
-        fresh: dict[tuple[str, str, str], SubWindow] = {}
+        # Group what arrived by (model, version, variant) and stack each tensor's rows, so that
+        # every column is binned in one vectorised call per interval, not one per request
+        # (per request, this thread would hold the GIL for long enough to stall the loop).
+        grouped: dict[tuple[str, str, str], dict[str, list[np.ndarray]]] = {}
         buffer = self.buffer
         while buffer:
             model, version, variant, inputs, outputs = buffer.popleft()
-            profile = self.profiles.get((model, version))
-            if profile is None:
+            if (model, version) not in self.profiles:
                 continue
-            key = (model, version, variant)
-            sub = fresh.get(key)
-            if sub is None:
-                sub = fresh[key] = SubWindow(profile)
-            added = 0
-            for counts, col in zip(sub.features, profile.features, strict=True):
-                values = col.values(inputs)
+            tensors = grouped.setdefault((model, version, variant), {})
+            for name, array in (*inputs.items(), *outputs.items()):
+                if array.ndim:
+                    tensors.setdefault(name, []).append(array.reshape(array.shape[0], -1))
+        fresh: dict[tuple[str, str, str], SubWindow] = {}
+        for key, tensors in grouped.items():
+            profile = self.profiles[key[:2]]
+            stacked = {name: np.concatenate(parts) for name, parts in tensors.items()
+                       if len({p.shape[1] for p in parts}) == 1}
+            sub = fresh[key] = SubWindow(profile)
+            for counts, col in zip(sub.features + sub.outputs,
+                                   profile.features + profile.outputs, strict=True):
+                values = col.values(stacked)
                 if values is not None:
                     counts.add(col, values)
-                    added = values.size
-            for counts, col in zip(sub.outputs, profile.outputs, strict=True):
-                values = col.values(outputs)
-                if values is not None:
-                    counts.add(col, values)
-            sub.rows += added
+            first = profile.features[0].source if profile.features else None
+            sub.rows = len(stacked[first]) if first in stacked else 0
         for key in set(self.windows) | set(fresh):
             ring = self.windows.setdefault(key, deque(maxlen=self.config.window_intervals))
             ring.append(fresh.get(key) or SubWindow(self.profiles[key[:2]]))

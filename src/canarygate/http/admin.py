@@ -20,7 +20,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from canarygate.config import RolloutConfig
-from canarygate.errors import BadRequest, ConfigError, Conflict, Forbidden, Unauthorized
+from canarygate.errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+)
 from canarygate.gateway import Gateway
 from canarygate.rollout.manager import RolloutManager
 from canarygate.runtime.model import ModelVersion
@@ -48,6 +55,7 @@ class AdminAPI:
             Route("/admin/rollouts/{model}/weight", guard(self.weight), methods=["POST"]),
             Route("/admin/rollouts/{model}/{action:str}", guard(self.act), methods=["POST"]),
             Route("/admin/models/{model}/versions", guard(self.register), methods=["POST"]),
+            Route("/admin/drift/{model}", guard(self.drift)),
         ]
 
     def _guarded(self, handler: Handler) -> Handler:
@@ -81,6 +89,14 @@ class AdminAPI:
             raise BadRequest("limit must be a whole number")
         records = self.rollouts.persister.decisions(name)[-int(raw):] if int(raw) else []
         return JSONResponse({"model": name, "decisions": records})
+
+    async def drift(self, request: Request) -> Response:
+        name = self._model(request)
+        monitor = self.gw.drift
+        if monitor is None:
+            raise NotFound("drift is disabled in this gateway's config (drift.enabled)")
+        return JSONResponse(monitor.results.get(name) or {"model": name, "evaluated_at": None,
+                                                          "variants": []})
 
     def _view(self, name: str) -> dict[str, Any]:
         served = self.gw.registry.get(name)
@@ -165,13 +181,16 @@ class AdminAPI:
                 ModelVersion.load, name, version, folder,
                 intra_op_threads=config.server.intra_op_threads,
                 max_batch_size=served.config.max_batch_size or config.server.max_batch_size,
-                allow_non_finite=served.config.allow_non_finite)
+                allow_non_finite=served.config.allow_non_finite,
+                batching=served.config.batching)
         except ConfigError as exc:
             raise BadRequest(str(exc)) from None
         if loaded.inputs != served.baseline.inputs or loaded.outputs != served.baseline.outputs:
             raise BadRequest(f"{where}: its inputs or outputs differ from the baseline's; a "
                              "candidate must have the same signature")
         served.versions = {**served.versions, version: loaded}
+        if self.gw.drift is not None:
+            self.gw.drift.add_profile(name, version, folder)
         self.rollouts.persister.record({
             "time": self.rollouts.clock(), "model": name, "action": "register_version",
             "actor": "admin", "reason": reason, "version": version, "path": path,

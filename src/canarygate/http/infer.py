@@ -121,11 +121,13 @@ class InferEndpoint:
                 rid = decoded.body_id or uuid.uuid4().hex
             feeds = version.feeds(decoded.tensors)
             names = version.select_outputs(decoded.outputs)
+            # Every output is computed, whatever the client asked for: feedback, shadow
+            # comparisons and the dataset judge the model's label, not the client's choice.
             if routing is None:
-                run = await gw.runner.run(version, feeds, names)
+                run = await gw.runner.run(version, feeds, version.output_names)
             elif variant == "candidate":
-                run, version, failure = await self._run_candidate(model, routing, feeds, names)
-                self._record_stats(window, True, started, failure is not None, key, run.outputs)
+                run, version, failure = await self._run_candidate(model, window, routing, feeds,
+                                                                  key, started)
                 if failure is not None:
                     variant, version_label = "fallback", version.version
                     extra.append((b"x-canarygate-fallback", failure.encode()))
@@ -133,21 +135,24 @@ class InferEndpoint:
                 # The baseline's failures count as the candidate's do, or a candidate no
                 # worse than the baseline would look worse.
                 try:
-                    run = await gw.runner.run(version, feeds, names)
+                    run = await gw.runner.run(version, feeds, version.output_names)
                 except ModelFailure:
                     self._record_stats(window, False, started, True, key, None)
                     raise
                 failed = (not _finite(run.outputs) or (routing.candidate is not None and
                           run.run_seconds > self._timeout(model)))
-                self._record_stats(window, False, started, failed, key, run.outputs)
+                self._record_stats(window, False, started, failed, key, run)
                 mirrored = bool(routing.shadow_share and routing.candidate
                                 and random() < routing.shadow_share)
-            outputs = dict(zip(names, run.outputs, strict=True))
-            first = run.outputs[0]
+            outputs = dict(zip(version.output_names, run.outputs, strict=True))
+            if gw.drift is not None:
+                gw.drift.observe(model.name, version.version, variant, feeds, outputs)
+            label = run.outputs[version.label_index]
             gw.feedback.remember(rid, Prediction(
-                arrived, model.name, version.version, variant, first.dtype.kind in "iub",
-                first.reshape(first.shape[0], -1)[:, 0] if first.ndim else first.reshape(1)))
-            answer = self.codec.encode(version, names, run.outputs, decoded, rid)
+                arrived, model.name, version.version, variant, version.classifier,
+                label.reshape(label.shape[0], -1)[:, 0] if label.ndim else label.reshape(1)))
+            answer = self.codec.encode(version, names, [outputs[n] for n in names], decoded,
+                                       rid)
             status, payload, content_type = 200, answer.body, answer.content_type
             extra.extend(answer.headers)
         except ClientGone:
@@ -171,6 +176,7 @@ class InferEndpoint:
         elapsed = perf_counter() - started
         gw.metrics.request(model_label, version_label, variant, self.codec.name, status, elapsed)
         recorder = gw.recorder
+        mirrored = mirrored and outputs is not None and feeds is not None
         if recorder is not None and recorder.sampled():
             record = Record(
                 time=arrived, request_id=rid, model=model_label, version=version_label,
@@ -178,33 +184,41 @@ class InferEndpoint:
                 else -1, weight=routing.weight if routing else 0.0, protocol=self.codec.name,
                 status=status, error=error, inputs=feeds, outputs=outputs,
                 queue_ms=run.queue_seconds * 1000 if run else 0.0,
-                inference_ms=run.run_seconds * 1000 if run else 0.0, total_ms=elapsed * 1000)
-            if mirrored and routing is not None and routing.candidate is not None and feeds:
-                self._mirror(model, window, routing.candidate, feeds, names, outputs, record)
+                inference_ms=run.run_seconds * 1000 if run else 0.0, total_ms=elapsed * 1000,
+                batch_size=run.batch_rows if run else 0)
+            if mirrored and routing is not None and routing.candidate is not None:
+                assert feeds is not None and outputs is not None  # mirrored says so
+                await self._mirror(model, window, routing.candidate, feeds, outputs, record)
             else:
                 await recorder.put_or_wait(record)
-        elif mirrored and routing is not None and routing.candidate is not None and feeds:
-            self._mirror(model, window, routing.candidate, feeds, names, outputs, None)
+        elif mirrored and routing is not None and routing.candidate is not None:
+            assert feeds is not None and outputs is not None
+            await self._mirror(model, window, routing.candidate, feeds, outputs, None)
         await send_response(send, status, payload, content_type, extra)
 
     async def _run_candidate(
-        self, model: ServedModel, routing: Routing, feeds: dict[str, np.ndarray],
-        names: tuple[str, ...],
+        self, model: ServedModel, window: StepWindow, routing: Routing,
+        feeds: dict[str, np.ndarray], key: bytes | None, started: float,
     ) -> tuple[RunResult, ModelVersion, str | None]:
-        """The candidate's answer, or, when it fails or is too slow, the baseline's."""
+        """The candidate's answer, or, when it fails or is too slow, the baseline's. The
+        candidate's figures are recorded before any fallback, so a failing baseline cannot hide
+        them."""
         candidate = routing.candidate
         assert candidate is not None
         runner = self.gateway.runner
         try:
-            run = await runner.run(candidate, feeds, names, self._timeout(model))
+            run = await runner.run(candidate, feeds, candidate.output_names,
+                                   self._timeout(model))
             if not _finite(run.outputs):
                 raise ModelFailure(f"candidate {candidate.version!r} answered NaN or infinity")
-            return run, candidate, None
         except (ModelFailure, TimeoutError) as exc:
             kind = "candidate-timeout" if isinstance(exc, TimeoutError) else "candidate-error"
             self.gateway.metrics.candidate_failure(model.name, candidate.version, kind)
-        baseline = routing.baseline
-        return await runner.run(baseline, feeds, names), baseline, kind
+            self._record_stats(window, True, started, True, key, None)
+            baseline = routing.baseline
+            return await runner.run(baseline, feeds, baseline.output_names), baseline, kind
+        self._record_stats(window, True, started, False, key, run)
+        return run, candidate, None
 
     def _timeout(self, model: ServedModel) -> float:
         manager = self.gateway.rollouts
@@ -213,54 +227,58 @@ class InferEndpoint:
 
     @staticmethod
     def _record_stats(window: StepWindow, candidate: bool, started: float, error: bool,
-                      key: bytes | None, results: list[np.ndarray] | None) -> None:
+                      key: bytes | None, run: RunResult | None) -> None:
         arm = window.candidate if candidate else window.baseline
-        last = results[-1] if results else None
+        last = run.outputs[-1] if run is not None and run.outputs else None
         output = (float(last.flat[0]) if last is not None and last.size
                   and last.dtype.kind in "fiub" else None)
-        arm.record(perf_counter() - started, error, key is not None, output)
+        arm.record(perf_counter() - started, error, key is not None, output,
+                   run.run_seconds if run is not None else None)
 
-    def _mirror(self, model: ServedModel, window: StepWindow, candidate: ModelVersion,
-                feeds: dict[str, np.ndarray], names: tuple[str, ...],
-                baseline: dict[str, np.ndarray] | None, record: Record | None) -> None:
+    async def _mirror(self, model: ServedModel, window: StepWindow, candidate: ModelVersion,
+                      feeds: dict[str, np.ndarray], baseline: dict[str, np.ndarray],
+                      record: Record | None) -> None:
         """Run the candidate on the same inputs after the answer is on its way; the request's
         record is queued when the shadow output is there to join it."""
+        recorder = self.gateway.recorder
         if len(self._shadows) >= MAX_SHADOW_IN_FLIGHT:
             window.shadow.dropped += 1
             self.gateway.metrics.shadow(model.name, "dropped")
-            if record is not None and self.gateway.recorder is not None:
-                self.gateway.recorder.put(record)
+            if record is not None and recorder is not None:
+                await recorder.put_or_wait(record)
             return
         task = asyncio.get_running_loop().create_task(
-            self._shadow(model, window, candidate, feeds, names, baseline, record))
+            self._shadow(model, window, candidate, feeds, baseline, record))
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
     async def _shadow(self, model: ServedModel, window: StepWindow, candidate: ModelVersion,
-                      feeds: dict[str, np.ndarray], names: tuple[str, ...],
-                      baseline: dict[str, np.ndarray] | None, record: Record | None) -> None:
+                      feeds: dict[str, np.ndarray], baseline: dict[str, np.ndarray],
+                      record: Record | None) -> None:
         started = perf_counter()
         error: str | None = None
-        outputs: list[np.ndarray] = []
+        run: RunResult | None = None
         try:
-            outputs = (await self.gateway.runner.run(candidate, feeds, names,
-                                                     self._timeout(model))).outputs
-            if not _finite(outputs):
+            run = await self.gateway.runner.run(candidate, feeds, candidate.output_names,
+                                                self._timeout(model))
+            if not _finite(run.outputs):
                 error = "non-finite output"
         except (ModelFailure, TimeoutError) as exc:
             error = str(exc)
         self.gateway.metrics.shadow(model.name, "failed" if error else "ok")
-        if error:
+        if error or run is None:
             window.candidate.record(perf_counter() - started, True, False, None)
         else:
-            self._record_stats(window, True, started, False, None, outputs)
-            if baseline:
-                _compare(window, next(iter(baseline.values())), outputs[0])
-        if record is not None and self.gateway.recorder is not None:
+            self._record_stats(window, True, started, False, None, run)
+            _compare(window, baseline[candidate.output_names[candidate.label_index]],
+                     run.outputs[candidate.label_index])
+        recorder = self.gateway.recorder
+        if record is not None and recorder is not None:
             record.shadow_version = candidate.version
             record.shadow_error = error
-            record.shadow_outputs = dict(zip(names, outputs, strict=True)) if outputs else None
-            self.gateway.recorder.put(record)
+            record.shadow_outputs = (dict(zip(candidate.output_names, run.outputs, strict=True))
+                                     if run is not None and not error else None)
+            await recorder.put_or_wait(record)
 
 
 def _reason(variant: str, key: bytes | None) -> str:

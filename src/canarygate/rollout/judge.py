@@ -195,12 +195,11 @@ def judge_step(
     results.append(gate)
     step_log_e["errors"] = log_e
 
-    # Latency: requests slower than the baseline's p95, frozen for the step.
+    # Latency: model runs slower than the baseline's p95 run, frozen for the step. Run times
+    # leave out the loop and network noise both variants share; the SLO gate below judges
+    # what clients see end to end.
     cand_ok, base_ok = cand.requests - cand.errors, base.requests - base.errors
-    if shadow:
-        results.append(GateResult("latency", Verdict.NOT_APPLICABLE,
-                                  detail="shadow runs are timed without HTTP; not comparable"))
-    elif tau_seconds is None:
+    if tau_seconds is None:
         results.append(GateResult("latency", Verdict.NO_DATA,
                                   detail="the baseline's p95 is not known yet"))
     else:

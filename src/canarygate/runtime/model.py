@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from canarygate.config import BatchingConfig
 from canarygate.errors import BadRequest, ConfigError, ModelFailure
 from canarygate.runtime.tensors import ONNX_TYPES, Tensor, TensorSpec
 
@@ -41,6 +42,7 @@ class ModelVersion:
         *,
         max_batch_size: int,
         allow_non_finite: bool,
+        batching: BatchingConfig | None = None,
     ) -> None:
         where = f"model {model!r} version {version!r}"
         self.model = model
@@ -55,6 +57,16 @@ class ModelVersion:
         self._inputs_by_name = {s.name: s for s in self.inputs}
         self.output_names = tuple(s.name for s in self.outputs)
         self._expected = ", ".join(self._inputs_by_name)
+        # What feedback and shadow comparisons judge, whatever outputs a client asked for: a
+        # classifier's label (its first integer output), else a regressor's first output.
+        labels = [i for i, o in enumerate(self.outputs) if o.datatype.startswith(("INT", "UINT",
+                                                                               "BOOL"))]
+        self.label_index = labels[0] if labels else 0
+        self.classifier = bool(labels)
+        # Rows can be stacked only when every input and output is batched on its first axis.
+        batchable = all(s.shape and s.shape[0] == -1 for s in self.inputs + self.outputs)
+        self.batching = (batching if batching is not None and batching.max_wait_us > 0
+                         and batchable else None)
 
     @classmethod
     def load(
@@ -66,6 +78,7 @@ class ModelVersion:
         intra_op_threads: int = 1,
         max_batch_size: int = 1024,
         allow_non_finite: bool = False,
+        batching: BatchingConfig | None = None,
     ) -> ModelVersion:
         where = f"model {model!r} version {version!r}"
         onnx_path = folder / "model.onnx"
@@ -92,6 +105,7 @@ class ModelVersion:
         return cls(
             model, version, folder, session, metadata,
             max_batch_size=max_batch_size, allow_non_finite=allow_non_finite,
+            batching=batching,
         )
 
     def feeds(self, tensors: list[Tensor]) -> dict[str, np.ndarray]:

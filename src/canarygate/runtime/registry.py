@@ -60,6 +60,7 @@ class ModelRegistry:
                     intra_op_threads=config.server.intra_op_threads,
                     max_batch_size=mc.max_batch_size or config.server.max_batch_size,
                     allow_non_finite=mc.allow_non_finite,
+                    batching=mc.batching,
                 )
                 for name, vc in mc.versions.items()
             }

@@ -1,10 +1,12 @@
 """Runs model versions on a named, sized thread pool so the event loop never waits on a model.
 
-A timeout limits the run itself: its clock starts when a thread starts the run, so time spent
-waiting for a free thread never counts against it. It is a timer on the executor's own future,
-not ``asyncio.wait_for``: that wraps the run in another task, which costs extra trips round a
-busy event loop, so a timed run (the candidate) would answer later than an untimed one (the
-baseline) for reasons that are not the model's.
+A version with micro-batching on goes through its ``Batcher`` (one hand-off per batch); one
+with it off hands each request to a thread. Either way a timeout limits the run itself: its
+clock starts when a thread starts the run, so time spent waiting for a free thread never counts
+against it. It is a timer on the executor's own future, not ``asyncio.wait_for``: that wraps
+the run in another task, which costs extra trips round a busy event loop, so a timed run (the
+candidate) would answer later than an untimed one (the baseline) for reasons that are not the
+model's.
 """
 
 from __future__ import annotations
@@ -12,19 +14,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from time import perf_counter
 
 import numpy as np
 
+from canarygate.runtime.batcher import Batcher
 from canarygate.runtime.model import ModelVersion
+from canarygate.runtime.result import RunResult, run_timeout
 
-
-@dataclass(slots=True)
-class RunResult:
-    outputs: list[np.ndarray]
-    queue_seconds: float  # from hand-off to a thread starting the run
-    run_seconds: float  # the run itself
+__all__ = ["RunResult", "Runner"]
 
 
 def _timed(version: ModelVersion, feeds: dict[str, np.ndarray], names: tuple[str, ...],
@@ -39,6 +37,17 @@ def _timed(version: ModelVersion, feeds: dict[str, np.ndarray], names: tuple[str
 class Runner:
     def __init__(self, threads: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="canarygate-infer")
+        self.batchers: dict[ModelVersion, Batcher] = {}
+
+    def batcher(self, version: ModelVersion) -> Batcher | None:
+        """The version's batcher (made on first use, inside the loop); None when it has none."""
+        found = self.batchers.get(version)
+        if found is None and version.batching is not None:
+            b = version.batching
+            found = self.batchers[version] = Batcher(
+                version, self._pool, max_rows=b.max_rows, max_wait=b.max_wait_us / 1e6,
+                max_in_flight=b.max_in_flight)
+        return found
 
     async def run(
         self,
@@ -50,6 +59,9 @@ class Runner:
         """The run's outputs and timings; raises TimeoutError when the run takes longer than
         ``timeout`` seconds (the thread finishes it regardless: onnxruntime cannot be
         interrupted)."""
+        batcher = self.batcher(version)
+        if batcher is not None:
+            return await batcher.submit(feeds, names, timeout)
         loop = asyncio.get_running_loop()
         if timeout is None:
             return await loop.run_in_executor(self._pool, _timed, version, feeds, names,
@@ -73,15 +85,18 @@ class Runner:
         future = loop.run_in_executor(self._pool, _timed, version, feeds, names,
                                       perf_counter(), started)
         try:
-            return await future
+            result = await future
         except asyncio.CancelledError:
             if expired:
-                raise TimeoutError(f"{version.model} version {version.version} took longer "
-                                   f"than {timeout * 1000:.0f} ms") from None
+                raise run_timeout(version, timeout, None) from None
             raise
         finally:
             if timer is not None:
                 timer.cancel()
+        # The timer only stops a wait that runs on; the run's own clock decides.
+        if result.run_seconds > timeout:
+            raise run_timeout(version, timeout, result.run_seconds)
+        return result
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -26,14 +26,17 @@ class ArmStats:
         self.first_output: float | None = None
         self.varied = False  # whether two requests got different first outputs
 
-    def record(self, seconds: float, error: bool, keyed: bool, output: float | None) -> None:
+    def record(self, seconds: float, error: bool, keyed: bool, output: float | None,
+               run_seconds: float | None = None) -> None:
+        """``seconds`` is the request's end-to-end time (for the SLO); ``run_seconds`` the
+        model's own run (for comparing variants: it leaves out the noise both share)."""
         self.requests += 1
         if keyed:
             self.keyed += 1
         if error:
             self.errors += 1
             return
-        self.latency.add(seconds)
+        self.latency.add(seconds if run_seconds is None else run_seconds)
         if seconds > self.slo_seconds:
             self.over_slo += 1
         if output is not None and not self.varied:

@@ -1,0 +1,184 @@
+"""Micro-batching: concurrent runs of one model version coalesced into one onnxruntime call.
+
+Handing a run to a thread costs more than running these models (research/perf.md: +120 µs a
+request, the run itself 10-20 µs), so the hand-off is paid once per batch. A batch opens with its
+first request and is dispatched when it holds ``max_rows`` rows or when ``max_wait`` has passed,
+and only while fewer than ``max_in_flight`` of this version's batches are running: under load,
+requests gather while a batch runs, which is when gathering costs no latency. uvloop's timers
+have millisecond resolution; a wait below 1 ms closes the batch at the next turn of the event
+loop, by which time every request read in the same turn has joined it.
+
+Rows are concatenated and the outputs split on the worker thread. A batch that fails is run
+again one request at a time, so a request that breaks the model fails alone, as it would
+unbatched, and no caller is left waiting. A caller's timeout counts from the moment its batch
+starts running, as in ``Runner``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from functools import partial
+from time import perf_counter
+
+import numpy as np
+
+from canarygate.errors import ModelFailure
+from canarygate.runtime.model import ModelVersion
+from canarygate.runtime.result import RunResult, run_timeout
+
+TIMER_RESOLUTION = 0.001  # seconds; shorter waits mean "the next turn of the loop"
+
+
+@dataclass(slots=True)
+class _Call:
+    feeds: dict[str, np.ndarray]
+    names: tuple[str, ...]
+    rows: int
+    future: asyncio.Future[RunResult]
+    submitted: float
+    timeout: float | None
+
+
+class Batcher:
+    """The batches of one model version."""
+
+    def __init__(self, version: ModelVersion, pool: Executor, *, max_rows: int,
+                 max_wait: float, max_in_flight: int) -> None:
+        self.version = version
+        self.max_rows = max_rows
+        self.max_wait = max_wait
+        self.max_in_flight = max_in_flight
+        self._pool = pool
+        self._loop = asyncio.get_running_loop()
+        self._queue: deque[_Call] = deque()
+        self._queued_rows = 0
+        self._in_flight = 0
+        self._timer: asyncio.Handle | None = None
+        self._due = False  # the oldest queued call has waited long enough
+        self.batches = 0  # dispatched, for the statistics
+        self.rows = 0
+
+    def submit(self, feeds: dict[str, np.ndarray], names: tuple[str, ...],
+               timeout: float | None) -> asyncio.Future[RunResult]:
+        first = next(iter(feeds.values()))
+        rows = first.shape[0] if first.ndim else 1
+        future: asyncio.Future[RunResult] = self._loop.create_future()
+        self._queue.append(_Call(feeds, names, rows, future, perf_counter(), timeout))
+        self._queued_rows += rows
+        if self._timer is None and not self._due:
+            if self.max_wait < TIMER_RESOLUTION:
+                self._timer = self._loop.call_soon(self._wait_over)
+            else:
+                self._timer = self._loop.call_later(self.max_wait, self._wait_over)
+        self._pump()
+        return future
+
+    def _wait_over(self) -> None:
+        self._timer = None
+        self._due = True
+        self._pump()
+
+    def _pump(self) -> None:
+        while (self._queue and self._in_flight < self.max_in_flight
+               and (self._due or self._queued_rows >= self.max_rows)):
+            self._dispatch()
+        if not self._queue:
+            self._due = False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _dispatch(self) -> None:
+        calls = [self._queue.popleft()]
+        rows = calls[0].rows
+        while self._queue and rows + self._queue[0].rows <= self.max_rows:
+            call = self._queue.popleft()
+            calls.append(call)
+            rows += call.rows
+        self._queued_rows -= rows
+        self._in_flight += 1
+        self.batches += 1
+        self.rows += rows
+        timed = [c for c in calls if c.timeout is not None]
+        on_start = (partial(self._loop.call_soon_threadsafe, self._arm, timed)
+                    if timed else None)
+        done = self._loop.run_in_executor(self._pool, _execute, self.version, calls, rows,
+                                          on_start)
+        done.add_done_callback(lambda f: self._finish(calls, f))
+
+    def _arm(self, timed: list[_Call]) -> None:
+        """On the loop, when the batch started: fail callers whose timeout passes first."""
+        for call in timed:
+            if not call.future.done():
+                assert call.timeout is not None
+                self._loop.call_later(call.timeout, self._expire, call)
+
+    def _expire(self, call: _Call) -> None:
+        if not call.future.done():
+            assert call.timeout is not None
+            call.future.set_exception(run_timeout(self.version, call.timeout, None))
+
+    def _finish(self, calls: list[_Call], done: asyncio.Future[list[RunResult | Exception]]
+                ) -> None:
+        self._in_flight -= 1
+        outcome = done.exception()
+        for i, call in enumerate(calls):
+            if call.future.done():  # timed out, or its request went away
+                continue
+            if outcome is not None:
+                call.future.set_exception(outcome)
+                continue
+            result = done.result()[i]
+            if isinstance(result, Exception):
+                call.future.set_exception(result)
+            elif call.timeout is not None and result.run_seconds > call.timeout:
+                call.future.set_exception(
+                    run_timeout(self.version, call.timeout, result.run_seconds))
+            else:
+                call.future.set_result(result)
+        self._due = self._due or bool(self._queue)  # leftovers have waited already
+        self._pump()
+
+
+def _execute(version: ModelVersion, calls: list[_Call], rows: int,
+             on_start: Callable[[], object] | None) -> list[RunResult | Exception]:
+    """On a worker thread: one run for the whole batch, split back into the callers' rows."""
+    started = perf_counter()
+    if on_start is not None:
+        on_start()
+    names = version.output_names
+    try:
+        if len(calls) == 1:
+            outputs = version.run(calls[0].feeds, names)
+        else:
+            feeds = {name: np.concatenate([c.feeds[name] for c in calls])
+                     for name in calls[0].feeds}
+            outputs = version.run(feeds, names)
+    except ModelFailure as exc:
+        if len(calls) == 1:
+            return [exc]
+        return [_alone(version, call, started) for call in calls]
+    seconds = perf_counter() - started
+    results: list[RunResult | Exception] = []
+    offset = 0
+    for call in calls:
+        end = offset + call.rows
+        parts = dict(zip(names, (o[offset:end] if o.ndim else o for o in outputs), strict=True))
+        results.append(RunResult([parts[n] for n in call.names], started - call.submitted,
+                                 seconds, rows))
+        offset = end
+    return results
+
+
+def _alone(version: ModelVersion, call: _Call, batch_started: float) -> RunResult | Exception:
+    started = perf_counter()
+    try:
+        outputs = version.run(call.feeds, call.names)
+    except ModelFailure as exc:
+        return exc
+    return RunResult(outputs, batch_started - call.submitted, perf_counter() - started,
+                     call.rows)

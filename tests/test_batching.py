@@ -1,0 +1,185 @@
+"""Micro-batching: concurrent requests share one onnxruntime run and get their own rows back."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from test_slow_model import slow_model
+
+from canarygate.config import BatchingConfig
+from canarygate.errors import ModelFailure
+from canarygate.runtime import ModelVersion
+from canarygate.runtime.runner import Runner
+from conftest import MODELS, Server, ort_outputs, v2_body
+
+WIDE = BatchingConfig(max_rows=64, max_wait_us=20_000)  # 20 ms: every concurrent call joins
+
+
+def load(model: str, version: str, batching: BatchingConfig | None = WIDE) -> ModelVersion:
+    return ModelVersion.load(model, version, MODELS / model / version, batching=batching)
+
+
+def assert_same_rows(got: np.ndarray, want: np.ndarray) -> None:
+    """Exactly equal, except where onnxruntime itself is not batch-invariant: its GEMM gives a
+    row computed in a block of rows other low bits than the same row alone
+    (test_onnxruntime_itself_is_not_batch_invariant), so linear models' float outputs may move
+    by a few parts in a million. A row given to the wrong caller moves by far more."""
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if want.dtype.kind == "f" and not np.array_equal(got, want):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+def calls(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    out, at = [], 0
+    for n in sizes:
+        out.append(rows[at:at + n])
+        at += n
+    return out
+
+
+async def run_all(version: ModelVersion, runner: Runner, parts: list[np.ndarray],
+                  timeouts: list[float | None] | None = None) -> list[Any]:
+    names = version.output_names
+    timeouts = timeouts or [None] * len(parts)
+    return await asyncio.gather(
+        *(runner.run(version, {"input": p}, names, t) for p, t in zip(parts, timeouts,
+                                                                       strict=True)),
+        return_exceptions=True)
+
+
+@pytest.mark.parametrize(("model", "version"), [
+    ("breast-cancer", "1"), ("breast-cancer", "2"), ("breast-cancer", "3"),
+    ("diabetes", "1"), ("diabetes", "2"),
+])
+def test_each_caller_gets_its_own_rows(model: str, version: str,
+                                       breast_cancer_rows: np.ndarray,
+                                       diabetes_rows: np.ndarray) -> None:
+    rows = breast_cancer_rows if model == "breast-cancer" else diabetes_rows
+    rng = np.random.default_rng(3)
+    sizes = [int(n) for n in rng.integers(1, 6, 80)]  # 80 callers, 1-5 rows each
+    parts = calls(rows, sizes)
+    served = load(model, version)
+    runner = Runner(2)
+    try:
+        results = asyncio.run(run_all(served, runner, parts))
+        batcher = runner.batcher(served)
+        assert batcher is not None
+    finally:
+        runner.close()
+    # Several batches of up to 64 rows, not one run per caller.
+    assert batcher.batches < len(parts) / 4 and batcher.rows == sum(sizes)
+    for part, result in zip(parts, results, strict=True):
+        want = ort_outputs(model, version, part)  # the caller's rows alone: unbatched
+        assert result.batch_rows > part.shape[0]
+        for name, got in zip(served.output_names, result.outputs, strict=True):
+            assert_same_rows(got, want[name])
+
+
+def test_onnxruntime_itself_is_not_batch_invariant(breast_cancer_rows: np.ndarray) -> None:
+    """Why assert_same_rows allows the last bits of linear models' float outputs to move."""
+    rows = breast_cancer_rows[:64]
+    together = ort_outputs("breast-cancer", "1", rows)["probabilities"]
+    alone = np.concatenate([ort_outputs("breast-cancer", "1", rows[i:i + 1])["probabilities"]
+                            for i in range(64)])
+    assert not np.array_equal(together, alone)
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_a_row_that_breaks_the_model_fails_alone(breast_cancer_rows: np.ndarray) -> None:
+    """Version 4 fails at run time when mean radius >= 18; in a batch, only those callers fail."""
+    served = load("breast-cancer", "4")
+    parts = [breast_cancer_rows[i:i + 1] for i in range(40)]
+    bad = [bool(p[0, 0] >= 18) for p in parts]
+    assert 0 < sum(bad) < len(bad)
+    runner = Runner(1)
+    try:
+        results = asyncio.run(run_all(served, runner, parts))
+        batcher = runner.batcher(served)
+        assert batcher is not None and batcher.batches == 1
+    finally:
+        runner.close()
+    for part, result, broken in zip(parts, results, bad, strict=True):
+        if broken:
+            assert isinstance(result, ModelFailure)
+        else:
+            want = ort_outputs("breast-cancer", "4", part)
+            assert_same_rows(result.outputs[0], want["label"])
+
+
+def test_timeouts_in_a_batch_fail_only_the_timed_callers(tmp_path: Path) -> None:
+    slow_model(tmp_path / "slow" / "1", width=512, layers=16)
+    served = ModelVersion.load("slow", "1", tmp_path / "slow" / "1", batching=WIDE)
+    parts = [np.ones((16, 30), dtype=np.float32) for _ in range(4)]
+    runner = Runner(1)
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        # The same batch: two callers allow a microsecond, two wait as long as it takes.
+        first = await run_all(served, runner, parts, [1e-6, None, 1e-6, None])
+        # The runner's thread is still usable afterwards.
+        return first, await run_all(served, runner, parts[:1], [30.0])
+
+    try:
+        results, again = asyncio.run(main())
+        batcher = runner.batcher(served)
+        assert batcher is not None and batcher.batches == 2
+    finally:
+        runner.close()
+    assert [type(r).__name__ for r in results] == ["TimeoutError", "RunResult",
+                                                   "TimeoutError", "RunResult"]
+    np.testing.assert_array_equal(results[1].outputs[0], again[0].outputs[0])
+
+
+def test_batching_off_runs_each_request_alone(breast_cancer_rows: np.ndarray) -> None:
+    served = load("breast-cancer", "1", BatchingConfig(max_wait_us=0))
+    runner = Runner(1)
+    try:
+        results = asyncio.run(run_all(served, runner, calls(breast_cancer_rows, [1] * 10)))
+        assert runner.batcher(served) is None
+    finally:
+        runner.close()
+    assert all(r.batch_rows == 1 for r in results)
+
+
+def test_concurrent_requests_share_runs_on_a_real_server(
+    launch: Any, tmp_path: Path, breast_cancer_rows: np.ndarray
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"""
+models_dir: {MODELS}
+state_dir: {tmp_path / "state"}
+dataset: {{dir: {tmp_path / "dataset"}}}
+models:
+  - name: breast-cancer
+    versions: {{"2": {{path: breast-cancer/2}}}}
+    baseline: "2"
+    batching: {{max_rows: 32, max_wait_us: 50000}}
+""")
+    server: Server = launch(config)
+    rows = breast_cancer_rows[:200]
+
+    async def post_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+            return await asyncio.gather(*(
+                http.post("/v2/models/breast-cancer/infer", json=v2_body(rows[i:i + 1]))
+                for i in range(len(rows))))
+
+    answers = asyncio.run(post_all())
+    want = ort_outputs("breast-cancer", "2", rows)
+    for i, r in enumerate(answers):
+        assert r.status_code == 200, r.text
+        outputs = {o["name"]: o["data"] for o in r.json()["outputs"]}
+        assert outputs["label"] == want["label"][i:i + 1].tolist()
+        np.testing.assert_array_equal(np.float32(outputs["probabilities"]),
+                                      want["probabilities"][i])
+    batches = server.metric("canarygate_batches_total", model="breast-cancer")
+    batched_rows = server.metric("canarygate_batch_rows_total", model="breast-cancer")
+    assert batched_rows == len(rows)
+    assert batches < len(rows) / 4  # most requests shared a run
