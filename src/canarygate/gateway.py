@@ -17,6 +17,7 @@ from canarygate.rollout.persist import Persister
 from canarygate.rollout.store import FileStateStore
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.runner import Runner
+from canarygate.stats.live import LiveStats
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Gateway:
     writer: Writer | None = None
     feedback: FeedbackBook = field(default_factory=FeedbackBook)
     drift: DriftMonitor | None = None
+    live: LiveStats = field(default_factory=LiveStats)
     ready: bool = False
     background: set[asyncio.Task[None]] = field(default_factory=set)  # shadow runs
     _controllers: list[asyncio.Task[None]] = field(default_factory=list)
@@ -43,6 +45,7 @@ class Gateway:
                                         config.feedback.ttl_seconds)
         metrics.watch_feedback(gateway.feedback)
         metrics.watch_runner(gateway.runner)
+        metrics.watch_latency(gateway.live)
         if config.drift.enabled:
             gateway.drift = DriftMonitor(config.drift)
             for served in registry.models.values():

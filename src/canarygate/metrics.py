@@ -9,14 +9,19 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 if TYPE_CHECKING:
     from canarygate.drift import DriftMonitor
     from canarygate.feedback import FeedbackBook
     from canarygate.recorder import Recorder
     from canarygate.runtime.runner import Runner
+    from canarygate.stats.live import LiveStats
 
 # From 50 µs up: the client library's defaults start at 5 ms, slower than these models run.
 LATENCY_BUCKETS = (
@@ -35,13 +40,6 @@ class Metrics:
             "Prediction requests answered, by model, version, variant, protocol and status code. "
             "model is empty when the request named no served model.",
             ["model", "version", "variant", "protocol", "code"],
-            registry=self.registry,
-        )
-        self._latency = Histogram(
-            "canarygate_request_duration_seconds",
-            "Time from receiving a prediction request to having its answer, successful requests.",
-            ["model", "version", "variant"],
-            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self._http_errors = Counter(
@@ -71,23 +69,19 @@ class Metrics:
                                "Mirrored candidate runs, by outcome (ok, failed, dropped).",
                                ["model", "outcome"], registry=self.registry)
         self._request_children: dict[tuple[str, str, str, str, int], Counter] = {}
-        self._latency_children: dict[tuple[str, str, str], Histogram] = {}
 
-    def request(
-        self, model: str, version: str, variant: str, protocol: str, code: int, seconds: float
-    ) -> None:
+    def request(self, model: str, version: str, variant: str, protocol: str, code: int) -> None:
         key = (model, version, variant, protocol, code)
         counter = self._request_children.get(key)
         if counter is None:
             counter = self._requests.labels(model, version, variant, protocol, str(code))
             self._request_children[key] = counter
         counter.inc()
-        if code == 200:
-            lkey = (model, version, variant)
-            hist = self._latency_children.get(lkey)
-            if hist is None:
-                hist = self._latency_children[lkey] = self._latency.labels(*lkey)
-            hist.observe(seconds)
+
+    def watch_latency(self, live: LiveStats) -> None:
+        """Latency histograms from the per-variant statistics, built at scrape time: the
+        request path pays log-bucket inserts it makes anyway, not a Prometheus observe."""
+        self.registry.register(_LatencyCollector(live))
 
     def rollout(self, model: str, phase: str, weight: float) -> None:
         from canarygate.rollout.state import Phase
@@ -151,6 +145,36 @@ class _RecorderCollector:
         yield GaugeMetricFamily("canarygate_dataset_writer_lag_seconds",
                                 "Age of the oldest record waiting for the writer.",
                                 value=r.lag_seconds(time.time()))
+
+
+LATENCY_HELP = {
+    "total": ("canarygate_request_duration_seconds",
+              "Time from receiving a prediction request to having its answer, successful "
+              "requests (buckets within 1 % of their bounds)."),
+    "queue": ("canarygate_queue_duration_seconds",
+              "Time a successful request waited for its model run to start."),
+    "inference": ("canarygate_inference_duration_seconds",
+                  "The model run that answered a successful request (the whole batch's)."),
+}
+
+
+class _LatencyCollector:
+    def __init__(self, live: LiveStats) -> None:
+        self.live = live
+
+    def collect(self) -> Iterator[Any]:
+        families = {kind: HistogramMetricFamily(name, text,
+                                                labels=["model", "version", "variant"])
+                    for kind, (name, text) in LATENCY_HELP.items()}
+        for (model, version, variant), stats in list(self.live.variants.items()):
+            totals = stats.totals()
+            for kind, family in families.items():
+                hist = getattr(totals, kind)
+                counts = hist.cumulative(LATENCY_BUCKETS)
+                buckets = [(repr(b), c) for b, c in zip(LATENCY_BUCKETS, counts, strict=True)]
+                family.add_metric([model, version, variant], [*buckets, ("+Inf", hist.count)],
+                                  hist.sum)
+        yield from families.values()
 
 
 class _BatchCollector:

@@ -12,7 +12,8 @@ import math
 
 
 class LogHistogram:
-    __slots__ = ("_inv_log_gamma", "buckets", "count", "gamma", "relative_accuracy", "zeros")
+    __slots__ = ("_inv_log_gamma", "buckets", "count", "gamma", "relative_accuracy", "sum",
+                 "zeros")
 
     def __init__(self, relative_accuracy: float = 0.01) -> None:
         if not 0 < relative_accuracy < 1:
@@ -23,9 +24,11 @@ class LogHistogram:
         self.buckets: dict[int, int] = {}
         self.zeros = 0  # values <= 0
         self.count = 0
+        self.sum = 0.0
 
     def add(self, value: float) -> None:
         self.count += 1
+        self.sum += value
         if value <= 0.0:
             self.zeros += 1
             return
@@ -39,11 +42,12 @@ class LogHistogram:
             self.buckets[key] = self.buckets.get(key, 0) + n
         self.zeros += other.zeros
         self.count += other.count
+        self.sum += other.sum
 
     def copy(self) -> LogHistogram:
         out = LogHistogram(self.relative_accuracy)
         out.buckets = dict(self.buckets)
-        out.zeros, out.count = self.zeros, self.count
+        out.zeros, out.count, out.sum = self.zeros, self.count, self.sum
         return out
 
     def quantile(self, q: float) -> float | None:
@@ -66,6 +70,19 @@ class LogHistogram:
             return self.count - self.zeros
         cut = math.ceil(math.log(threshold) * self._inv_log_gamma)
         return sum(n for key, n in self.buckets.items() if key > cut)
+
+    def cumulative(self, bounds: tuple[float, ...]) -> list[int]:
+        """Values at most each bound (Prometheus's ``le`` buckets), each value placed by its
+        bucket's representative, so within the relative accuracy of the bound."""
+        out, seen, keys = [], self.zeros, sorted(self.buckets)
+        i = 0
+        scale = 2.0 / (self.gamma + 1.0)
+        for bound in bounds:
+            while i < len(keys) and scale * self.gamma ** keys[i] <= bound:
+                seen += self.buckets[keys[i]]
+                i += 1
+            out.append(seen)
+        return out
 
     def _check(self, other: LogHistogram) -> None:
         if other.gamma != self.gamma:
