@@ -103,8 +103,35 @@ class DriftConfig(_Frozen):
     """False discovery rate across a version's columns (Benjamini-Hochberg)."""
     warn_psi: float = Field(default=0.1, gt=0)
     alert_psi: float = Field(default=0.25, gt=0)
+    alert_l_infinity: float = Field(default=0.1, gt=0, le=1)
+    """Categorical columns also alert when significant and some category's share moved by
+    this much (the TFDV / SageMaker L-infinity convention)."""
     buffer: int = Field(default=100_000, gt=0)
-    """Requests waiting to be binned at most; past it the oldest go (drift sees a sample)."""
+    """Rows waiting to be binned at most; past it the oldest requests go, counted as dropped
+    rows (drift sees a sample). Memory: about 1 KB a single-row request of 30 FP32 features
+    (array and dict overheads), about 140 bytes a row in larger batches."""
+    input_drift_action: Literal["report", "pause"] = "report"
+    """What an input-drift alert on the candidate does to its rollout: ``report`` (show it,
+    the default: input drift reaches both variants alike, so it says nothing against the
+    candidate) or ``pause`` (hold the ramp for a person to look)."""
+
+
+class DetectorsConfig(_Frozen):
+    """Sequential change detectors on each version's error and latency streams (research
+    note §6.3): ADWIN, DDM and EDDM on feedback errors, ADWIN and Page-Hinkley on latency."""
+
+    enabled: bool = True
+    buffer: int = Field(default=100_000, gt=0)
+    """Latencies waiting for the detectors at most; past it the oldest go."""
+    latency_calibration: int = Field(default=5000, ge=2)
+    """Requests of a version whose log-latency sets the mean and spread that the latency
+    detectors measure change against."""
+    error_calibration: int = Field(default=500, ge=2)
+    """Regressors: labelled rows whose absolute error sets the mean and spread likewise."""
+    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    ph_delta: float = Field(default=0.25, ge=0)
+    """Page-Hinkley's tolerated drift, in standard deviations of the standardised stream."""
+    ph_threshold: float = Field(default=25.0, gt=0)
 
 
 class BatchingConfig(_Frozen):
@@ -145,8 +172,10 @@ class RolloutConfig(_Frozen):
     """Share of baseline requests mirrored to the candidate in a shadow phase before the ramp."""
     shadow_only: bool = False
     """Stay in shadow: judge the candidate on mirrored traffic, never serve it."""
-    min_agreement: float = Field(default=0.8, ge=0, le=1)
-    """Shadow: roll back when the label agreement with the baseline is surely below this."""
+    min_agreement: float = Field(default=0.8, ge=0, lt=1)
+    """Shadow: roll back when the label agreement with the baseline is surely below this
+    (anytime-valid test; below 1, where one disagreement would already be proof; 0 turns the
+    check off)."""
     candidate_timeout_ms: float = Field(default=1000.0, gt=0)
     """A candidate slower than this for one request is a failure; the baseline answers."""
     latency_slo_ms: float | None = Field(default=None, gt=0)
@@ -211,6 +240,7 @@ class GatewayConfig(_Frozen):
     dataset: DatasetConfig = DatasetConfig()
     feedback: FeedbackConfig = FeedbackConfig()
     drift: DriftConfig = DriftConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
     state_dir: Path = Path("var/state")
     """Rollout state and the decision log; relative paths are taken from the config's folder."""
     models: list[ModelConfig] = Field(min_length=1)

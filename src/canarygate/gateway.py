@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from canarygate.config import GatewayConfig
 from canarygate.drift import DriftMonitor
+from canarygate.drift.sequential import SequentialMonitor
 from canarygate.feedback import FeedbackBook
 from canarygate.metrics import Metrics
 from canarygate.recorder import Recorder
@@ -31,6 +32,7 @@ class Gateway:
     writer: Writer | None = None
     feedback: FeedbackBook = field(default_factory=FeedbackBook)
     drift: DriftMonitor | None = None
+    sequential: SequentialMonitor | None = None
     live: LiveStats = field(default_factory=LiveStats)
     ready: bool = False
     background: set[asyncio.Task[None]] = field(default_factory=set)  # shadow runs
@@ -52,6 +54,9 @@ class Gateway:
                 for version in served.versions.values():
                     gateway.drift.add_profile(served.name, version.version, version.folder)
             metrics.watch_drift(gateway.drift)
+        if config.detectors.enabled:
+            gateway.sequential = SequentialMonitor(config.detectors)
+            metrics.watch_detectors(gateway.sequential)
         store = FileStateStore(config.state_dir / "rollouts.json")
         persister = Persister(store, config.state_dir / "decisions.jsonl")
         persister.load_decisions()
@@ -72,18 +77,25 @@ class Gateway:
             self.writer.start()
         self._controllers = [loop.create_task(self.rollouts.run(name))
                              for name in self.registry.models]
-        if self.drift is not None:
-            self._controllers.append(loop.create_task(self._drift_loop(self.drift)))
+        if self.drift is not None or self.sequential is not None:
+            self._controllers.append(loop.create_task(self._analysis_loop()))
         self.ready = True
 
-    async def _drift_loop(self, drift: DriftMonitor) -> None:
-        """Bin and judge drift every interval, on a thread: numpy and scipy work, not I/O."""
+    async def _analysis_loop(self) -> None:
+        """Bin and judge drift and feed the latency detectors every interval, on a thread:
+        numpy, scipy and pure-Python statistics, kept off the event loop."""
         while True:
             await asyncio.sleep(self.config.drift.interval_seconds)
             try:
-                await asyncio.to_thread(drift.tick)
+                await asyncio.to_thread(self._analyse)
             except Exception:
                 logging.getLogger("canarygate.drift").exception("drift evaluation failed")
+
+    def _analyse(self) -> None:
+        if self.sequential is not None:
+            self.sequential.tick()
+        if self.drift is not None:
+            self.drift.tick()
 
     async def stop(self) -> None:
         """After the server stopped taking requests: finish shadow runs, write every record."""

@@ -18,6 +18,7 @@ from prometheus_client.core import (
 
 if TYPE_CHECKING:
     from canarygate.drift import DriftMonitor
+    from canarygate.drift.sequential import SequentialMonitor
     from canarygate.feedback import FeedbackBook
     from canarygate.recorder import Recorder
     from canarygate.runtime.runner import Runner
@@ -108,6 +109,9 @@ class Metrics:
 
     def watch_drift(self, monitor: DriftMonitor) -> None:
         self.registry.register(_DriftCollector(monitor))
+
+    def watch_detectors(self, monitor: SequentialMonitor) -> None:
+        self.registry.register(_DetectorCollector(monitor))
 
     def watch_runner(self, runner: Runner) -> None:
         """Micro-batching counters, read at scrape time."""
@@ -248,3 +252,30 @@ class _DriftCollector:
         yield level
         yield score
         yield rows
+
+
+class _DetectorCollector:
+    def __init__(self, monitor: SequentialMonitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["model", "version", "stream", "detector"]
+        drifts = CounterMetricFamily(
+            "canarygate_detector_drifts",
+            "Changes found by the sequential detectors on a version's error (from feedback) or "
+            "latency stream.", labels=labels)
+        warning = GaugeMetricFamily("canarygate_detector_warning",
+                                    "1 while DDM or EDDM is in its warning zone.", labels=labels)
+        seen = CounterMetricFamily("canarygate_detector_values",
+                                   "Values the detectors of a stream saw.",
+                                   labels=["model", "version", "stream"])
+        for (model, version, kind), stream in list(self.monitor.streams.items()):
+            seen.add_metric([model, version, kind], stream.fed)
+            for d in stream.detectors:
+                drifts.add_metric([model, version, kind, d.name], d.n_detections)
+                if d.name in ("ddm", "eddm"):
+                    warning.add_metric([model, version, kind, d.name],
+                                       1.0 if d.warning_detected else 0.0)
+        yield drifts
+        yield warning
+        yield seen

@@ -188,6 +188,8 @@ class InferEndpoint:
             gw.live.get(model_label, version_label, variant, now).record(
                 now, elapsed, status, rows, run.queue_seconds if run else None,
                 run.run_seconds if run else None, run.batch_rows if run else 0)
+            if status == 200 and gw.sequential is not None:
+                gw.sequential.observe_latency(model_label, version_label, elapsed)
         recorder = gw.recorder
         mirrored = mirrored and outputs is not None and feeds is not None
         if recorder is not None and recorder.sampled():

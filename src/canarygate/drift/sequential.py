@@ -1,0 +1,158 @@
+"""Sequential change detection on each model version's error and latency streams.
+
+Which stream gets which detector follows research/drift-and-canary.md §6.3:
+
+- **errors** (from feedback labels, in the order they arrive): a classifier's 0/1 wrong
+  predictions go to ADWIN (the primary, few false alarms), DDM (an early warning) and EDDM; a
+  regressor's absolute errors, standardised, go to ADWIN and Page-Hinkley.
+- **latency** (every served request's end-to-end time): ADWIN and Page-Hinkley (upward only,
+  no forgetting) on the z-scored log-latency, mu and sigma taken from the version's first
+  ``calibration`` requests. Raw milliseconds would need thresholds in milliseconds, which give
+  thousands of false alarms (the note's §3.4).
+
+A new version (a deploy) starts new detectors. The request path appends (model, version,
+seconds) to a bounded buffer; the drift loop's thread drains it into the detectors. Feedback
+feeds its rows from the feedback request, which is not a prediction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from canarygate.config import DetectorsConfig
+from canarygate.drift.detectors import ADWIN, DDM, EDDM, Detector, PageHinkley
+
+MAX_EVENTS = 50  # detections kept per stream, newest last
+
+
+@dataclass
+class Standardiser:
+    """z = (f(x) - mu) / sigma with mu and sigma from the first ``size`` values (Welford)."""
+
+    size: int
+    log: bool
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def __call__(self, x: float) -> float | None:
+        value = math.log(max(x, 1e-9)) if self.log else x
+        if self.n < self.size:
+            self.n += 1
+            delta = value - self.mean
+            self.mean += delta / self.n
+            self.m2 += delta * (value - self.mean)
+            return None
+        sigma = math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
+        return (value - self.mean) / max(sigma, 1e-9)
+
+    @property
+    def ready(self) -> bool:
+        return self.n >= self.size
+
+
+@dataclass
+class Stream:
+    """One stream of one version and the detectors watching it."""
+
+    detectors: list[Detector]
+    scale: Standardiser | None = None
+    keep: int = MAX_EVENTS
+    seen: int = 0  # values received (calibration included)
+    fed: int = 0  # values the detectors saw
+    events: deque[dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = deque(maxlen=self.keep)
+
+    def add(self, x: float, now: float) -> None:
+        self.seen += 1
+        value = self.scale(x) if self.scale is not None else x
+        if value is None:
+            return
+        self.fed += 1
+        for detector in self.detectors:
+            before = detector.warning_detected
+            if detector.update(value):
+                self.events.append({"time": now, "detector": detector.name, "kind": "drift",
+                                    "index": self.fed - 1, **_direction(detector)})
+            elif detector.warning_detected and not before:
+                self.events.append({"time": now, "detector": detector.name, "kind": "warning",
+                                    "index": self.fed - 1})
+
+    def since(self, start: float, kind: str = "drift") -> list[dict[str, Any]]:
+        return [e for e in self.events if e["time"] >= start and e["kind"] == kind]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "values": self.seen, "fed": self.fed,
+            "calibrating": self.scale is not None and not self.scale.ready,
+            "detectors": [d.state() for d in self.detectors],
+            "events": list(self.events),
+        }
+
+
+def _direction(detector: Detector) -> dict[str, Any]:
+    """ADWIN says which way the mean moved: its estimate after the cut against before."""
+    if isinstance(detector, ADWIN):
+        return {"estimate_after": detector.estimation}
+    return {}
+
+
+class SequentialMonitor:
+    def __init__(self, config: DetectorsConfig, keep: int = MAX_EVENTS) -> None:
+        self.config = config
+        self.keep = keep
+        self.latency_buffer: deque[tuple[str, str, float]] = deque(maxlen=config.buffer)
+        self.streams: dict[tuple[str, str, str], Stream] = {}
+
+    def observe_latency(self, model: str, version: str, seconds: float) -> None:
+        """The request path's part: one append (the oldest goes when full)."""
+        self.latency_buffer.append((model, version, seconds))
+
+    def observe_errors(self, model: str, version: str, classifier: bool,
+                       errors: list[float], now: float | None = None) -> None:
+        """Labelled rows of one version: 0/1 wrong predictions, or absolute errors."""
+        stream = self._stream(model, version, "errors", classifier)
+        at = time.time() if now is None else now
+        for e in errors:
+            stream.add(e, at)
+
+    def tick(self, now: float | None = None) -> None:
+        """Feed the latencies that arrived since the last tick (on the drift loop's thread)."""
+        at = time.time() if now is None else now
+        buffer = self.latency_buffer
+        while buffer:
+            model, version, seconds = buffer.popleft()
+            self._stream(model, version, "latency", False).add(seconds, at)
+
+    def stream(self, model: str, version: str, kind: str) -> Stream | None:
+        return self.streams.get((model, version, kind))
+
+    def state(self, model: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for (m, version, kind), stream in list(self.streams.items()):
+            if m == model:
+                out.setdefault(version, {})[kind] = stream.as_json()
+        return out
+
+    def _stream(self, model: str, version: str, kind: str, binary: bool) -> Stream:
+        key = (model, version, kind)
+        found = self.streams.get(key)
+        if found is None:
+            found = self.streams[key] = self._new(kind, binary)
+        return found
+
+    def _new(self, kind: str, binary: bool) -> Stream:
+        cfg = self.config
+        if kind == "errors" and binary:
+            return Stream([ADWIN(delta=cfg.adwin_delta), DDM(), EDDM()], keep=self.keep)
+        size = cfg.latency_calibration if kind == "latency" else cfg.error_calibration
+        return Stream([ADWIN(delta=cfg.adwin_delta),
+                       PageHinkley(min_instances=30, delta=cfg.ph_delta,
+                                   threshold=cfg.ph_threshold, alpha=1.0, mode="up")],
+                      Standardiser(size, log=kind == "latency"), self.keep)
