@@ -1,5 +1,6 @@
 # A slim image that serves the demo models with config/demo.yaml as a non-root user.
 # Build: docker build -t canarygate .    Run: docker run -p 8000:8000 canarygate
+# The admin API stays off until a token is given: docker run -e CANARYGATE_ADMIN_TOKEN=... .
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -19,9 +20,11 @@ COPY --from=build /opt/canarygate /opt/canarygate
 WORKDIR /app
 COPY --chown=root:root config ./config
 COPY --chown=root:root models ./models
-# Rollout state and the decision log (config/demo.yaml: state_dir ../var/state); mount a volume
-# here to keep a rollback a rollback across container restarts.
-RUN mkdir -p /app/var/state && chown -R canarygate:canarygate /app/var
+# The one writable tree: rollout state and the decision log (config/demo.yaml: state_dir
+# ../var/state) and the inference dataset (dataset.dir ../var/dataset). Config and models stay
+# root-owned and read-only to the server. Mount a volume here to keep a rollback a rollback
+# (and the dataset) across container restarts.
+RUN mkdir -p /app/var/state /app/var/dataset && chown -R canarygate:canarygate /app/var
 VOLUME ["/app/var"]
 USER canarygate
 EXPOSE 8000

@@ -102,7 +102,8 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 def demo_config(tmp: Path, **changes: object) -> Path:
     """The demo config with its own state folder (and any top-level changes)."""
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
-    raw.update(models_dir=str(MODELS), state_dir=str(tmp / "state"), **changes)
+    raw.update(models_dir=str(MODELS), state_dir=str(tmp / "state"),
+               dataset={**raw.get("dataset", {}), "dir": str(tmp / "dataset")}, **changes)
     path = tmp / "demo.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

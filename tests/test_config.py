@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from canarygate.config import load_config
 from canarygate.errors import ConfigError
-from conftest import DEMO_CONFIG, MODELS
+from conftest import DEMO_CONFIG, MODELS, ROOT
 
 GOOD = f"""
 models_dir: {MODELS}
@@ -30,6 +31,30 @@ def test_demo_config_loads_and_resolves_models_dir() -> None:
     assert config.models_dir == MODELS
     assert [m.name for m in config.models] == ["breast-cancer", "diabetes"]
     assert config.model("breast-cancer").candidate == "2"
+
+
+def test_demo_config_writes_under_var_which_the_image_makes_writable() -> None:
+    """``make serve`` and the image write state and dataset to ``var/``, not ``config/var``; the
+    image runs as a non-root user, so the Dockerfile must hand it exactly that folder."""
+    config = load_config(DEMO_CONFIG)
+    assert config.state_dir == ROOT / "var" / "state"
+    assert config.dataset.dir == ROOT / "var" / "dataset"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    lines = dockerfile.splitlines()
+    assert "WORKDIR /app" in lines and "USER canarygate" in lines
+    mkdir = next(line for line in lines if "mkdir" in line)
+    for folder in (config.state_dir, config.dataset.dir):
+        assert f"/app/{folder.relative_to(ROOT).as_posix()}" in mkdir.split()
+    assert "chown -R canarygate:canarygate /app/var" in mkdir
+    # What the image copies from the build context is not left out of it by .dockerignore.
+    copied = [word for line in lines if line.startswith("COPY") and "--from" not in line
+              for word in line.split()[1:-1] if not word.startswith("--")]
+    readme = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"]
+    assert {"pyproject.toml", readme, "src", "config", "models"} <= set(copied)
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    star = ignore.index("*")  # an allow-list: everything out, then what the image needs back in
+    for source in copied:
+        assert f"!{source}" in ignore[star:], source
 
 
 def test_numeric_version_keys_are_read_as_names(tmp_path: Path) -> None:

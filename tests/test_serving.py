@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -166,3 +167,22 @@ def test_metrics_count_requests_by_model_version_and_code(
     with demo_server.client() as http:
         text = http.get("/metrics").text
     assert 'canarygate_request_duration_seconds_bucket{le="5e-05"' in text
+
+
+def test_binary_request_with_a_python_json_header(
+    demo_server: Server, rows: dict[str, np.ndarray]
+) -> None:
+    """Python's json writes NaN and escapes non-ASCII; the header of a binary request is read
+    like any other body (here with a NaN and an escape in a parameter the model ignores)."""
+    data = rows["diabetes"][:3]
+    head = json.dumps({"id": "py-1", "parameters": {"note": "é", "score": float("nan")},
+                       "inputs": [{"name": "input", "shape": list(data.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": data.nbytes}}]}).encode()
+    assert b"NaN" in head and b"\\u00e9" in head
+    with demo_server.client() as http:
+        r = http.post("/v2/models/diabetes/versions/1/infer", content=head + data.tobytes(),
+                      headers={"inference-header-content-length": str(len(head))})
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == "py-1"
+    got = np.array(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(3, 1)
+    np.testing.assert_allclose(got, ort_outputs("diabetes", "1", data)["prediction"], rtol=1e-6)

@@ -10,7 +10,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from canarygate.config import GatewayConfig
 from canarygate.errors import GatewayError
@@ -23,6 +24,21 @@ from canarygate.http.v1 import V1Codec
 from canarygate.http.v2 import V2Codec
 
 log = logging.getLogger("canarygate")
+
+
+class ModelRoute(Route):
+    """A route whose ``{name}`` is a model name, which never holds ``:``.
+
+    Starlette's path parameters match any text between slashes, so ``/v1/models/{name}`` would
+    also take ``/v1/models/m:predict`` and answer a GET there with "unknown model 'm:predict'"
+    (404) where the prediction route's 405 is the truth.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE and ":" in child["path_params"].get("name", ""):
+            return Match.NONE, {}
+        return match, child
 
 
 def create_app(config: GatewayConfig) -> Starlette:
@@ -46,7 +62,7 @@ def create_app(config: GatewayConfig) -> Starlette:
               methods=["POST"]),
         Route("/v1/models/{name}:predict", InferEndpoint(gateway, v1, pinned=False),
               methods=["POST"]),
-        Route("/v1/models/{name}", meta.v1_model),
+        ModelRoute("/v1/models/{name}", meta.v1_model),
         Route("/metrics", meta.metrics),
         *AdminAPI(gateway).routes(),
     ]
@@ -64,6 +80,11 @@ def create_app(config: GatewayConfig) -> Starlette:
         gateway.metrics.http_error(exc.status)
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        # Starlette re-raises after this answer, so the server logs the traceback.
+        gateway.metrics.http_error(500)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway.start()
@@ -75,7 +96,8 @@ def create_app(config: GatewayConfig) -> Starlette:
 
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: http_error, GatewayError: gateway_error},
+        exception_handlers={HTTPException: http_error, GatewayError: gateway_error,
+                            Exception: unexpected_error},
         lifespan=lifespan,
     )
     app.state.gateway = gateway

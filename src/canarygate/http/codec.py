@@ -1,20 +1,84 @@
-"""JSON values to numpy arrays, checked: numbers where numbers are declared, sizes that add up."""
+"""Request bodies to numpy arrays, checked: JSON that can be read, numbers where numbers are
+declared, values that fit their datatype, sizes that add up. Shared by both protocols."""
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from typing import Any
 
 import numpy as np
+import orjson
 
-from canarygate.errors import BadRequest
+from canarygate.errors import BadRequest, UnsupportedMediaType
+from canarygate.http.asgi import Headers
 from canarygate.runtime.tensors import DATATYPES
 
 # The kinds of numpy array a JSON value may become for each family of datatypes.
 _ACCEPTED_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}
 _KIND_NAMES = {"U": "strings", "S": "strings", "O": "mixed values", "f": "fractional numbers",
                "b": "booleans", "i": "integers", "u": "integers"}
+# numpy arrays have at most 64 dimensions; deeper nesting is refused before numpy sees it.
+MAX_DIMS = 64
+
+# Media types a prediction body may be sent as. Form-encoded is curl's default for `-d`, which
+# KServe's own examples use; the body is read as JSON whatever the label says.
+_MEDIA_TYPES = frozenset({
+    b"", b"application/json", b"application/octet-stream", b"application/x-www-form-urlencoded",
+    b"text/plain",
+})
+
+
+def check_content_type(headers: Headers) -> None:
+    """415 for a body labelled as something that is neither JSON nor the binary extension."""
+    value = headers.get(b"content-type")
+    if value is None:
+        return
+    media = value.partition(b";")[0].strip().lower()
+    if media in _MEDIA_TYPES or media.endswith(b"+json"):
+        return
+    raise UnsupportedMediaType(
+        f"content-type {value.decode('latin-1')!r} is not supported: send application/json "
+        "(or the binary tensor extension as application/octet-stream)")
+
+
+def parse_json(body: bytes | memoryview) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    # Python's json module writes NaN and Infinity, which strict JSON (orjson) refuses. Read
+    # them on this error path only, so the model's own non-finite rule decides.
+    raw = bytes(body)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: arrays and objects are nested "
+                         "too deeply") from None
+    except ValueError:
+        raise BadRequest(f"request body is not valid JSON: {error}") from None
+    if b"\\u" in raw:
+        _refuse_lone_surrogates(doc)
+    return doc
+
+
+def _refuse_lone_surrogates(doc: Any) -> None:
+    """Python's json reads ``"\\ud800"`` as a string no encoder can write; orjson refuses it."""
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise BadRequest("request body is not valid JSON: a string holds a lone UTF-16 "
+                                 "surrogate escape") from None
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
 
 
 def shape_of(name: str, value: Any) -> tuple[int, ...]:
@@ -22,6 +86,9 @@ def shape_of(name: str, value: Any) -> tuple[int, ...]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
         raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
+    if len(value) > MAX_DIMS:
+        raise BadRequest(f"input {name!r}: shape has {len(value)} dimensions, over the "
+                         f"maximum of {MAX_DIMS}")
     return tuple(value)
 
 
@@ -32,31 +99,79 @@ def json_array(
 
     With ``shape`` None the data's own nesting is the shape (KServe V1 instances).
     """
-    dtype = DATATYPES[datatype]
-    try:
-        if datatype == "BYTES":
-            array = np.array(_flatten(data), dtype=np.object_)
-            if shape is None:
-                array = np.array(data, dtype=np.object_)
-        else:
-            with np.errstate(all="ignore"):
-                raw = np.asarray(data)
-            accepted = _ACCEPTED_KINDS[dtype.kind]
-            if raw.dtype.kind not in accepted:
-                found = _KIND_NAMES.get(raw.dtype.kind, "other values")
-                raise BadRequest(f"input {name!r}: datatype {datatype} needs numbers of that type, "
-                                 f"but data holds {found}")
-            with np.errstate(all="ignore"):
-                array = raw.astype(dtype, copy=False)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise BadRequest(f"input {name!r}: data cannot be read as {datatype}: {exc}") from None
-    if shape is None:
-        return array
+    if datatype == "BYTES":
+        items, nested = _nested(name, data)
+        for item in items:
+            if not isinstance(item, str):
+                raise BadRequest(f"input {name!r}: datatype BYTES needs strings, but data holds "
+                                 f"{type(item).__name__ if item is not None else 'null'}")
+        array = np.empty(len(items), dtype=np.object_)
+        array[:] = items
+        if shape is None:
+            return array.reshape(nested)
+    else:
+        array = _numbers(name, datatype, data)
+        if shape is None:
+            return array
     expected = math.prod(shape)
     if array.size != expected:
         raise BadRequest(f"input {name!r}: shape {list(shape)} needs {expected} values, "
                          f"but data has {array.size}")
-    return array.reshape(shape)
+    return _reshape(name, array, shape)
+
+
+def _numbers(name: str, datatype: str, data: Any) -> np.ndarray:
+    dtype = DATATYPES[datatype]
+    try:
+        with np.errstate(all="ignore"):
+            raw = np.asarray(data)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadRequest(f"input {name!r}: data cannot be read as {datatype}: {exc}") from None
+    if raw.size == 0:  # [] reads as float64: no values, nothing of the wrong kind
+        return raw.astype(dtype)
+    if raw.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
+        found = _KIND_NAMES.get(raw.dtype.kind, "other values")
+        if raw.dtype.kind == "f" and np.abs(raw).max() >= 2.0**63:
+            found = "integers beyond 64 bits"  # orjson reads those as floats
+        wanted = "booleans" if dtype.kind == "b" else "numbers of that type"
+        raise BadRequest(f"input {name!r}: datatype {datatype} needs {wanted}, "
+                         f"but data holds {found}")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype.str)
+        low, high = int(raw.min()), int(raw.max())
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            raise BadRequest(f"input {name!r}: value {bad} is out of range for {datatype} "
+                             f"({info.min} to {info.max})")
+    with np.errstate(all="ignore"):
+        return raw.astype(dtype, copy=False)
+
+
+def _nested(name: str, data: Any) -> tuple[list[Any], tuple[int, ...]]:
+    """Nested lists, level by level (no recursion): the leaves in row-major order and the
+    shape of the nesting, which must be rectangular."""
+    level: list[Any] = [data]
+    shape: list[int] = []
+    while level and isinstance(level[0], list):
+        width = len(level[0])
+        if any(not isinstance(x, list) or len(x) != width for x in level):
+            raise BadRequest(f"input {name!r}: data is ragged: its lists at depth "
+                             f"{len(shape) + 1} differ in length or mix lists and values")
+        shape.append(width)
+        if len(shape) > MAX_DIMS:
+            raise BadRequest(f"input {name!r}: data is nested deeper than {MAX_DIMS} levels")
+        level = [x for row in level for x in row]
+    if any(isinstance(x, list) for x in level):
+        raise BadRequest(f"input {name!r}: data is ragged: its lists at depth {len(shape) + 1} "
+                         "mix lists and values")
+    return level, tuple(shape)
+
+
+def _reshape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:  # an empty tensor with a dimension numpy cannot index
+        raise BadRequest(f"input {name!r}: shape {list(shape)} is not possible: {exc}") from None
 
 
 def binary_array(
@@ -69,12 +184,17 @@ def binary_array(
         if len(items) != expected:
             raise BadRequest(f"input {name!r}: shape {list(shape)} needs {expected} values, "
                              f"but binary data has {len(items)}")
-        return np.array(items, dtype=np.object_).reshape(shape)
+        array = np.empty(len(items), dtype=np.object_)
+        array[:] = items
+        return _reshape(name, array, shape)
     dtype = DATATYPES[datatype]
     if len(raw) != expected * dtype.itemsize:
         raise BadRequest(f"input {name!r}: shape {list(shape)} of {datatype} needs "
                          f"{expected * dtype.itemsize} bytes, but binary_data_size is {len(raw)}")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    array = np.frombuffer(raw, dtype=dtype)
+    if datatype == "BOOL" and array.size and int(array.view(np.uint8).max()) > 1:
+        raise BadRequest(f"input {name!r}: BOOL binary data holds bytes other than 0 and 1")
+    return _reshape(name, array, shape)
 
 
 def bytes_payload(array: np.ndarray) -> bytes:
@@ -86,7 +206,8 @@ def bytes_payload(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def _unpack_bytes(name: str, raw: memoryview) -> list[bytes]:
+def _unpack_bytes(name: str, raw: memoryview) -> list[str]:
+    """Length-prefixed elements, as text: onnxruntime's string tensors hold UTF-8."""
     items, offset = [], 0
     while offset < len(raw):
         if offset + 4 > len(raw):
@@ -95,15 +216,10 @@ def _unpack_bytes(name: str, raw: memoryview) -> list[bytes]:
         offset += 4
         if offset + length > len(raw):
             raise BadRequest(f"input {name!r}: BYTES binary data is truncated")
-        items.append(bytes(raw[offset:offset + length]))
+        try:
+            items.append(str(raw[offset:offset + length], "utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequest(f"input {name!r}: BYTES element {len(items)} is not valid "
+                             "UTF-8 text") from None
         offset += length
     return items
-
-
-def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
-    out: list[Any] = []
-    for item in data:
-        out.extend(_flatten(item))
-    return out

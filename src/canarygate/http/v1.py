@@ -14,9 +14,8 @@ import orjson
 
 from canarygate.errors import BadRequest
 from canarygate.http.asgi import JSON, Headers
-from canarygate.http.codec import json_array
+from canarygate.http.codec import check_content_type, json_array, parse_json
 from canarygate.http.infer import Decoded, Encoded
-from canarygate.http.v2 import parse_json
 from canarygate.runtime import ModelVersion, Tensor
 from canarygate.runtime.tensors import TensorSpec
 
@@ -28,6 +27,7 @@ class V1Codec:
         self._outputs = outputs_by_model
 
     def decode(self, body: bytes, headers: Headers, version: ModelVersion) -> Decoded:
+        check_content_type(headers)
         doc = parse_json(body)
         instances = doc.get("instances") if isinstance(doc, dict) else None
         if not isinstance(instances, list) or not instances:
@@ -40,6 +40,12 @@ class V1Codec:
                 names = ", ".join(s.name for s in version.inputs)
                 raise BadRequest(f"model {version.model!r} has several inputs ({names}): each "
                                  "instance must be an object keyed by input name")
+            known = {s.name for s in version.inputs}
+            for row in instances:
+                unknown = next((k for k in row if k not in known), None)
+                if unknown is not None:
+                    raise BadRequest(f"an instance has unknown input {unknown!r}; model "
+                                     f"{version.model!r} expects: {', '.join(known)}")
             tensors = []
             for spec in version.inputs:
                 if any(spec.name not in row for row in instances):
@@ -61,12 +67,14 @@ class V1Codec:
     ) -> Encoded:
         columns = [_squeeze(r) for r in results]
         if len(columns) == 1:
-            predictions: Any = columns[0]
-        else:
-            rows = len(columns[0])
+            only = columns[0]
+            predictions: Any = only if only.ndim and only.dtype != np.object_ else only.tolist()
+        elif all(c.ndim and len(c) == len(columns[0]) for c in columns):
             lists = [c.tolist() for c in columns]
             predictions = [{n: col[i] for n, col in zip(names, lists, strict=True)}
-                           for i in range(rows)]
+                           for i in range(len(columns[0]))]
+        else:  # outputs without a common batch axis cannot be split into rows
+            predictions = {n: c.tolist() for n, c in zip(names, columns, strict=True)}
         body = orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
         return Encoded(body, JSON, [])
 

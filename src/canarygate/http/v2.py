@@ -6,7 +6,6 @@ clients such as ``tritonclient.http`` use by default.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,14 @@ import orjson
 
 from canarygate.errors import BadRequest
 from canarygate.http.asgi import JSON, Headers
-from canarygate.http.codec import binary_array, bytes_payload, json_array, shape_of
+from canarygate.http.codec import (
+    binary_array,
+    bytes_payload,
+    check_content_type,
+    json_array,
+    parse_json,
+    shape_of,
+)
 from canarygate.http.infer import Decoded, Encoded
 from canarygate.runtime import ModelVersion, Tensor
 from canarygate.runtime.tensors import DATATYPES, datatype_of
@@ -22,30 +28,25 @@ from canarygate.runtime.tensors import DATATYPES, datatype_of
 HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = b"application/octet-stream"
 _DATATYPE_LIST = ", ".join(DATATYPES)
+MAX_ID = 256  # the request id becomes a response header: short, printable ASCII
 
 
-def parse_json(body: bytes | memoryview) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        # Python's json module writes NaN and Infinity, which strict JSON (orjson) refuses.
-        # Read them on this error path only, so the model's own non-finite rule decides.
-        try:
-            return json.loads(bytes(body))
-        except ValueError:
-            raise BadRequest(f"request body is not valid JSON: {exc}") from None
+def _printable(text: str) -> bool:
+    return text.isascii() and text.isprintable()
 
 
 class V2Codec:
     name = "v2"
 
     def decode(self, body: bytes, headers: Headers, version: ModelVersion) -> Decoded:
+        check_content_type(headers)
         header_length = headers.get(HEADER_LENGTH)
         binary: memoryview | None = None
         if header_length is None:
             doc = parse_json(body)
         else:
-            if not header_length.isdigit() or int(header_length) > len(body):
+            if (not header_length.isdigit() or len(header_length) > 20
+                    or int(header_length) > len(body)):
                 raise BadRequest("inference-header-content-length must be a number no larger "
                                  "than the body")
             split = int(header_length)
@@ -56,6 +57,10 @@ class V2Codec:
         inputs = doc.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise BadRequest("request must have a non-empty 'inputs' list")
+        if len(inputs) > len(version.inputs):
+            raise BadRequest(f"request has {len(inputs)} inputs, but model {version.model!r} "
+                             f"takes {len(version.inputs)}: "
+                             + ", ".join(s.name for s in version.inputs))
         tensors, offset = [], 0
         for item in inputs:
             tensor, used = self._tensor(item, binary, offset)
@@ -64,10 +69,13 @@ class V2Codec:
         if binary is not None and offset != len(binary):
             raise BadRequest(f"binary data has {len(binary)} bytes but the inputs declare {offset}")
         body_id = doc.get("id")
-        if body_id is not None and not isinstance(body_id, str):
-            raise BadRequest("request 'id' must be a string")
+        if body_id is not None and not (
+            isinstance(body_id, str) and len(body_id) <= MAX_ID and _printable(body_id)
+        ):
+            raise BadRequest(f"request 'id' must be a string of at most {MAX_ID} printable "
+                             "ASCII characters")
         outputs, binary_outputs = self._outputs(doc, version)
-        return Decoded(tensors, outputs, body_id, binary_outputs)
+        return Decoded(tensors, outputs, body_id or None, binary_outputs)
 
     def _tensor(
         self, item: Any, binary: memoryview | None, offset: int
@@ -111,16 +119,22 @@ class V2Codec:
             return None, frozenset(version.output_names if all_binary else ())
         if not isinstance(requested, list):
             raise BadRequest("request 'outputs' must be a list")
-        names, binary = [], set()
+        names: list[str] = []
+        seen: set[str] = set()
+        binary: set[str] = set()
         for out in requested:
             if not isinstance(out, dict) or not isinstance(out.get("name"), str):
                 raise BadRequest("each requested output must be an object with a 'name'")
+            name = out["name"]
+            if name in seen:
+                raise BadRequest(f"output {name!r} is requested more than once")
+            seen.add(name)
             out_params = out.get("parameters") or {}
-            wants_binary = out_params.get("binary_data", all_binary) if isinstance(
-                out_params, dict) else all_binary
-            names.append(out["name"])
-            if wants_binary is True:
-                binary.add(out["name"])
+            if not isinstance(out_params, dict):
+                raise BadRequest(f"output {name!r}: parameters must be an object")
+            names.append(name)
+            if out_params.get("binary_data", all_binary) is True:
+                binary.add(name)
         return names or None, frozenset(binary)
 
     def encode(
