@@ -159,7 +159,7 @@ models:
   - name: breast-cancer
     versions: {{"2": {{path: breast-cancer/2}}}}
     baseline: "2"
-    batching: {{max_rows: 32, max_wait_us: 50000}}
+    batching: {{max_rows: 32, max_wait_us: 200000}}
 """)
     server: Server = launch(config)
     rows = breast_cancer_rows[:200]
@@ -183,3 +183,33 @@ models:
     batched_rows = server.metric("canarygate_batch_rows_total", model="breast-cancer")
     assert batched_rows == len(rows)
     assert batches < len(rows) / 4  # most requests shared a run
+
+
+def test_fast_batches_run_inline_once_timed_and_slow_ones_never(
+    tmp_path: Path, breast_cancer_rows: np.ndarray
+) -> None:
+    fast = load("breast-cancer", "2", BatchingConfig(max_rows=8, max_wait_us=100))
+    slow_model(tmp_path / "slow" / "1", width=512, layers=16)
+    slow = ModelVersion.load("slow", "1", tmp_path / "slow" / "1",
+                             batching=BatchingConfig(max_rows=8, max_wait_us=100))
+    parts = calls(breast_cancer_rows, [1] * 64)
+    runner = Runner(1)
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        rounds = [await run_all(fast, runner, parts) for _ in range(3)]
+        await run_all(slow, runner, [np.ones((8, 30), dtype=np.float32)] * 16)
+        return rounds[-1], []
+
+    try:
+        last, _ = asyncio.run(main())
+        fast_b, slow_b = runner.batcher(fast), runner.batcher(slow)
+        assert fast_b is not None and slow_b is not None
+    finally:
+        runner.close()
+    # After its first timed runs the small model's batches ran on the loop (one hand-off
+    # costs more than the run), while the slow one's ~ms runs always went to the thread.
+    assert fast_b.inline_batches >= fast_b.batches - fast_b.cost.probes > 0
+    assert slow_b.inline_batches == 0 and slow_b.batches == 16
+    want = ort_outputs("breast-cancer", "2", breast_cancer_rows[:64])
+    for i, result in enumerate(last):
+        assert_same_rows(result.outputs[1], want["probabilities"][i:i + 1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from canarygate.config import GatewayConfig
 from canarygate.errors import GatewayError
 from canarygate.gateway import Gateway
 from canarygate.http.admin import AdminAPI
+from canarygate.http.dispatch import PredictionDispatch
 from canarygate.http.feedback import FeedbackEndpoint
 from canarygate.http.infer import InferEndpoint
 from canarygate.http.meta import MetaEndpoints
@@ -24,6 +26,7 @@ from canarygate.http.v1 import V1Codec
 from canarygate.http.v2 import V2Codec
 
 log = logging.getLogger("canarygate")
+GC_THRESHOLD = 50_000
 
 
 class ModelRoute(Route):
@@ -41,11 +44,14 @@ class ModelRoute(Route):
         return match, child
 
 
-def create_app(config: GatewayConfig) -> Starlette:
+def create_app(config: GatewayConfig) -> PredictionDispatch:
     gateway = Gateway.build(config)
     meta = MetaEndpoints(gateway)
     v2 = V2Codec()
     v1 = V1Codec({m.name: m.v1_outputs for m in config.models})
+    routed = InferEndpoint(gateway, v2, pinned=False)
+    pinned = InferEndpoint(gateway, v2, pinned=True)
+    predict = InferEndpoint(gateway, v1, pinned=False)
     routes = [
         Route("/v2/health/live", meta.live),
         Route("/v2/health/ready", meta.ready),
@@ -54,14 +60,11 @@ def create_app(config: GatewayConfig) -> Starlette:
         Route("/v2/models/{name}/ready", meta.model_ready),
         Route("/v2/models/{name}/versions/{version}", meta.version),
         Route("/v2/models/{name}/versions/{version}/ready", meta.model_ready),
-        Route("/v2/models/{name}/infer", InferEndpoint(gateway, v2, pinned=False),
-              methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}/infer",
-              InferEndpoint(gateway, v2, pinned=True), methods=["POST"]),
+        Route("/v2/models/{name}/infer", routed, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", pinned, methods=["POST"]),
         Route("/v2/models/{name}/feedback", FeedbackEndpoint(gateway).handle,
               methods=["POST"]),
-        Route("/v1/models/{name}:predict", InferEndpoint(gateway, v1, pinned=False),
-              methods=["POST"]),
+        Route("/v1/models/{name}:predict", predict, methods=["POST"]),
         ModelRoute("/v1/models/{name}", meta.v1_model),
         Route("/metrics", meta.metrics),
         *AdminAPI(gateway).routes(),
@@ -88,6 +91,10 @@ def create_app(config: GatewayConfig) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway.start()
+        if config.server.tune_gc:  # see ServerConfig.tune_gc
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         log.info("canarygate serving %s", ", ".join(gateway.registry.models))
         try:
             yield
@@ -101,4 +108,5 @@ def create_app(config: GatewayConfig) -> Starlette:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    return app
+    # POSTs to the prediction routes skip Starlette's middleware and router (http/dispatch.py).
+    return PredictionDispatch(app, routed, pinned, predict)

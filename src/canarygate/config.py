@@ -35,6 +35,12 @@ class ServerConfig(_Frozen):
     """Threads that run models off the event loop."""
     intra_op_threads: int = Field(default=1, gt=0)
     """onnxruntime threads inside one run; 1 avoids oversubscribing a small machine."""
+    tune_gc: bool = True
+    """After start, move everything loaded so far out of the garbage collector's sight
+    (``gc.freeze``) and collect the youngest generation every 50,000 net allocations instead
+    of 700. Requests make few reference cycles, but the default thresholds ran full
+    collections every few seconds under load, each holding the event loop for tens of ms
+    (the p99 went from ~200 to ~40 ms at 32 connections in a profile on this machine)."""
     request_id_header: str = "x-request-id"
     sticky_header: str = "x-user-id"
     """A request carrying this header is routed by a hash of its value: the same key always
@@ -145,6 +151,11 @@ class BatchingConfig(_Frozen):
     timers have millisecond resolution)."""
     max_in_flight: int = Field(default=1, gt=0)
     """Batches of one version running at once; requests that arrive meanwhile gather."""
+    inline_max_us: float = Field(default=300.0, ge=0)
+    """Run a batch on the event loop itself when its run is expected (from the version's own
+    timed runs) to take at most this long; 0 always hands batches to a thread. A hand-off
+    costs more than a small model's run when the loop is busy (the thread waits for the GIL),
+    and a slow model still runs on a thread, so it never stalls other requests."""
 
 
 class VersionConfig(_Frozen):

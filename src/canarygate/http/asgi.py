@@ -47,8 +47,10 @@ async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
             break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     encoding = headers.get(b"content-encoding")
-    if encoding is not None and encoding not in (b"identity", b""):
-        body = _decompress(body, encoding, limit)
+    if encoding is not None:
+        encoding = encoding.strip().lower()
+        if encoding not in (b"identity", b""):
+            body = _decompress(body, encoding, limit)
     return body
 
 
@@ -69,6 +71,9 @@ def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
         raise BadRequest(f"request body is not valid {encoding.decode()} data: {exc}") from None
     if len(out) > limit or inflater.unconsumed_tail:
         raise PayloadTooLarge(f"decompressed request body is over the limit of {limit} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise BadRequest(f"request body is not valid {encoding.decode()} data: truncated or "
+                         "followed by extra bytes")
     return out
 
 

@@ -109,9 +109,9 @@ class InferEndpoint:
         mirrored = False
         error: str | None = None
         try:
-            rid = _request_id(headers.get(self._id_header))
             model = gw.registry.get(params["name"])
             model_label = model.name
+            rid = _request_id(headers.get(self._id_header))
             window = model.window  # the step this request was routed in, even if it ends
             if self.pinned:
                 version = model.version(params["version"])
@@ -334,6 +334,8 @@ JSON_TYPE = b"application/json"
 def _request_id(raw: bytes | None) -> str:
     if raw is None:
         return ""
-    if len(raw) > MAX_REQUEST_ID or not raw.isascii() or not raw.strip():
-        raise BadRequest(f"request id header must be 1 to {MAX_REQUEST_ID} ASCII characters")
-    return raw.decode()
+    text = raw.decode("latin-1")
+    if len(raw) > MAX_REQUEST_ID or not raw.isascii() or not text.strip() or not text.isprintable():
+        raise BadRequest(f"request id header must be 1 to {MAX_REQUEST_ID} printable ASCII "
+                         "characters")
+    return text

@@ -33,6 +33,27 @@ from canarygate.runtime.result import RunResult, run_timeout
 TIMER_RESOLUTION = 0.001  # seconds; shorter waits mean "the next turn of the loop"
 
 
+class RunCost:
+    """What a run of one version costs: the least time any run took (the per-call overhead)
+    plus a per-row slope, smoothed over recent runs. Unknown until ``probes`` runs were timed,
+    so a version's first batches always run on a thread."""
+
+    def __init__(self, probes: int = 4) -> None:
+        self.probes = probes
+        self.runs = 0
+        self.fixed = float("inf")
+        self.per_row = 0.0
+
+    def learn(self, seconds: float, rows: int) -> None:
+        self.runs += 1
+        self.fixed = min(self.fixed, seconds)
+        slope = (seconds - self.fixed) / max(rows, 1)
+        self.per_row = slope if self.runs == 1 else 0.9 * self.per_row + 0.1 * slope
+
+    def predict(self, rows: int) -> float | None:
+        return None if self.runs < self.probes else self.fixed + self.per_row * rows
+
+
 @dataclass(slots=True)
 class _Call:
     feeds: dict[str, np.ndarray]
@@ -41,13 +62,14 @@ class _Call:
     future: asyncio.Future[RunResult]
     submitted: float
     timeout: float | None
+    timer: asyncio.TimerHandle | None = None  # fails the call at its timeout, once started
 
 
 class Batcher:
     """The batches of one model version."""
 
     def __init__(self, version: ModelVersion, pool: Executor, *, max_rows: int,
-                 max_wait: float, max_in_flight: int) -> None:
+                 max_wait: float, max_in_flight: int, inline_max: float = 0.0) -> None:
         self.version = version
         self.max_rows = max_rows
         self.max_wait = max_wait
@@ -59,8 +81,11 @@ class Batcher:
         self._in_flight = 0
         self._timer: asyncio.Handle | None = None
         self._due = False  # the oldest queued call has waited long enough
+        self.inline_max = inline_max
+        self.cost = RunCost()
         self.batches = 0  # dispatched, for the statistics
         self.rows = 0
+        self.inline_batches = 0
 
     def submit(self, feeds: dict[str, np.ndarray], names: tuple[str, ...],
                timeout: float | None) -> asyncio.Future[RunResult]:
@@ -103,36 +128,55 @@ class Batcher:
         self._in_flight += 1
         self.batches += 1
         self.rows += rows
+        predicted = self.cost.predict(rows)
+        if predicted is not None and predicted <= self.inline_max:
+            self.inline_batches += 1
+            self._finish(calls, _execute(self.version, calls, rows, None))
+            return
         timed = [c for c in calls if c.timeout is not None]
         on_start = (partial(self._loop.call_soon_threadsafe, self._arm, timed)
                     if timed else None)
         done = self._loop.run_in_executor(self._pool, _execute, self.version, calls, rows,
                                           on_start)
-        done.add_done_callback(lambda f: self._finish(calls, f))
+        done.add_done_callback(partial(self._finished, calls))
+
+    def _finished(self, calls: list[_Call],
+                  done: asyncio.Future[list[RunResult | Exception]]) -> None:
+        if done.cancelled():
+            self._finish(calls, RuntimeError("the gateway stopped before the model ran"))
+        else:
+            self._finish(calls, done.exception() or done.result())
 
     def _arm(self, timed: list[_Call]) -> None:
         """On the loop, when the batch started: fail callers whose timeout passes first."""
         for call in timed:
             if not call.future.done():
                 assert call.timeout is not None
-                self._loop.call_later(call.timeout, self._expire, call)
+                call.timer = self._loop.call_later(call.timeout, self._expire, call)
 
     def _expire(self, call: _Call) -> None:
         if not call.future.done():
             assert call.timeout is not None
             call.future.set_exception(run_timeout(self.version, call.timeout, None))
 
-    def _finish(self, calls: list[_Call], done: asyncio.Future[list[RunResult | Exception]]
-                ) -> None:
+    def _finish(self, calls: list[_Call],
+                outcome: list[RunResult | Exception] | BaseException) -> None:
         self._in_flight -= 1
-        outcome = done.exception()
+        if isinstance(outcome, list):
+            first, last = outcome[0], outcome[-1]
+            # One run answered them all (no failure, no rerun one by one): learn its cost.
+            if (isinstance(first, RunResult) and isinstance(last, RunResult)
+                    and first.run_seconds == last.run_seconds):
+                self.cost.learn(first.run_seconds, first.batch_rows)
         for i, call in enumerate(calls):
+            if call.timer is not None:
+                call.timer.cancel()
             if call.future.done():  # timed out, or its request went away
                 continue
-            if outcome is not None:
+            if not isinstance(outcome, list):
                 call.future.set_exception(outcome)
                 continue
-            result = done.result()[i]
+            result = outcome[i]
             if isinstance(result, Exception):
                 call.future.set_exception(result)
             elif call.timeout is not None and result.run_seconds > call.timeout:

@@ -46,7 +46,7 @@ class Runner:
             b = version.batching
             found = self.batchers[version] = Batcher(
                 version, self._pool, max_rows=b.max_rows, max_wait=b.max_wait_us / 1e6,
-                max_in_flight=b.max_in_flight)
+                max_in_flight=b.max_in_flight, inline_max=b.inline_max_us / 1e6)
         return found
 
     async def run(
