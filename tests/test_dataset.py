@@ -19,8 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from canarygate.recorder import reader
-from conftest import MODELS, Server, v2_body
+from canarygate.config import DatasetConfig
+from canarygate.recorder import Record, Recorder, reader
+from canarygate.recorder.writer import Writer
+from conftest import MODELS, Server, ort_outputs, v2_body
 
 
 def config(tmp: Path, **dataset: Any) -> Path:
@@ -243,7 +245,8 @@ def test_sampling_and_redaction(launch: Any, tmp_path: Path,
 
 def test_rotation_and_retention(launch: Any, tmp_path: Path,
                                 breast_cancer_rows: np.ndarray) -> None:
-    server: Server = launch(config(tmp_path, max_segment_bytes=4000, retention_bytes=20000,
+    limit = 4000
+    server: Server = launch(config(tmp_path, max_segment_bytes=limit, retention_bytes=20000,
                                    flush_interval_seconds=0.02))
     sent = []
     with server.client() as http:
@@ -254,14 +257,261 @@ def test_rotation_and_retention(launch: Any, tmp_path: Path,
     written = server.metric("canarygate_dataset_records_total", outcome="written")
     server.stop()
     segments = reader.segments(tmp_path / "dataset")
-    assert written >= 290  # rotation wrote many segments before retention trimmed them
-    assert len(segments) >= 2
+    assert written == 300
     assert [p.name for p in segments] == sorted(p.name for p in segments)
     assert sum(p.stat().st_size for p in segments) <= 20000
+    assert_segment_sizes(segments, limit)
+    assert len(segments) >= 3  # 20000 bytes hold at least three segments of at most 5 KB
     kept = [r["request_id"] for r in all_records(tmp_path)]
     # The oldest segments went: what is left is exactly the latest traffic, in order.
     assert 0 < len(kept) < 300
     assert kept == sent[-len(kept):]
+
+
+def assert_segment_sizes(segments: list[Path], limit: int) -> None:
+    """Each segment closed for its size reached the limit with its last line and not before;
+    only the newest (closed at shutdown) may be short."""
+    for i, path in enumerate(segments):
+        lines = path.read_bytes().splitlines(keepends=True)
+        size = sum(len(line) for line in lines)
+        assert size - len(lines[-1]) < limit, path.name
+        if i < len(segments) - 1:
+            assert size >= limit, path.name
+
+
+# The writer in-process: real files, the real thread; a clock the test moves ------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(i: int, model: str = "breast-cancer", **changes: Any) -> Record:
+    """A record shaped like a real one: 30 FP32 inputs, a label and two probabilities."""
+    fields: dict[str, Any] = dict(
+        time=time.time(), request_id=f"r{i:05d}", model=model, version="1",
+        variant="baseline", routing="weight", step=-1, weight=0.0, protocol="v2", status=200,
+        error=None, inputs={"input": np.full((1, 30), i, np.float32)},
+        outputs={"label": np.array([i % 2]), "probabilities": np.array([[0.25, 0.75]],
+                                                                          np.float32)},
+        queue_ms=0.1, inference_ms=0.2, total_ms=0.5)
+    return Record(**{**fields, **changes})
+
+
+class InProcess:
+    def __init__(self, tmp: Path, clock: Clock | None = None, **dataset: Any) -> None:
+        self.config = DatasetConfig(dir=tmp / "dataset", flush_interval_seconds=0.01, **dataset)
+        self.recorder = Recorder(self.config)
+        self.writer = Writer(self.recorder, self.config, clock or time.time)
+
+    def put(self, *records: Record) -> None:
+        for r in records:
+            assert self.recorder.put(r)
+
+    def settle(self) -> None:
+        """Wait (polling) until the writer has handled everything queued."""
+        deadline = time.monotonic() + 10
+        r = self.recorder
+        while r.written + r.failed < r.captured and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert r.written + r.failed == r.captured
+
+    def ids(self) -> list[list[str]]:
+        return [[rec["request_id"] for rec in reader.records(path)]
+                for path in reader.segments(self.config.dir)]
+
+
+def test_one_large_drain_is_split_across_segments(tmp_path: Path) -> None:
+    """300 records queued before the writer starts, so its first drain holds them all: they
+    still go to segments that each pass the limit by one line at most."""
+    w = InProcess(tmp_path, max_segment_bytes=4000)
+    w.put(*(record(i) for i in range(300)))
+    w.writer.start()
+    w.writer.stop()
+    segments = reader.segments(w.config.dir)
+    assert len(segments) > 10
+    assert_segment_sizes(segments, 4000)
+    assert [rid for seg in w.ids() for rid in seg] == [f"r{i:05d}" for i in range(300)]
+    assert w.recorder.written == 300
+
+
+def test_rotation_and_retention_by_age(tmp_path: Path) -> None:
+    clock = Clock()
+    w = InProcess(tmp_path, clock, max_segment_seconds=60, retention_seconds=3600)
+    w.writer.start()
+    w.put(*(record(i) for i in range(5)))
+    w.settle()
+    clock.now += 61  # the open segment is too old for the next record
+    w.put(*(record(i) for i in range(5, 8)))
+    w.settle()
+    assert w.ids() == [[f"r{i:05d}" for i in range(5)], [f"r{i:05d}" for i in range(5, 8)]]
+    # The first segment's last write two hours ago (file times are wall-clock): past
+    # retention, it goes when the next segment closes.
+    first = reader.segments(w.config.dir)[0]
+    os.utime(first, (time.time() - 7200, time.time() - 7200))
+    w.writer.stop()
+    assert w.ids() == [[f"r{i:05d}" for i in range(5, 8)]]
+
+
+def test_the_writer_survives_io_errors_and_counts_them(tmp_path: Path) -> None:
+    """A file where a model's folder should be: its records fail, counted; a dangling segment
+    link (a file deleted under the retention's listing): skipped. The thread lives on and
+    writes what comes next; after it stops, records count as dropped."""
+    w = InProcess(tmp_path, max_segment_bytes=2000, retention_bytes=10**6)
+    root = w.config.dir
+    (root / "old" / "2026-01-01").mkdir(parents=True)
+    (root / "old" / "2026-01-01" / "gone.jsonl").symlink_to(root / "nowhere.jsonl")
+    (root / "diabetes").write_text("not a folder")
+    w.writer.start()
+    w.put(*(record(i, "diabetes") for i in range(4)))
+    w.put(*(record(i) for i in range(4, 40)))  # several segments close: retention runs
+    w.settle()
+    assert (w.recorder.failed, w.recorder.written) == (4, 36)
+    (root / "diabetes").unlink()
+    w.put(*(record(i, "diabetes") for i in range(40, 43)))
+    w.settle()
+    assert w.writer._thread.is_alive()
+    w.writer.stop()
+    assert (w.recorder.failed, w.recorder.written) == (4, 39)
+    assert not w.recorder.put(record(99)) and w.recorder.dropped == 1
+
+
+def test_drop_and_hash_redaction(tmp_path: Path) -> None:
+    w = InProcess(tmp_path, redact={"drop": ["ssn"], "hash": ["email"]})
+    email = np.array([b"a@example.com"], dtype=np.object_)
+    w.put(record(1, inputs={"ssn": np.array([[123456789]]), "email": email,
+                            "input": np.ones((1, 3), np.float32)}))
+    w.writer.start()
+    w.writer.stop()
+    (rec,) = reader.read_all(w.config.dir)
+    assert [t["name"] for t in rec["inputs"]] == ["email", "input"]
+    assert rec["inputs"][0] == {"name": "email", "datatype": "BYTES", "shape": [1],
+                                "sha256": hashlib.sha256(email.tobytes()).hexdigest()}
+    assert rec["inputs"][1]["data"] == [1.0, 1.0, 1.0]
+    assert "123456789" not in (w.config.dir).joinpath(
+        *reader.segments(w.config.dir)[0].relative_to(w.config.dir).parts).read_text()
+
+
+# Routing fields on a real server ---------------------------------------------------------------
+
+
+def test_records_carry_step_weight_fallback_and_shadow(launch: Any, tmp_path: Path,
+                                                       breast_cancer_rows: np.ndarray,
+                                                       diabetes_rows: np.ndarray) -> None:
+    """breast-cancer ramps to candidate 4 (fails on mean radius >= 18: the baseline answers,
+    routing ``fallback``) at step 0, weight 40; diabetes mirrors every request to candidate 2
+    in a shadow phase: each record joins the shadow's outputs."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+models_dir: {MODELS}
+state_dir: {tmp_path / "state"}
+dataset: {{dir: {tmp_path / "dataset"}, flush_interval_seconds: 0.05}}
+models:
+  - name: breast-cancer
+    versions: {{"1": {{path: breast-cancer/1}}, "4": {{path: breast-cancer/4}}}}
+    baseline: "1"
+    candidate: "4"
+    rollout: {{steps: [40, 100], interval_seconds: 60, min_step_requests: 100000}}
+  - name: diabetes
+    versions: {{"1": {{path: diabetes/1}}, "2": {{path: diabetes/2}}}}
+    baseline: "1"
+    candidate: "2"
+    rollout: {{shadow_percent: 100, shadow_only: true, interval_seconds: 60}}
+""")
+    server: Server = launch(path)
+    large = breast_cancer_rows[breast_cancer_rows[:, 0] >= 18][:40]
+    small = breast_cancer_rows[breast_cancer_rows[:, 0] < 18][:40]
+    bc_rows = np.concatenate([large, small])
+    sent: dict[str, tuple[str, np.ndarray]] = {}
+    with server.client() as http:
+        for row in bc_rows:
+            r = http.post("/v2/models/breast-cancer/infer", json=v2_body(row[None]))
+            sent[r.headers["x-request-id"]] = ("breast-cancer", row)
+        pinned = http.post("/v2/models/breast-cancer/versions/1/infer",
+                           json=v2_body(bc_rows[:1])).headers["x-request-id"]
+        for row in diabetes_rows[:20]:
+            r = http.post("/v2/models/diabetes/infer", json=v2_body(row[None]))
+            sent[r.headers["x-request-id"]] = ("diabetes", row)
+    server.stop()
+    records = {r["request_id"]: r for r in all_records(tmp_path)}
+    assert len(records) == len(sent) + 1
+    pin = records[pinned]
+    assert (pin["variant"], pin["routing"], pin["step"], pin["weight"]) == (
+        "pinned", "pinned", -1, 0.0)
+    variants = []
+    for rid, (model, row) in sent.items():
+        rec = records[rid]
+        if model == "diabetes":
+            assert (rec["variant"], rec["step"], rec["weight"]) == ("baseline", -1, 0.0)
+            assert rec["shadow"]["version"] == "2" and rec["shadow"]["error"] is None
+            (out,) = rec["shadow"]["outputs"]
+            expected = ort_outputs("diabetes", "2", row[None])["prediction"]
+            np.testing.assert_array_equal(np.array(out["data"], np.float32), expected.ravel())
+            continue
+        variants.append(rec["variant"])
+        assert (rec["step"], rec["weight"], rec["status"], rec["shadow"]) == (0, 40.0, 200,
+                                                                              None)
+        expected_version = {"candidate": "4", "fallback": "1", "baseline": "1"}
+        assert rec["version"] == expected_version[rec["variant"]]
+        assert rec["routing"] == ("fallback" if rec["variant"] == "fallback" else "weight")
+        if rec["variant"] == "fallback":
+            assert row[0] >= 18  # only the rows version 4 cannot answer fall back
+        label = ort_outputs("breast-cancer", rec["version"], row[None])["label"]
+        assert rec["outputs"][0]["data"] == label.tolist()
+    assert {"candidate", "fallback", "baseline"} <= set(variants)
+
+
+# Counters on a real server ---------------------------------------------------------------------
+
+
+def test_failed_records_are_counted(launch: Any, tmp_path: Path,
+                                    breast_cancer_rows: np.ndarray,
+                                    diabetes_rows: np.ndarray) -> None:
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "breast-cancer").write_text("a file where a folder should be")
+    server: Server = launch(config(tmp_path))
+    with server.client() as http:
+        for i in range(5):
+            http.post("/v2/models/breast-cancer/infer", json=v2_body(breast_cancer_rows[i:i + 1]))
+        for i in range(3):
+            http.post("/v2/models/diabetes/infer", json=v2_body(diabetes_rows[i:i + 1]))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and server.metric(
+            "canarygate_dataset_records_total", outcome="written") < 3:
+        time.sleep(0.05)
+    assert server.metric("canarygate_dataset_records_total", outcome="failed") == 5
+    assert server.metric("canarygate_dataset_records_total", outcome="written") == 3
+    server.stop()
+    assert len(all_records(tmp_path)) == 3
+
+
+def test_writer_lag_gauge(launch: Any, tmp_path: Path, breast_cancer_rows: np.ndarray) -> None:
+    """With a 5 s flush interval, records wait: the gauge is the age of the oldest one."""
+    server: Server = launch(config(tmp_path, flush_interval_seconds=5.0))
+    with server.client() as http:
+        for _ in range(3):  # a flush may fall between the requests and the scrape: retry
+            before = time.time()
+            first = http.post("/v2/models/breast-cancer/infer",
+                              json=v2_body(breast_cancer_rows[:1]))
+            answered = time.time()
+            http.post("/v2/models/breast-cancer/infer", json=v2_body(breast_cancer_rows[1:2]))
+            time.sleep(0.3)  # let the oldest record age
+            scraped = time.time()
+            lag = server.metric("canarygate_dataset_writer_lag_seconds")
+            depth = server.metric("canarygate_dataset_queue_depth")
+            if depth == 2:
+                break
+        assert first.status_code == 200 and depth == 2
+        assert scraped - answered <= lag <= time.time() - before
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and server.metric(
+                "canarygate_dataset_queue_depth") > 0:
+            time.sleep(0.1)
+        assert server.metric("canarygate_dataset_writer_lag_seconds") == 0
 
 
 @pytest.mark.parametrize("torn", [b'{"request_id": "x", "mod', b"\xff\xfe"])

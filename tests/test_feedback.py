@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
-from sklearn.metrics import accuracy_score, mean_absolute_error
+from sklearn.metrics import accuracy_score, mean_absolute_error, root_mean_squared_error
 
 from canarygate.recorder import reader
-from conftest import MODELS, Server, v2_body
+from conftest import MODELS, Server, ort_outputs, v2_body
 
 
-def config(tmp: Path, ttl: float = 3600) -> Path:
+def config(tmp: Path, ttl: float = 3600, max_entries: int = 100_000,
+           dataset: str = "flush_interval_seconds: 0.05", body_limit: int = 8_388_608) -> Path:
     path = tmp / "gateway.yaml"
     path.write_text(f"""
 models_dir: {MODELS}
 state_dir: {tmp / "state"}
-dataset: {{dir: {tmp / "dataset"}, flush_interval_seconds: 0.05}}
-feedback: {{ttl_seconds: {ttl}}}
+server: {{max_body_bytes: {body_limit}}}
+dataset: {{dir: {tmp / "dataset"}, {dataset}}}
+feedback: {{ttl_seconds: {ttl}, max_entries: {max_entries}}}
 models:
   - name: breast-cancer
     versions: {{"1": {{path: breast-cancer/1}}, "3": {{path: breast-cancer/3}}}}
@@ -90,11 +95,17 @@ def test_regression_error(gateway: Server) -> None:
         r = http.post("/v2/models/diabetes/feedback",
                       json=[{"request_id": rid, "label": float(t)} for rid, t in zip(ids, y[:40],
                                                                                      strict=True)])
-        batch = http.post("/v2/models/diabetes/versions/1/infer", json=v2_body(x))
     assert r.status_code == 200
-    predicted = np.array(batch.json()["outputs"][0]["data"])
-    assert r.json()["scores"]["1"]["mae"] == pytest.approx(
-        mean_absolute_error(y[:40], predicted), rel=1e-5)
+    # The predictions as onnxruntime makes them (a row a run, as they were asked), the errors
+    # as scikit-learn scores them.
+    predicted = np.array([ort_outputs("diabetes", "1", x[i:i + 1])["prediction"][0, 0]
+                          for i in range(len(x))], dtype=np.float64)
+    score = r.json()["scores"]["1"]
+    assert score["labelled"] == 40
+    assert score["mae"] == pytest.approx(mean_absolute_error(y[:40], predicted), rel=1e-9)
+    assert score["rmse"] == pytest.approx(root_mean_squared_error(y[:40], predicted), rel=1e-9)
+    assert gateway.metric("canarygate_feedback_absolute_error_total", model="diabetes",
+                          version="1") == pytest.approx(40 * score["mae"])
 
 
 def test_bad_feedback(gateway: Server, launch: Any, tmp_path: Path) -> None:
@@ -113,16 +124,22 @@ def test_bad_feedback(gateway: Server, launch: Any, tmp_path: Path) -> None:
         # Nothing is applied when one item of a batch is bad.
         r = post([{"request_id": rid, "label": 1}, {"request_id": "nope", "label": 0}])
         assert r.status_code == 404
-        assert post({"request_id": rid, "label": 1}).json()["results"][0]["status"] == "recorded"
-        again = post({"request_id": rid, "label": 1}).json()
-        assert again["results"][0]["status"] == "duplicate"
-        assert again["scores"]["1"]["labelled"] == 1
+        first = post({"request_id": rid, "label": 1}).json()
+        assert first["results"][0]["status"] == "recorded"
+        for again in (post({"request_id": rid, "label": 1}).json(),
+                      post([{"request_id": rid, "label": [1]}] * 2).json()):
+            assert {r["status"] for r in again["results"]} == {"duplicate"}
+            assert again["scores"] == first["scores"]  # counted once, whatever is repeated
         r = post({"request_id": rid, "label": 0})
         assert r.status_code == 409 and "different label" in r.json()["error"]
         r = http.post("/v2/models/diabetes/feedback", json={"request_id": rid, "label": 1})
         assert r.status_code == 404  # it was a breast-cancer prediction
         r = http.post("/v2/models/breast-cancer/feedback", content=b"{oops")
         assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    assert gateway.metric("canarygate_feedback_labels_total", model="breast-cancer") == 1
+    gateway.stop()
+    labels = [r for r in reader.read_all(tmp_path / "dataset") if r.get("kind") == "feedback"]
+    assert [(r["request_id"], r["feedback"]["label"]) for r in labels] == [(rid, [1.0])]
     other = tmp_path / "short"
     other.mkdir()
     short = launch(config(other, ttl=0.2))
@@ -131,3 +148,61 @@ def test_bad_feedback(gateway: Server, launch: Any, tmp_path: Path) -> None:
     with short.client() as http:
         r = http.post("/v2/models/breast-cancer/feedback", json={"request_id": old, "label": 1})
     assert r.status_code == 404 and "window has closed" in r.json()["error"]
+
+
+def test_the_oldest_predictions_are_evicted_past_max_entries(launch: Any,
+                                                            tmp_path: Path) -> None:
+    server: Server = launch(config(tmp_path, max_entries=5))
+    x = load_breast_cancer().data.astype(np.float32)
+    ids = predict(server, "breast-cancer", "1", x[:8])
+    with server.client() as http:
+        for rid in ids[:3]:
+            r = http.post("/v2/models/breast-cancer/feedback", json={"request_id": rid,
+                                                                     "label": 1})
+            assert r.status_code == 404 and "evicted from the last 5" in r.json()["error"]
+        r = http.post("/v2/models/breast-cancer/feedback",
+                      json=[{"request_id": rid, "label": 1} for rid in ids[3:]])
+    assert r.status_code == 200 and r.json()["scores"]["1"]["labelled"] == 5
+
+
+def test_body_is_read_with_the_limit_and_may_be_compressed(launch: Any, tmp_path: Path) -> None:
+    """The body limit holds for chunked bodies (no content-length to refuse early), and gzip
+    bodies are inflated, as on the prediction endpoints."""
+    server: Server = launch(config(tmp_path, body_limit=4096))
+    x = load_breast_cancer().data.astype(np.float32)
+    (rid,) = predict(server, "breast-cancer", "1", x[:1])
+    url = "/v2/models/breast-cancer/feedback"
+    item = json.dumps({"request_id": rid, "label": 1}).encode()
+    with server.client() as http:
+        big = b"[" + b",".join([item] * 200) + b"]"  # about 12 KB
+
+        def chunks() -> Iterator[bytes]:
+            for i in range(0, len(big), 1000):
+                yield big[i:i + 1000]
+
+        r = http.post(url, content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "over the limit of 4096 bytes" in r.json()["error"]
+        r = http.post(url, content=gzip.compress(big),  # small compressed, large inflated
+                      headers={"content-encoding": "gzip"})
+        assert r.status_code == 413
+        r = http.post(url, content=gzip.compress(item), headers={"content-encoding": "gzip"})
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["status"] == "recorded"
+
+
+def test_labels_wait_for_room_under_the_block_policy(launch: Any, tmp_path: Path) -> None:
+    """A queue of one and the block policy: each label waits for the writer rather than
+    being dropped, so every label is in the dataset and nothing is counted as dropped."""
+    server: Server = launch(config(
+        tmp_path, dataset="queue_size: 1, on_full: block, flush_interval_seconds: 0.02"))
+    x = load_breast_cancer().data.astype(np.float32)
+    ids = predict(server, "breast-cancer", "1", x[:20])
+    with server.client() as http:
+        r = http.post("/v2/models/breast-cancer/feedback",
+                      json=[{"request_id": rid, "label": 1} for rid in ids])
+    assert r.status_code == 200
+    assert server.metric("canarygate_dataset_records_total", outcome="dropped") == 0
+    assert server.metric("canarygate_dataset_blocked_requests_total") > 0
+    server.stop()
+    kinds = [r.get("kind") for r in reader.read_all(tmp_path / "dataset")]
+    assert kinds.count("feedback") == 20 and kinds.count("prediction") == 20

@@ -15,8 +15,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from canarygate.errors import BadRequest, PayloadTooLarge
+from canarygate.errors import BadRequest
 from canarygate.gateway import Gateway
+from canarygate.http.asgi import ClientGone, read_body
 from canarygate.recorder.queue import FeedbackRecord
 
 
@@ -27,12 +28,11 @@ class FeedbackEndpoint:
 
     async def handle(self, request: Request) -> Response:
         model = self.gw.registry.get(request.path_params["name"]).name
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limit:
-            raise PayloadTooLarge(f"request body is over the limit of {self.limit} bytes")
-        body = await request.body()
-        if len(body) > self.limit:
-            raise PayloadTooLarge(f"request body is over the limit of {self.limit} bytes")
+        try:
+            # Stops reading at the limit (chunked bodies too) and inflates gzip / deflate.
+            body = await read_body(request.receive, dict(request.scope["headers"]), self.limit)
+        except ClientGone:
+            return Response(status_code=499)  # nobody is left to read it
         try:
             doc: Any = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -57,7 +57,9 @@ class FeedbackEndpoint:
                                       for p, t in zip(predicted, label, strict=True)]
             answers.append(entry)
             if outcome == "recorded" and recorder is not None:
-                recorder.put(FeedbackRecord(now, rid, model, prediction.version,
-                                            prediction.variant, list(label), predicted))
+                # Under the block policy a full queue makes this wait, as a prediction would.
+                await recorder.put_or_wait(FeedbackRecord(
+                    now, rid, model, prediction.version, prediction.variant, list(label),
+                    predicted))
         return JSONResponse({"model": model, "accepted": len(answers), "results": answers,
                              "scores": self.gw.feedback.summary(model)})

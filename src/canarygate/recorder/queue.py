@@ -4,11 +4,13 @@ A record holds references (the request's arrays included): turning it into JSON 
 job. Appending to a deque and counting is all a request pays. When the queue is full the
 configured policy applies, and either way the count shows on /metrics: ``drop`` answers at once
 and counts the record as dropped; ``block`` makes the request wait until the writer makes room.
+Once the writer has stopped, a record is counted as dropped, and nothing waits any more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 from random import random
@@ -66,9 +68,10 @@ class Recorder:
         self.captured = 0  # handed to the queue
         self.dropped = 0  # refused: queue full under the drop policy
         self.blocked = 0  # requests that had to wait for room
-        self.written = 0  # written by the writer (its thread updates these two)
-        self.failed = 0  # could not be written
-        self.torn_lines = 0
+        self.written = 0  # written by the writer (its thread updates these three)
+        self.failed = 0  # could not be serialised or written
+        self.errors = 0  # other writer I/O errors: closing, Parquet, retention
+        self.closed = False  # the writer has stopped: later records count as dropped
         self._room: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -81,29 +84,35 @@ class Recorder:
 
     def put(self, record: Record | FeedbackRecord) -> bool:
         """Queue a record without waiting; False when it was dropped."""
-        if len(self.queue) >= self.limit:
+        if len(self.queue) >= self.limit or self.closed:
             self.dropped += 1
             return False
         self.queue.append(record)
         self.captured += 1
         return True
 
-    async def put_or_wait(self, record: Record) -> None:
+    async def put_or_wait(self, record: Record | FeedbackRecord) -> None:
         """Queue a record, waiting for room under the ``block`` policy."""
-        if not self.block or len(self.queue) < self.limit or self._room is None:
+        if (not self.block or len(self.queue) < self.limit or self._room is None
+                or self.closed):
             self.put(record)
             return
         self.blocked += 1
-        while len(self.queue) >= self.limit:
+        while len(self.queue) >= self.limit and not self.closed:
             self._room.clear()
             await self._room.wait()
-        self.queue.append(record)
-        self.captured += 1
+        self.put(record)
 
     def made_room(self) -> None:
         """Called by the writer thread after it drained the queue."""
         if self._loop is not None and self._room is not None and self.block:
-            self._loop.call_soon_threadsafe(self._room.set)
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                self._loop.call_soon_threadsafe(self._room.set)
+
+    def close(self) -> None:
+        """Called by the writer thread as it ends: release every waiter."""
+        self.closed = True
+        self.made_room()
 
     def lag_seconds(self, now: float) -> float:
         """Age of the oldest record still waiting for the writer."""
@@ -114,4 +123,5 @@ class Recorder:
 
     def stats(self) -> dict[str, Any]:
         return {"captured": self.captured, "written": self.written, "dropped": self.dropped,
-                "failed": self.failed, "blocked": self.blocked, "queued": len(self.queue)}
+                "failed": self.failed, "errors": self.errors, "blocked": self.blocked,
+                "queued": len(self.queue)}

@@ -5,7 +5,8 @@ by time (requests that named no served model go under ``+unknown``). A segment i
 while open; it is closed when it passes ``max_segment_bytes``, ``max_segment_seconds`` or
 midnight (UTC), and at shutdown. A closed segment may also be written as Parquet, in the same
 layout under ``<dir>/_parquet/``, so ``pandas.read_parquet(<dir>/_parquet)`` reads them all.
-Retention deletes the oldest closed segments past a total size or an age.
+Retention deletes the oldest closed segments past a total size or an age. A batch is split
+across segments, so a segment passes ``max_segment_bytes`` by one line at most.
 Each drain ends with a flush, so a killed process loses at most one flush interval of records,
 and a torn last line at worst (the reader skips it and counts it).
 """
@@ -17,9 +18,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from queue import SimpleQueue
 from typing import IO, Any
 
 import numpy as np
@@ -34,6 +38,7 @@ log = logging.getLogger("canarygate.recorder")
 BATCH = 4096  # records serialised per write
 UNKNOWN = "+unknown"  # no model name starts with "+"; pyarrow skips names starting "_"
 PARQUET = "_parquet"
+NOTHING: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -46,21 +51,37 @@ class Segment:
 
 
 class Writer:
-    def __init__(self, recorder: Recorder, config: DatasetConfig) -> None:
+    """The thread that owns the segment files. It survives any error: a record that cannot be
+    serialised or written counts as failed, any other I/O error (closing, Parquet, retention)
+    in ``recorder.errors``, and each is logged; the thread goes on with the next batch."""
+
+    def __init__(self, recorder: Recorder, config: DatasetConfig,
+                 clock: Callable[[], float] = time.time) -> None:
         self.recorder = recorder
         self.config = config
         self.root = config.dir
+        self.clock = clock
         self._drop = frozenset(config.redact.drop)
         self._hash = frozenset(config.redact.hash)
+        self._datatypes: dict[np.dtype[Any], str] = {}  # the V2 name of each dtype seen
         self._segments: dict[str, Segment] = {}
         self._seq = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="canarygate-recorder",
                                          daemon=True)
+        # Closed segments wait here for their Parquet copy, made on a thread of its own so
+        # that writing goes on meanwhile (pyarrow parses outside the GIL).
+        self._pending: SimpleQueue[Path | None] = SimpleQueue()
+        self._converter = threading.Thread(target=self._convert, name="canarygate-parquet",
+                                           daemon=True)
+        self._converting: set[Path] = set()
+        self._errors = threading.Lock()
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self._thread.start()
+        if self.config.parquet:
+            self._converter.start()
 
     def stop(self) -> None:
         """Write everything still queued, close every segment, and end the thread."""
@@ -69,11 +90,42 @@ class Writer:
 
     def _run(self) -> None:
         interval = self.config.flush_interval_seconds
-        while not self._stop.wait(interval):
-            self._drain()
-        self._drain()
-        for model in list(self._segments):
-            self._close(model)
+        try:
+            while not self._stop.wait(interval):
+                self._guarded(self._drain)
+            self._guarded(self._drain)
+            for model in list(self._segments):
+                self._guarded(partial(self._close, model))
+        finally:
+            if self._converter.is_alive():
+                self._pending.put(None)
+                self._converter.join()
+            # Whatever comes later is counted as dropped, and no request waits for room.
+            self.recorder.close()
+
+    def _error(self) -> None:
+        with self._errors:  # two threads count here
+            self.recorder.errors += 1
+
+    def _convert(self) -> None:
+        while (source := self._pending.get()) is not None:
+            target = (self.root / PARQUET / source.relative_to(self.root)).with_suffix(
+                ".parquet")
+            try:
+                to_parquet(source, target)
+            except Exception:
+                self._error()
+                log.exception("could not write %s as Parquet", source)
+            self._converting.discard(source)
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """The last line of defence: each step handles its own errors, so reaching this is a
+        bug; the thread still lives on (a dead writer loses records and hangs ``block``)."""
+        try:
+            step()
+        except Exception:
+            self._error()
+            log.exception("dataset writer step failed; carrying on")
 
     def _drain(self) -> None:
         queue = self.recorder.queue
@@ -95,27 +147,39 @@ class Writer:
         self._rotate_by_age()
 
     def _write(self, model: str, lines: list[bytes]) -> None:
-        try:
-            segment = self._segment(model)
-            data = b"\n".join(lines) + b"\n"
-            segment.file.write(data)
-            segment.file.flush()
-            if self.config.fsync:
-                os.fsync(segment.file.fileno())
+        """Append ``lines``, moving to a new segment whenever one reaches
+        ``max_segment_bytes``: a segment ends at most one line past the limit."""
+        limit = self.config.max_segment_bytes
+        start = 0
+        while start < len(lines):
+            try:
+                segment = self._segment(model)
+                end, size = start, 0
+                while end < len(lines) and (end == start or segment.size + size < limit):
+                    size += len(lines[end]) + 1
+                    end += 1
+                data = b"\n".join(lines[start:end]) + b"\n"
+                segment.file.write(data)
+                segment.file.flush()
+                if self.config.fsync:
+                    os.fsync(segment.file.fileno())
+            except Exception:  # OSError mostly; ValueError on a file closed under us
+                self.recorder.failed += len(lines) - start
+                log.exception("could not write %d records of %s", len(lines) - start, model)
+                self._abandon(model)  # the next batch starts a fresh segment
+                return
             segment.size += len(data)
-            self.recorder.written += len(lines)
-        except OSError:
-            self.recorder.failed += len(lines)
-            log.exception("could not write %d records of %s", len(lines), model)
-            return
-        if segment.size >= self.config.max_segment_bytes:
-            self._close(model)
+            self.recorder.written += end - start
+            start = end
+            if segment.size >= limit:
+                self._close(model)
 
     def _segment(self, model: str) -> Segment:
-        now = time.time()
+        now = self.clock()
         date = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
         segment = self._segments.get(model)
-        if segment is not None and segment.date != date:
+        if segment is not None and (segment.date != date or
+                                    now - segment.opened >= self.config.max_segment_seconds):
             self._close(model)
             segment = None
         if segment is None:
@@ -129,39 +193,73 @@ class Writer:
         return segment
 
     def _rotate_by_age(self) -> None:
-        now = time.time()
+        now = self.clock()
         for model, segment in list(self._segments.items()):
             if now - segment.opened >= self.config.max_segment_seconds:
                 self._close(model)
 
+    def _abandon(self, model: str) -> None:
+        """Forget a segment a write failed on (a torn last line is the reader's to skip)."""
+        segment = self._segments.pop(model, None)
+        if segment is None:
+            return
+        try:
+            segment.file.close()
+            if segment.size == 0:
+                segment.path.unlink(missing_ok=True)
+        except OSError:
+            self._error()
+            log.exception("could not close %s", segment.path)
+
     def _close(self, model: str) -> None:
         segment = self._segments.pop(model)
-        segment.file.close()
+        try:
+            segment.file.close()
+        except OSError:
+            self._error()
+            log.exception("could not close %s", segment.path)
         if self.config.parquet and segment.size:
-            target = (self.root / PARQUET / segment.path.relative_to(self.root)).with_suffix(
-                ".parquet")
-            try:
-                to_parquet(segment.path, target)
-            except Exception:
-                log.exception("could not write %s as Parquet", segment.path)
+            self._converting.add(segment.path)  # kept from retention until converted
+            self._pending.put(segment.path)
         self._retain()
 
     def _retain(self) -> None:
+        """Delete the oldest closed segments past the total size or the age (by name, which
+        sorts by time). Files may vanish meanwhile (another hand, another process): skipped."""
         keep_bytes, keep_seconds = self.config.retention_bytes, self.config.retention_seconds
         if keep_bytes is None and keep_seconds is None:
             return
-        open_paths = {s.path for s in self._segments.values()}
-        files = [*self.root.glob("*/*/*.jsonl"), *self.root.glob(f"{PARQUET}/*/*/*.parquet")]
-        closed = sorted((p for p in files if p not in open_paths), key=lambda p: p.name)
-        total = sum(p.stat().st_size for p in closed)
-        now = time.time()
-        for path in closed:
-            too_old = keep_seconds is not None and now - path.stat().st_mtime > keep_seconds
+        open_paths = {s.path for s in self._segments.values()} | set(self._converting)
+        closed: list[tuple[str, Path, int, float]] = []
+        try:
+            files = [*self.root.glob("*/*/*.jsonl"), *self.root.glob(f"{PARQUET}/*/*/*.parquet")]
+        except OSError:
+            self._error()
+            log.exception("could not list the dataset under %s", self.root)
+            return
+        for path in files:
+            if path in open_paths:
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # gone since the listing
+            closed.append((path.name, path, st.st_size, st.st_mtime))
+        closed.sort()
+        total = sum(size for _, _, size, _ in closed)
+        now = time.time()  # file times are wall-clock times, whatever clock names segments
+        for _, path, size, mtime in closed:
+            too_old = keep_seconds is not None and now - mtime > keep_seconds
             too_big = keep_bytes is not None and total > keep_bytes
             if not (too_old or too_big):
                 continue
-            total -= path.stat().st_size
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                self._error()
+                log.exception("could not delete %s", path)
+                continue
+            total -= size
 
     def _json(self, r: Record | FeedbackRecord) -> dict[str, Any]:
         if isinstance(r, FeedbackRecord):
@@ -187,30 +285,44 @@ class Writer:
         """Tensors as the V2 protocol writes them: a list of name, datatype, shape, data."""
         if tensors is None:
             return None
+        drop, hashed = (self._drop, self._hash) if redact else (NOTHING, NOTHING)
+        datatypes = self._datatypes
         out: list[dict[str, Any]] = []
         for name, array in tensors.items():
-            if redact and name in self._drop:
+            if name in drop:
                 continue
-            entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array),
-                                     "shape": list(array.shape)}
-            if redact and name in self._hash:
+            datatype = datatypes.get(array.dtype)
+            if datatype is None:
+                datatype = datatypes[array.dtype] = datatype_of(array)
+            entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": array.shape}
+            if name in hashed:
                 entry["sha256"] = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
             elif array.dtype == np.object_:
                 entry["data"] = [x.decode(errors="replace") if isinstance(x, bytes) else str(x)
                                  for x in array.ravel()]
             else:
-                entry["data"] = np.ascontiguousarray(array).ravel()
+                entry["data"] = array.ravel()  # C-contiguous, as orjson needs
             out.append(entry)
         return out
 
 
 def to_parquet(source: Path, target: Path) -> None:
-    """One JSON Lines segment as a Parquet file with the dataset's schema."""
+    """One JSON Lines segment as a Parquet file with the dataset's schema.
+
+    pyarrow's own JSON reader is about four times faster than parsing in Python and leaves the
+    GIL to the gateway; text (BYTES) tensors or a torn line send a segment the Python way.
+    """
+    import pyarrow as pa
+    import pyarrow.json as pa_json
     import pyarrow.parquet as pq
 
-    from canarygate.recorder.reader import records, to_table
+    from canarygate.recorder.reader import records, schema, to_table
 
-    table = to_table(list(records(source)))
+    try:
+        table = pa_json.read_json(source, parse_options=pa_json.ParseOptions(
+            explicit_schema=schema(), unexpected_field_behavior="ignore"))
+    except pa.ArrowInvalid:
+        table = to_table(list(records(source)))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp)
