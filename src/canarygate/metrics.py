@@ -136,7 +136,8 @@ class _RecorderCollector:
         records = CounterMetricFamily(
             "canarygate_dataset_records",
             "Inference dataset records: captured (queued), written, dropped (queue full under "
-            "the drop policy), failed (could not be written).", labels=["outcome"])
+            "the drop policy, or after the writer stopped), failed (could not be written).",
+            labels=["outcome"])
         for outcome, value in (("captured", r.captured), ("written", r.written),
                                ("dropped", r.dropped), ("failed", r.failed)):
             records.add_metric([outcome], value)
@@ -146,6 +147,10 @@ class _RecorderCollector:
                                   value=r.blocked)
         yield GaugeMetricFamily("canarygate_dataset_queue_depth",
                                 "Records waiting for the writer.", value=len(r.queue))
+        yield CounterMetricFamily(
+            "canarygate_dataset_writer_errors",
+            "Dataset writer I/O errors other than a record's own: closing a segment, Parquet, "
+            "retention.", value=r.errors)
         yield GaugeMetricFamily("canarygate_dataset_writer_lag_seconds",
                                 "Age of the oldest record waiting for the writer.",
                                 value=r.lag_seconds(time.time()))
@@ -240,6 +245,11 @@ class _DriftCollector:
                                   labels=[*labels, "metric"])
         rows = GaugeMetricFamily("canarygate_drift_window_rows", "Rows in the drift window.",
                                  labels=["model", "version", "variant"])
+        dropped = CounterMetricFamily(
+            "canarygate_drift_dropped_rows",
+            "Rows the drift buffer dropped unbinned (drift.buffer reached).", labels=["model"])
+        for name, n in list(self.monitor.dropped_by_model.items()):
+            dropped.add_metric([name], n)
         for model, result in list(self.monitor.results.items()):
             for v in result["variants"]:
                 rows.add_metric([model, v["version"], v["variant"]], v["window_rows"])
@@ -252,6 +262,7 @@ class _DriftCollector:
         yield level
         yield score
         yield rows
+        yield dropped
 
 
 class _DetectorCollector:

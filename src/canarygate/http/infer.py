@@ -287,6 +287,10 @@ class InferEndpoint:
             self._record_stats(window, True, started, False, None, run)
             _compare(window, baseline[candidate.output_names[candidate.label_index]],
                      run.outputs[candidate.label_index])
+            drift = self.gateway.drift
+            if drift is not None:  # the shadow phase's candidate outputs, for output drift
+                drift.observe(model.name, candidate.version, "candidate", feeds,
+                              dict(zip(candidate.output_names, run.outputs, strict=True)))
         recorder = self.gateway.recorder
         if record is not None and recorder is not None:
             record.shadow_version = candidate.version
