@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import ADMIN_TOKEN, AUTH, MODELS, Server, drive
+from conftest import ADMIN_TOKEN, AUTH, MODELS, Server, drive, v2_body
 
 FAST = {"steps": [10, 25, 50, 100], "interval_seconds": 0.25, "min_step_seconds": 0.5,
         "min_step_requests": 60, "auto_promote": True}
@@ -87,6 +88,9 @@ def test_failing_candidate_is_rolled_back_and_clients_see_no_error(
     gateway: Server, breast_cancer_rows: np.ndarray
 ) -> None:
     start(gateway, "4")
+    assert gateway.metric("canarygate_rollout_phase", model="breast-cancer",
+                          phase="progressing") == 1
+    assert gateway.metric("canarygate_rollout_weight", model="breast-cancer") == 10
     load = drive(gateway, breast_cancer_rows, ended)
     state = load.state
     assert state["phase"] == "rolled_back", state
@@ -102,6 +106,18 @@ def test_failing_candidate_is_rolled_back_and_clients_see_no_error(
     assert any(g["verdict"] == "fail" for g in last["gates"])
     assert gateway.metric("canarygate_candidate_failures_total", model="breast-cancer",
                           version="4") == load.fallbacks
+    # /metrics tells the same story: the phase, the weight, and the verdicts behind it.
+    phases = {p: gateway.metric("canarygate_rollout_phase", model="breast-cancer", phase=p)
+              for p in ("idle", "progressing", "rolled_back")}
+    assert phases == {"idle": 0, "progressing": 0, "rolled_back": 1}
+    assert gateway.metric("canarygate_rollout_weight", model="breast-cancer") == 0
+    assert gateway.metric("canarygate_rollout_verdicts_total", model="breast-cancer",
+                          gate=figures["gate"], verdict="fail") == 1
+    judged = sum(1 for d in decisions(gateway) if d["actor"] == "controller")
+    assert gateway.metric("canarygate_rollout_verdicts_total", model="breast-cancer",
+                          gate="health") == judged
+    assert gateway.metric("canarygate_rollout_decisions_total", model="breast-cancer",
+                          action="rollback") == 1
     # The weight dropped to 0 at once: nothing routed reaches version 4 any more.
     after = drive(gateway, breast_cancer_rows, lambda s: True, seconds=0.5)
     assert "4" not in after.versions[len(after.versions) // 2:]
@@ -185,8 +201,9 @@ def test_shadow_compares_without_serving_and_rolls_back_a_disagreeing_candidate(
     load = drive(gateway, breast_cancer_rows, ended)
     state = load.state
     assert state["phase"] == "rolled_back", state
-    assert state["figures"]["gate"] == "agreement"
-    assert state["figures"]["statistic"] < 0.95
+    figures = state["figures"]
+    assert figures["gate"] == "agreement" and figures["statistic"] >= figures["threshold"]
+    assert figures["counts"]["agreement_rate"] < 0.95
     # Clients only ever got the baseline's answers.
     assert set(load.versions) == {"1"} and set(load.statuses) == {200}
 
@@ -227,3 +244,70 @@ def test_unkeyed_split_on_the_server(gateway: Server, breast_cancer_rows: np.nda
     assert len(load.versions) > 500
     assert abs(share - 0.25) < 4 * sigma, (share, len(load.versions))
     assert gateway.metric("canarygate_rollout_weight", model="breast-cancer") == 25
+
+
+def test_pinned_requests_are_never_canary_traffic(
+    gateway: Server, breast_cancer_rows: np.ndarray
+) -> None:
+    start(gateway, "2", interval_seconds=3600)  # no tick starts a new window meanwhile
+    drive(gateway, breast_cancer_rows, lambda s: False, seconds=1.0, concurrency=4)
+    candidate_label = {"model": "breast-cancer", "variant": "candidate"}
+    with gateway.client(headers=AUTH) as http:
+        before = http.get("/admin/rollouts/breast-cancer").json()
+        served = gateway.metric("canarygate_requests_total", **candidate_label)
+        for i in range(40):
+            for version in ("1", "2"):
+                r = http.post(f"/v2/models/breast-cancer/versions/{version}/infer",
+                              json=v2_body(breast_cancer_rows[i:i + 1]),
+                              headers={"x-user-id": f"user-{i}"})
+                assert r.status_code == 200 and r.headers["x-model-version"] == version
+                assert r.headers["x-canarygate-variant"] == "pinned"
+        after = http.get("/admin/rollouts/breast-cancer").json()
+    assert before["step_counts"]["candidate"]["requests"] > 0  # the window was counting
+    assert after["step_counts"] == before["step_counts"]
+    assert after["shadow"] == before["shadow"]
+    assert gateway.metric("canarygate_requests_total", **candidate_label) == served
+
+
+def latencies(server: Server, path: str, bodies: list[dict[str, Any]],
+              shadows: int | None = None) -> np.ndarray:
+    """Client-observed seconds per request, one request at a time. With ``shadows`` set, each
+    next request waits until the previous one's shadow run has been compared (polled, not
+    slept), so a shadow never competes with the next request for this small machine's CPU:
+    what is left to see is whether the candidate's run lies on the response path."""
+    out = []
+    with server.client(headers=AUTH) as http:
+        for i, body in enumerate(bodies):
+            started = time.perf_counter()
+            r = http.post(path, json=body)
+            out.append(time.perf_counter() - started)
+            assert r.status_code == 200, r.text
+            if shadows is not None:
+                assert r.headers["x-model-version"] == "1"
+                rows = len(body["inputs"][0]["data"]) // 30
+                deadline = time.monotonic() + 10
+                while (http.get("/admin/rollouts/breast-cancer").json()["shadow"]["pairs"]
+                       < shadows + rows * (i + 1)) and time.monotonic() < deadline:
+                    pass
+    return np.array(out)
+
+
+def test_shadow_adds_no_latency_to_the_baseline_answer(
+    gateway: Server, breast_cancer_rows: np.ndarray
+) -> None:
+    # Version 5 is a far larger tree ensemble: on 32 rows it needs several milliseconds more
+    # than version 1, so a shadow run on the response path would show in every request.
+    bodies = [v2_body(breast_cancer_rows[i:i + 32]) for i in range(0, 480, 4)]
+    routed = "/v2/models/breast-cancer/infer"
+    plain = latencies(gateway, routed, bodies)
+    candidate = latencies(gateway, "/v2/models/breast-cancer/versions/5/infer", bodies[:40])
+    start(gateway, "5", shadow_percent=100, shadow_only=True, interval_seconds=3600)
+    shadowed = latencies(gateway, routed, bodies, shadows=0)
+    assert gateway.metric("canarygate_shadow_runs_total", model="breast-cancer",
+                          outcome="ok") == len(bodies)
+    extra = np.median(candidate) - np.median(plain)  # what the candidate's run would add
+    assert extra > 0.002, (np.median(candidate), np.median(plain))
+    added = np.median(shadowed) - np.median(plain)
+    assert added < 0.25 * extra, (added, extra)
+    # Most shadowed answers came faster than the candidate could have answered alone.
+    assert np.mean(shadowed < np.percentile(candidate, 10)) > 0.8

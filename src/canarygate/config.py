@@ -224,7 +224,7 @@ class ModelConfig(_Frozen):
     @classmethod
     def _version_names(cls, versions: dict[str, VersionConfig]) -> dict[str, VersionConfig]:
         for key in versions:
-            if not re.match(NAME_PATTERN, key):
+            if not re.fullmatch(NAME_PATTERN, key):
                 raise ValueError(f"version name {key!r} must match {NAME_PATTERN}")
         return versions
 

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from canarygate.config import GatewayConfig
 from canarygate.drift import DriftMonitor
 from canarygate.drift.sequential import SequentialMonitor
-from canarygate.feedback import FeedbackBook
+from canarygate.feedback import FeedbackBook, Prediction
 from canarygate.metrics import Metrics
 from canarygate.recorder import Recorder
 from canarygate.recorder.writer import Writer
 from canarygate.rollout.manager import RolloutManager
 from canarygate.rollout.persist import Persister
 from canarygate.rollout.store import FileStateStore
+from canarygate.rollout.versions import VersionCatalog
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.runner import Runner
 from canarygate.stats.live import LiveStats
@@ -61,12 +62,29 @@ class Gateway:
         persister = Persister(store, config.state_dir / "decisions.jsonl")
         persister.load_decisions()
         gateway.rollouts = RolloutManager(registry, persister, metrics)
-        gateway.rollouts.restore(store.load())
+        gateway.rollouts.restore(store.load(),
+                                 VersionCatalog(config, registry, store, gateway.drift))
         if config.dataset.enabled:
             gateway.recorder = Recorder(config.dataset)
             gateway.writer = Writer(gateway.recorder, config.dataset)
             metrics.watch_recorder(gateway.recorder)
         return gateway
+
+    def labelled(self, prediction: Prediction, errors: list[float]) -> None:
+        """Feedback joined a prediction: its rows' errors (0/1 wrong, or absolute) go to the
+        version's detectors and, when the prediction was routed in the current rollout to
+        a version that still plays that part, to the step's statistics."""
+        if self.sequential is not None:
+            self.sequential.observe_errors(prediction.model, prediction.version,
+                                           prediction.classifier, errors)
+        served = self.registry.models.get(prediction.model)
+        routing = served.routing if served is not None else None
+        if served is None or routing is None or routing.candidate is None:
+            return
+        if prediction.variant == "candidate" and prediction.version == routing.candidate.version:
+            served.window.candidate.label(prediction.classifier, errors)
+        elif prediction.variant == "baseline" and prediction.version == routing.baseline.version:
+            served.window.baseline.label(prediction.classifier, errors)
 
     def start(self) -> None:
         """Start one controller task per model (inside the running event loop)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,19 +21,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from canarygate.config import RolloutConfig
+from canarygate.config import NAME_PATTERN, RolloutConfig
 from canarygate.errors import (
     BadRequest,
     ConfigError,
     Conflict,
     Forbidden,
+    GatewayError,
     NotFound,
     Unauthorized,
 )
 from canarygate.gateway import Gateway
 from canarygate.rollout.manager import RolloutManager
-from canarygate.runtime.model import ModelVersion
-from canarygate.runtime.registry import resolve_folder
+from canarygate.rollout.versions import VersionCatalog
+
+log = logging.getLogger("canarygate.admin")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -44,6 +48,11 @@ class AdminAPI:
         self._token_env = gateway.config.admin.token_env
         token = os.environ.get(self._token_env, "")
         self._token = token.encode() if token else None
+        self.catalog = VersionCatalog(gateway.config, gateway.registry,
+                                      self.rollouts.persister.store, gateway.drift)
+        # One registration of a model at a time: the duplicate check and the install happen
+        # on either side of a load that awaits, and two loads of one name must not both win.
+        self._registering: dict[str, asyncio.Lock] = {}
 
     def routes(self) -> list[Route]:
         guard = self._guarded
@@ -160,37 +169,39 @@ class AdminAPI:
         return JSONResponse(self._view(name))
 
     async def register(self, request: Request) -> Response:
-        """Load a new version from a folder under the models directory, without a restart."""
+        """Load a new version from a folder under the models directory, without a restart.
+
+        The version is written to the state store before it serves, so a rollout naming it
+        finds it again after a restart."""
         name = self._model(request)
         served = self.gw.registry.get(name)
         body = await _body(request)
         version, path = body.get("version"), body.get("path")
         if not isinstance(version, str | int) or isinstance(version, bool) or not str(version):
             raise BadRequest("'version' must be a version name")
+        version = str(version)
+        if not re.fullmatch(NAME_PATTERN, version):
+            raise BadRequest(f"version name {version!r} must match {NAME_PATTERN} (letters, "
+                             "digits, '_', '.', '-'; it becomes part of URLs)")
         if not isinstance(path, str) or not path:
             raise BadRequest("'path' must be a folder under the models directory")
-        version = str(version)
+        if "\x00" in path:
+            raise BadRequest("'path' must not contain a NUL character")
         reason = _reason(body)
-        if version in served.versions:
-            raise Conflict(f"model {name!r} already has a version {version!r}")
-        config = self.gw.config
-        where = f"model {name!r} version {version!r}"
-        try:
-            folder = resolve_folder(config.models_dir, path, where)
-            loaded = await asyncio.to_thread(
-                ModelVersion.load, name, version, folder,
-                intra_op_threads=config.server.intra_op_threads,
-                max_batch_size=served.config.max_batch_size or config.server.max_batch_size,
-                allow_non_finite=served.config.allow_non_finite,
-                batching=served.config.batching)
-        except ConfigError as exc:
-            raise BadRequest(str(exc)) from None
-        if loaded.inputs != served.baseline.inputs or loaded.outputs != served.baseline.outputs:
-            raise BadRequest(f"{where}: its inputs or outputs differ from the baseline's; a "
-                             "candidate must have the same signature")
-        served.versions = {**served.versions, version: loaded}
-        if self.gw.drift is not None:
-            self.gw.drift.add_profile(name, version, folder)
+        async with self._registering.setdefault(name, asyncio.Lock()):
+            if version in served.versions:
+                raise Conflict(f"model {name!r} already has a version {version!r}")
+            try:
+                loaded = await asyncio.to_thread(self.catalog.load, served, version, path)
+            except ConfigError as exc:
+                raise BadRequest(str(exc)) from None
+            try:
+                await asyncio.to_thread(self.catalog.persist, served, loaded, path)
+            except (OSError, ConfigError) as exc:
+                log.error("could not persist version %r of %r: %s", version, name, exc)
+                raise GatewayError(f"model {name!r} version {version!r} was not registered: "
+                                   f"the state store could not record it ({exc})") from None
+            self.catalog.install(served, loaded)
         self.rollouts.persister.record({
             "time": self.rollouts.clock(), "model": name, "action": "register_version",
             "actor": "admin", "reason": reason, "version": version, "path": path,

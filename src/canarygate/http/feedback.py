@@ -52,10 +52,13 @@ class FeedbackEndpoint:
             predicted = prediction.predicted.tolist()
             if prediction.classifier:
                 entry["correct"] = [float(p) == t for p, t in zip(predicted, label, strict=True)]
+                errors = [0.0 if ok else 1.0 for ok in entry["correct"]]
             else:
-                entry["abs_error"] = [abs(float(p) - t)
-                                      for p, t in zip(predicted, label, strict=True)]
+                entry["abs_error"] = errors = [abs(float(p) - t)
+                                               for p, t in zip(predicted, label, strict=True)]
             answers.append(entry)
+            if outcome == "recorded":
+                self.gw.labelled(prediction, errors)
             if outcome == "recorded" and recorder is not None:
                 # Under the block policy a full queue makes this wait, as a prediction would.
                 await recorder.put_or_wait(FeedbackRecord(

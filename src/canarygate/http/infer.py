@@ -247,8 +247,7 @@ class InferEndpoint:
         last = run.outputs[-1] if run is not None and run.outputs else None
         output = (float(last.flat[0]) if last is not None and last.size
                   and last.dtype.kind in "fiub" else None)
-        arm.record(perf_counter() - started, error, key is not None, output,
-                   run.run_seconds if run is not None else None)
+        arm.record(perf_counter() - started, error, key is not None, output)
 
     async def _mirror(self, model: ServedModel, window: StepWindow, candidate: ModelVersion,
                       feeds: dict[str, np.ndarray], baseline: dict[str, np.ndarray],

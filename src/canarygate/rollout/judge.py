@@ -13,6 +13,11 @@ likelihood ratio of k candidate events among n is
 
 with S the Beta upper tail. E is a nonnegative martingale under the null, so by Ville's
 inequality P(sup E >= 1/alpha) <= alpha; products over steps stay valid.
+
+The shadow phase's agreement gate uses the same mixture on the pairs of answers: k
+disagreements among n pairs, null rate 1 - min_agreement (see ``agreement_gate``). Each
+anytime-valid gate gets its own share of the schedule's alpha (``alpha_shares``), so the
+chance of any false rollback over the whole rollout stays below alpha (union bound).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from statistics import NormalDist
 from typing import Any
 
 from scipy import special, stats
@@ -34,6 +40,7 @@ MIN_SRM_REQUESTS = 200
 MIN_TAU_REQUESTS = 50  # baseline requests needed to freeze the slow threshold
 MIN_SANITY_REQUESTS = 50
 SLO_STEP_FAILURES = 5  # failed SLO intervals in one step that roll back, in a row or not
+Z95 = NormalDist().inv_cdf(0.975)
 
 
 class Verdict(StrEnum):
@@ -74,14 +81,16 @@ def log_e_value(k: int, n: int, rho0: float) -> float:
 def log_beta_tail(x: float, a: float, b: float) -> float:
     """log P(X > x) for X ~ Beta(a, b), accurate where the tail is far below 1e-300.
 
-    scipy's ``beta.logsf`` underflows to -inf there (a candidate far better than the baseline),
-    and a floored value would be carried into later steps as false evidence. The tail equals
-    I_{1-x}(b, a); where it is tiny, 1 - x lies below that Beta's mean and the continued
-    fraction of the incomplete beta function converges (Numerical Recipes §6.4, in log form).
+    ``scipy.special.betaincc`` (the complemented incomplete beta function, computed directly,
+    so without cancellation; some µs where ``stats.beta.logsf`` takes half a millisecond)
+    underflows to 0 there (a candidate far better than the baseline), and a floored value
+    would be carried into later steps as false evidence. The tail equals I_{1-x}(b, a); where
+    it is tiny, 1 - x lies below that Beta's mean and the continued fraction of the incomplete
+    beta function converges (Numerical Recipes §6.4, in log form).
     """
-    value = float(stats.beta.logsf(x, a, b))
-    if value > -600.0:
-        return value
+    tail = float(special.betaincc(a, b, x))
+    if tail > 1e-260:
+        return math.log(tail)
     return _log_incomplete_beta_cf(1.0 - x, b, a)
 
 
@@ -107,8 +116,9 @@ def _log_incomplete_beta_cf(x: float, a: float, b: float) -> float:
             - float(special.betaln(a, b)) + math.log(h))
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval (95 % by default) for a proportion."""
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval (95 % by default) for a proportion: the p with
+    |p - k/n| <= z sqrt(p (1 - p) / n) (Wilson 1927)."""
     if n <= 0:
         return 0.0, 1.0
     p = min(max(successes / n, 0.0), 1.0)
@@ -145,6 +155,16 @@ def comparative_gate(
     return GateResult(gate, verdict, total, threshold, counts, detail), step
 
 
+def alpha_shares(schedule: RolloutConfig) -> dict[str, float]:
+    """Each anytime-valid gate's share of the rollout's alpha (Bonferroni: the shares sum to
+    alpha, so a candidate no worse than the baseline is rolled back by any of them with a
+    chance of at most alpha). A new anytime-valid gate takes its share here."""
+    gates = ["errors", "latency"]
+    if schedule.shadow_percent > 0:
+        gates.append("agreement")
+    return dict.fromkeys(gates, schedule.alpha / len(gates))
+
+
 @dataclass
 class IntervalMemory:
     """What the judge remembers between ticks of one step (not persisted: ticks are cheap)."""
@@ -152,6 +172,8 @@ class IntervalMemory:
     last: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     slo_streak: int = 0  # failed SLO intervals in a row
     slo_failures: int = 0  # failed SLO intervals in this step
+    quiet_verdicts: tuple[tuple[str, str], ...] | None = None  # of the last logged quiet hold
+    quiet_ticks: int = 0  # quiet holds not logged since then
 
 
 def judge_step(
@@ -167,7 +189,7 @@ def judge_step(
 ) -> tuple[list[GateResult], dict[str, float]]:
     """Every gate's verdict on the current step, and the step's log e-values per gate."""
     base, cand = window.baseline, window.candidate
-    alpha_m = schedule.alpha / 2  # Bonferroni over the two comparative gates
+    alphas = alpha_shares(schedule)
     results: list[GateResult] = []
     step_log_e: dict[str, float] = {}
 
@@ -191,13 +213,13 @@ def judge_step(
 
     # Operational errors, candidate against baseline.
     gate, log_e = comparative_gate("errors", cand.errors, cand.requests, base.errors,
-                                   base.requests, carried.get("errors", 0.0), alpha_m)
+                                   base.requests, carried.get("errors", 0.0),
+                                   alphas["errors"])
     results.append(gate)
     step_log_e["errors"] = log_e
 
-    # Latency: model runs slower than the baseline's p95 run, frozen for the step. Run times
-    # leave out the loop and network noise both variants share; the SLO gate below judges
-    # what clients see end to end.
+    # Latency: requests slower than the baseline's p95, frozen for the step, timed from
+    # arrival to having the answer (ArmStats.record says why not the model run alone).
     cand_ok, base_ok = cand.requests - cand.errors, base.requests - base.errors
     if tau_seconds is None:
         results.append(GateResult("latency", Verdict.NO_DATA,
@@ -206,7 +228,7 @@ def judge_step(
         gate, log_e = comparative_gate(
             "latency", cand.latency.count_above(tau_seconds), cand_ok,
             base.latency.count_above(tau_seconds), base_ok,
-            carried.get("latency", 0.0), alpha_m)
+            carried.get("latency", 0.0), alphas["latency"])
         gate.counts["tau_ms"] = round(tau_seconds * 1000, 4)
         results.append(gate)
         step_log_e["latency"] = log_e
@@ -245,7 +267,10 @@ def judge_step(
         results.append(GateResult("sanity", Verdict.PASS, counts=sanity))
 
     if shadow:
-        results.append(_agreement_gate(schedule, window))
+        gate, log_e = agreement_gate(schedule, window, carried.get("agreement", 0.0),
+                                     alphas["agreement"])
+        results.append(gate)
+        step_log_e["agreement"] = log_e
     else:
         results.append(_split_gate(weight, window))
 
@@ -257,19 +282,51 @@ def judge_step(
     return results, step_log_e
 
 
-def _agreement_gate(schedule: RolloutConfig, window: StepWindow) -> GateResult:
+def agreement_gate(schedule: RolloutConfig, window: StepWindow, carried: float,
+                   alpha: float) -> tuple[GateResult, float]:
+    """Shadow: does the candidate disagree with the baseline more often than it may?
+
+    An e-process for H0 "disagreement rate <= d0 = 1 - min_agreement" against d > d0: with k
+    disagreements among n pairs, E = ``exp(log_e_value(k, n, d0))``, the mixture over a
+    Beta(1, 1) prior truncated to (d0, 1] of the likelihood ratios against d0. It is valid for
+    the whole composite null, not only at d0: for one alternative d1 > d0, a pair's likelihood
+    ratio (d1/d0)^x ((1-d1)/(1-d0))^(1-x) has expectation d d1/d0 + (1-d)(1-d1)/(1-d0) when the
+    pair disagrees with probability d; that is linear and increasing in d and equals 1 at d0,
+    so it is at most 1 for every d <= d0, even if d changes from pair to pair. The product over
+    pairs is then a nonnegative supermartingale, so is a mixture of them over a prior fixed in
+    advance, and Ville's inequality gives P(sup E >= 1/alpha) <= alpha however often it is
+    looked at. (A Wilson bound checked every interval would not be: that is peeking.)
+
+    Returns the verdict and this phase's log e-value, carried like the comparative gates'.
+    """
     sh = window.shadow
-    counts = {"pairs": sh.pairs, "agreements": sh.agreements, "dropped": sh.dropped,
-              "mean_abs_diff": sh.abs_diff_sum / sh.pairs if sh.pairs else None}
-    if sh.pairs < MIN_SANITY_REQUESTS:
-        return GateResult("agreement", Verdict.NO_DATA, counts=counts)
-    if not sh.labelled:  # regressors have no labels to agree on
-        return GateResult("agreement", Verdict.NOT_APPLICABLE, counts=counts)
-    _, high = wilson(sh.agreements, sh.pairs)
-    failed = high < schedule.min_agreement
-    return GateResult("agreement", Verdict.FAIL if failed else Verdict.PASS, high,
-                      schedule.min_agreement, counts,
-                      "the candidate disagrees with the baseline" if failed else "")
+    disagreements = sh.pairs - sh.agreements
+    d0 = 1.0 - schedule.min_agreement
+    counts: dict[str, Any] = {
+        "pairs": sh.pairs, "agreements": sh.agreements, "disagreements": disagreements,
+        "agreement_rate": round(sh.agreements / sh.pairs, 6) if sh.pairs else None,
+        "min_agreement": schedule.min_agreement, "dropped": sh.dropped,
+        "mean_abs_diff": sh.abs_diff_sum / sh.pairs if sh.pairs else None}
+    threshold = math.log(1 / alpha)
+    if not sh.labelled and sh.pairs:  # regressors have no labels to agree on
+        return GateResult("agreement", Verdict.NOT_APPLICABLE, counts=counts,
+                          detail="the outputs are not class labels"), 0.0
+    if d0 >= 1.0:
+        return GateResult("agreement", Verdict.NOT_APPLICABLE, counts=counts,
+                          detail="min_agreement is 0: any agreement will do"), 0.0
+    if sh.pairs < MIN_GATE_REQUESTS:
+        return GateResult("agreement", Verdict.NO_DATA, carried, threshold, counts,
+                          f"fewer than {MIN_GATE_REQUESTS} shadow pairs"), 0.0
+    step = log_e_value(disagreements, sh.pairs, d0)
+    total = carried + step
+    if total >= threshold:
+        verdict, detail = Verdict.FAIL, ("the candidate disagrees with the baseline too often "
+                                         "(anytime-valid test)")
+    elif total >= threshold / 2:
+        verdict, detail = Verdict.MARGINAL, "evidence of disagreement is building"
+    else:
+        verdict, detail = Verdict.PASS, ""
+    return GateResult("agreement", verdict, total, threshold, counts, detail), step
 
 
 def _split_gate(weight: float, window: StepWindow) -> GateResult:

@@ -27,6 +27,7 @@ from canarygate.rollout.judge import (
 )
 from canarygate.rollout.persist import Persister
 from canarygate.rollout.state import ACTIVE, Phase, RolloutState
+from canarygate.rollout.versions import VersionCatalog
 from canarygate.router import Routing
 from canarygate.runtime import ModelRegistry, ServedModel
 from canarygate.stats import ArmStats, StepWindow
@@ -35,8 +36,12 @@ log = logging.getLogger("canarygate.rollout")
 
 SERVING = frozenset({Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_PROMOTION})
 # Judged every interval. A paused rollout still serves its candidate at its weight, so its gates
-# still run: a failure rolls it back, but nothing advances it and holds are not logged.
+# still run: a failure rolls it back, but nothing advances it.
 WATCHED = frozenset({Phase.SHADOW, Phase.PROGRESSING, Phase.AWAITING_PROMOTION, Phase.PAUSED})
+# While only a person can move a rollout on (paused, awaiting promotion, shadow only), its
+# holds go to the decision log when a gate's verdict changes and every this many intervals
+# otherwise (5 minutes at the default interval), not every interval.
+QUIET_HOLD_EVERY = 30
 
 
 class RolloutManager:
@@ -49,37 +54,70 @@ class RolloutManager:
         self.states: dict[str, RolloutState] = {}
         self.memory: dict[str, IntervalMemory] = {}
         self.last_gates: dict[str, list[GateResult]] = {}
+        self.unavailable: dict[str, dict[str, str]] = {}  # versions that failed to load
 
     # -- start-up ---------------------------------------------------------------------------
 
-    def restore(self, stored: dict[str, RolloutState]) -> None:
-        """Stored state wins over the config: a rollback stays a rollback across restarts."""
+    def restore(self, stored: dict[str, RolloutState],
+                catalog: VersionCatalog | None = None) -> None:
+        """Stored state wins over the config: a rollback stays a rollback across restarts, and
+        a rollout is never started again without a person.
+
+        Versions registered at run time are loaded again first (``catalog``). A stored rollout
+        whose candidate cannot be loaded is kept but paused, saying why, and that candidate is
+        not served; one whose baseline cannot be loaded ends, the config's baseline serving.
+        """
+        self.unavailable = catalog.reload() if catalog is not None else {}
         for name, served in self.registry.models.items():
             state = stored.get(name)
-            if state is not None and self._usable(state, served):
+            if state is None:
+                self._install(RolloutState(model=name, baseline=served.config.baseline),
+                              fresh_window=True)
+                mc = served.config
+                if mc.candidate is not None:
+                    self.start(name, mc.candidate, mc.rollout or RolloutConfig(),
+                               actor="config", reason="candidate named in the config")
+            elif state.baseline not in served.versions:
+                self._restore_without_baseline(served, state)
+            elif state.active and state.candidate not in served.versions:
+                self._restore_without_candidate(served, state)
+            else:
                 # The step's counts did not survive the restart, so neither does its clock
                 # (or the progress deadline would pause a step that was doing fine).
                 if state.active:
                     state = dataclasses.replace(state, step_started_at=self.clock())
                 self._install(state, fresh_window=True)
-                continue
-            mc = served.config
-            # Numbering goes on from the stored revision, which the store compares against.
-            revision = state.revision if state is not None else 0
-            self._install(RolloutState(model=name, baseline=mc.baseline, revision=revision),
-                          fresh_window=True)
-            if mc.candidate is not None:
-                self.start(name, mc.candidate, mc.rollout or RolloutConfig(),
-                           actor="config", reason="candidate named in the config")
 
-    def _usable(self, state: RolloutState, served: ServedModel) -> bool:
-        versions = [state.baseline] + ([state.candidate] if state.active and state.candidate
-                                       else [])
-        missing = [v for v in versions if v not in served.versions]
-        if missing:
-            log.warning("stored rollout of %r names unknown version(s) %s; starting from the "
-                        "config", served.name, ", ".join(missing))
-        return not missing
+    def _missing(self, model: str, version: str) -> str:
+        return self.unavailable.get(model, {}).get(
+            version, f"version {version!r} is neither in the config nor registered")
+
+    def _restore_without_candidate(self, served: ServedModel, state: RolloutState) -> None:
+        assert state.candidate is not None
+        reason = (f"candidate version {state.candidate!r} could not be loaded at start "
+                  f"({self._missing(served.name, state.candidate)}); it is not served. "
+                  "Register it again and resume, or roll back")
+        log.error("%s: rollout kept but paused: %s", served.name, reason)
+        resume = state.resume_phase if state.phase == Phase.PAUSED else state.phase
+        new = state.evolve(phase=Phase.PAUSED, resume_phase=resume, reason=reason,
+                           step_started_at=self.clock(),
+                           figures={"gate": "restore", "missing_version": state.candidate})
+        self.states[served.name] = state  # what the record says it was (never installed)
+        self._transition(new, "pause", "gateway", reason, fresh_window=True)
+
+    def _restore_without_baseline(self, served: ServedModel, state: RolloutState) -> None:
+        base = served.config.baseline
+        reason = (f"stored baseline version {state.baseline!r} could not be loaded at start "
+                  f"({self._missing(served.name, state.baseline)}); the config's baseline "
+                  f"{base!r} serves instead and the stored rollout ({state.phase.value}) is "
+                  "over. Nothing was started: start the next rollout by hand")
+        log.error("%s: %s", served.name, reason)
+        new = state.evolve(baseline=base, candidate=None, phase=Phase.IDLE, step=-1,
+                           weight=0.0, resume_phase=None, carried_log_e={}, tau_seconds=None,
+                           reason=reason,
+                           figures={"gate": "restore", "missing_version": state.baseline})
+        self.states[served.name] = state
+        self._transition(new, "restore", "gateway", reason, fresh_window=True)
 
     # -- release engineers' actions ---------------------------------------------------------
 
@@ -105,8 +143,9 @@ class RolloutManager:
 
     def set_weight(self, name: str, weight: float, *, actor: str, reason: str) -> RolloutState:
         """A person takes the wheel: the weight holds (paused) until they resume."""
-        _, state = self._get(name)
+        served, state = self._get(name)
         self._require_active(state, "set its weight")
+        self._require_candidate(served, state, "set its weight")
         if not 0 <= weight <= 100:
             raise BadRequest(f"weight must be a percentage from 0 to 100, not {weight}")
         resume = state.resume_phase or (state.phase if state.phase != Phase.PAUSED
@@ -126,16 +165,18 @@ class RolloutManager:
         return self._transition(new, "pause", actor, reason, fresh_window=True)
 
     def resume(self, name: str, *, actor: str, reason: str) -> RolloutState:
-        _, state = self._get(name)
+        served, state = self._get(name)
         if state.phase != Phase.PAUSED:
             raise Conflict(f"the rollout of {name!r} is {state.phase.value}, not paused")
+        self._require_candidate(served, state, "resume it")
         new = state.evolve(phase=state.resume_phase or Phase.PROGRESSING, resume_phase=None,
                            step_started_at=self.clock(), reason=reason)
         return self._transition(new, "resume", actor, reason, fresh_window=True)
 
     def promote(self, name: str, *, actor: str, reason: str) -> RolloutState:
-        _, state = self._get(name)
+        served, state = self._get(name)
         self._require_active(state, "promote it")
+        self._require_candidate(served, state, "promote it")
         assert state.candidate is not None
         new = state.evolve(phase=Phase.PROMOTED, baseline=state.candidate, candidate=None,
                            weight=0.0, step=-1, resume_phase=None, reason=reason)
@@ -153,7 +194,8 @@ class RolloutManager:
     # -- the controller ---------------------------------------------------------------------
 
     def tick(self, name: str) -> dict[str, Any] | None:
-        """Judge one model's rollout once, act on the verdicts, return the decision record."""
+        """Judge one model's rollout once and act on the verdicts; the decision record, or None
+        when nothing was logged (a quiet hold, or no rollout to judge)."""
         served, state = self._get(name)
         if state.phase not in WATCHED:
             return None
@@ -179,7 +221,7 @@ class RolloutManager:
                           gates=gates)
             return self.persister.decisions(name)[-1]
         if state.phase == Phase.PAUSED:
-            return None
+            return self._quiet_hold(state, memory, gates, f"paused: {state.reason}")
         paused = [g for g in gates if g.verdict == Verdict.PAUSE]
         if paused and state.phase != Phase.AWAITING_PROMOTION:
             reason = f"{paused[0].gate}: {paused[0].detail}"
@@ -201,9 +243,22 @@ class RolloutManager:
             waiting.append("marginal: " + ", ".join(marginal))
         if state.phase == Phase.AWAITING_PROMOTION or (shadow and state.schedule.shadow_only):
             waiting.append("waiting for a person" if not shadow else "shadow only")
+            return self._quiet_hold(state, memory, gates, "; ".join(waiting))
         if waiting:
             return self._record(state, "hold", "controller", "; ".join(waiting), gates)
         return self._advance(state, step_log_e, gates)
+
+    def _quiet_hold(self, state: RolloutState, memory: IntervalMemory,
+                    gates: list[GateResult], reason: str) -> dict[str, Any] | None:
+        """A hold while only a person can move the rollout on: logged when a gate's verdict
+        changes and every ``QUIET_HOLD_EVERY`` intervals, so the log shows every change of
+        judgement without repeating one unchanged record for hours."""
+        verdicts = tuple((g.gate, g.verdict.value) for g in gates)
+        if verdicts == memory.quiet_verdicts and memory.quiet_ticks + 1 < QUIET_HOLD_EVERY:
+            memory.quiet_ticks += 1
+            return None
+        memory.quiet_verdicts, memory.quiet_ticks = verdicts, 0
+        return self._record(state, "hold", "controller", reason, gates)
 
     def _advance(self, state: RolloutState, step_log_e: dict[str, float],
                  gates: list[GateResult]) -> dict[str, Any]:
@@ -251,6 +306,13 @@ class RolloutManager:
             raise Conflict(f"model {state.model!r} has no rollout under way "
                            f"({state.phase.value}): cannot {doing}")
 
+    def _require_candidate(self, served: ServedModel, state: RolloutState, doing: str) -> None:
+        if state.candidate is not None and state.candidate not in served.versions:
+            raise Conflict(f"candidate version {state.candidate!r} of {served.name!r} is not "
+                           f"loaded ({self._missing(served.name, state.candidate)}): cannot "
+                           f"{doing}; register it again (POST /admin/models/{served.name}/"
+                           "versions) or roll back")
+
     def _carry(self, state: RolloutState,
                step_log_e: dict[str, float] | None = None) -> dict[str, float]:
         """Fold the current step's e-values into the carried product (the step ends here)."""
@@ -271,11 +333,12 @@ class RolloutManager:
         served = self.registry.get(state.model)
         candidate = (served.versions.get(state.candidate)
                      if state.candidate and state.phase in ACTIVE else None)
+        serving = state.phase in SERVING and candidate is not None
         served.routing = Routing(
             baseline=served.versions[state.baseline],
             candidate=candidate,
-            weight=state.weight if state.phase in SERVING else 0.0,
-            step=state.step if state.phase in SERVING else -1,
+            weight=state.weight if serving else 0.0,
+            step=state.step if serving else -1,
             shadow_share=state.schedule.shadow_percent / 100 if state.phase == Phase.SHADOW
             else 0.0,
             salt=state.model.encode(),

@@ -1,5 +1,11 @@
 """Writes rollout state and decision records on a thread of its own, so neither the event loop
-nor a request ever waits on disk. ``flush`` waits until everything queued is written."""
+nor a request ever waits on disk. ``flush`` waits until everything queued is written.
+
+The decision log is opened before the thread starts (a log that cannot be written is a
+``ConfigError`` at start, naming the file), and nothing the thread does can end it: a write that
+fails is logged and the next one is tried. ``flush`` and ``close`` wait a bounded time, so a
+stuck disk cannot hang shutdown either.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,16 @@ import queue
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from canarygate.errors import ConfigError
 from canarygate.rollout.state import RolloutState
 from canarygate.rollout.store import StateStore
 
 log = logging.getLogger("canarygate.rollout")
 
 RECENT_DECISIONS = 1000
+SHUTDOWN_SECONDS = 10.0
 
 
 class Persister:
@@ -24,55 +32,83 @@ class Persister:
         self.store = store
         self.decisions_path = decisions_path
         self.recent: dict[str, deque[dict[str, Any]]] = {}
+        try:
+            decisions_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log: IO[str] = decisions_path.open("a")
+        except OSError as exc:
+            raise ConfigError(f"cannot write the decision log {decisions_path}: "
+                              f"{exc.strerror or exc} (state_dir must be a writable folder)"
+                              ) from None
         self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        self._idle = threading.Condition()
+        self._pending = 0
         self._thread = threading.Thread(target=self._run, name="canarygate-state", daemon=True)
         self._thread.start()
 
     def save(self, state: RolloutState) -> None:
-        self._queue.put(("state", state))
+        self._put(("state", state))
 
     def record(self, decision: dict[str, Any]) -> None:
         self.recent.setdefault(decision["model"], deque(maxlen=RECENT_DECISIONS)).append(decision)
-        self._queue.put(("decision", decision))
+        self._put(("decision", decision))
 
     def decisions(self, model: str) -> list[dict[str, Any]]:
         return list(self.recent.get(model, ()))
 
     def load_decisions(self) -> None:
         """Fill the recent decisions from the log file (after a restart)."""
-        if not self.decisions_path.exists():
-            return
-        with self.decisions_path.open() as f:
-            for line in f:
-                try:
-                    decision = json.loads(line)
-                except ValueError:
-                    continue  # a torn last line after a crash
-                self.recent.setdefault(decision["model"],
-                                       deque(maxlen=RECENT_DECISIONS)).append(decision)
+        try:
+            with self.decisions_path.open() as f:
+                for line in f:
+                    try:
+                        decision = json.loads(line)
+                    except ValueError:
+                        continue  # a torn last line after a crash
+                    if isinstance(decision, dict) and isinstance(decision.get("model"), str):
+                        self.recent.setdefault(decision["model"],
+                                               deque(maxlen=RECENT_DECISIONS)).append(decision)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the decision log {self.decisions_path}: "
+                              f"{exc.strerror or exc}") from None
 
-    def flush(self) -> None:
-        self._queue.join()
+    def flush(self, timeout: float = SHUTDOWN_SECONDS) -> bool:
+        """Wait until everything queued is written; False if that took longer than ``timeout``."""
+        with self._idle:
+            done = self._idle.wait_for(lambda: self._pending == 0, timeout)
+        if not done:
+            log.error("rollout state: %d write(s) still pending after %.0f s; giving up on "
+                      "them (the decision log %s may miss its last records)",
+                      self._pending, timeout, self.decisions_path)
+        return done
 
-    def close(self) -> None:
+    def close(self, timeout: float = SHUTDOWN_SECONDS) -> None:
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("rollout state: the writer thread did not stop within %.0f s", timeout)
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put(item)
 
     def _run(self) -> None:
-        self.decisions_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.decisions_path.open("a") as decisions:
-            while True:
-                item = self._queue.get()
-                try:
-                    if item is None:
-                        return
-                    kind, payload = item
-                    if kind == "state":
-                        self.store.save(payload)
-                    else:
-                        decisions.write(json.dumps(payload) + "\n")
-                        decisions.flush()
-                except Exception:
-                    log.exception("could not persist %s", item[0] if item else "item")
-                finally:
-                    self._queue.task_done()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._log.close()
+                return
+            kind, payload = item
+            try:
+                if kind == "state":
+                    self.store.save(payload)
+                else:
+                    self._log.write(json.dumps(payload) + "\n")
+                    self._log.flush()
+            except Exception:
+                log.exception("could not persist a rollout %s to %s", kind,
+                              self.decisions_path.parent)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()

@@ -13,8 +13,8 @@ from canarygate.stats.histogram import LogHistogram
 
 
 class ArmStats:
-    __slots__ = ("errors", "first_output", "keyed", "latency", "over_slo", "requests",
-                 "slo_seconds", "varied")
+    __slots__ = ("abs_errors", "errors", "first_output", "keyed", "labelled", "latency",
+                 "over_slo", "requests", "slo_seconds", "varied", "wrong")
 
     def __init__(self, slo_seconds: float | None = None) -> None:
         self.requests = 0
@@ -25,18 +25,32 @@ class ArmStats:
         self.latency = LogHistogram()
         self.first_output: float | None = None
         self.varied = False  # whether two requests got different first outputs
+        # Feedback that arrived during the step for this variant's predictions (not on the
+        # request path: the feedback endpoint adds them).
+        self.labelled = 0  # rows
+        self.wrong = 0  # classifiers: rows predicted wrong
+        self.abs_errors = LogHistogram()  # regressors: |prediction - label| per row
 
-    def record(self, seconds: float, error: bool, keyed: bool, output: float | None,
-               run_seconds: float | None = None) -> None:
-        """``seconds`` is the request's end-to-end time (for the SLO); ``run_seconds`` the
-        model's own run (for comparing variants: it leaves out the noise both share)."""
+    def label(self, classifier: bool, errors: list[float]) -> None:
+        """Labelled rows: 0/1 wrong predictions (classifiers) or absolute errors."""
+        self.labelled += len(errors)
+        if classifier:
+            self.wrong += int(sum(errors))
+        else:
+            for e in errors:
+                self.abs_errors.add(e)
+
+    def record(self, seconds: float, error: bool, keyed: bool, output: float | None) -> None:
+        """``seconds``: the request's time from arrival to having its answer. What a client
+        waits for is what the latency gates judge: with micro-batching a run's own time
+        depends on how many rows shared it, which differs between the variants."""
         self.requests += 1
         if keyed:
             self.keyed += 1
         if error:
             self.errors += 1
             return
-        self.latency.add(seconds if run_seconds is None else run_seconds)
+        self.latency.add(seconds)
         if seconds > self.slo_seconds:
             self.over_slo += 1
         if output is not None and not self.varied:
