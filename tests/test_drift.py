@@ -487,3 +487,8 @@ models:
                          column="mean area") == 2
     assert server.metric("canarygate_drift_level", model="breast-cancer",
                          column="mean radius") == 0
+    # The same endpoint shows the sequential detectors: the 30 requests' latencies reached
+    # version 1's latency stream (still calibrating: its first 5,000 set the scale).
+    latency = drift["detectors"]["1"]["latency"]
+    assert latency["values"] == 30 and latency["calibrating"] is True
+    assert [d["name"] for d in latency["detectors"]] == ["adwin", "page_hinkley"]

@@ -346,7 +346,8 @@ def shadow_window(pairs: int, agreements: int) -> StepWindow:
 
 
 def test_agreement_gate_is_the_e_process_on_disagreements() -> None:
-    schedule = RolloutConfig(shadow_percent=100, min_agreement=0.8, alpha=0.03)
+    schedule = RolloutConfig(shadow_percent=100, min_agreement=0.8, alpha=0.03,
+                             accuracy_gate=False)
     assert alpha_shares(schedule) == pytest.approx({"errors": 0.01, "latency": 0.01,
                                                     "agreement": 0.01})
     gate, step = agreement_gate(schedule, shadow_window(1000, 700), 0.25, 0.01)

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from sklearn.datasets import load_breast_cancer
 
-from conftest import ADMIN_TOKEN, AUTH, MODELS, Server, drive, v2_body
+from conftest import ADMIN_TOKEN, AUTH, MODELS, Server, drive, ort_outputs, v2_body
 
 FAST = {"steps": [10, 25, 50, 100], "interval_seconds": 0.25, "min_step_seconds": 0.5,
         "min_step_requests": 60, "auto_promote": True}
@@ -311,3 +312,57 @@ def test_shadow_adds_no_latency_to_the_baseline_answer(
     assert added < 0.25 * extra, (added, extra)
     # Most shadowed answers came faster than the candidate could have answered alone.
     assert np.mean(shadowed < np.percentile(candidate, 10)) > 0.8
+
+
+def test_flipped_label_candidate_is_rolled_back_by_the_accuracy_gate_once_labels_arrive(
+    gateway: Server, breast_cancer_rows: np.ndarray
+) -> None:
+    """Version 3 was trained with 40 % of its labels flipped: it serves as fast and as
+    reliably as version 1, so only the labels that come back can show it is worse."""
+    truth = load_breast_cancer().target
+    start(gateway, "3", steps=[50, 100], min_step_requests=100_000, min_step_seconds=3600)
+    rng = np.random.default_rng(8)
+    answered: list[tuple[str, int, str]] = []
+    with gateway.client() as http:
+        for i in rng.integers(0, len(truth), 600):
+            r = http.post("/v2/models/breast-cancer/infer",
+                          json=v2_body(breast_cancer_rows[i:i + 1]))
+            assert r.status_code == 200
+            answered.append((r.headers["x-request-id"], int(i), r.headers["x-model-version"]))
+        # Served, but no labels yet: nothing says the candidate is worse.
+        time.sleep(1.0)  # four controller intervals
+        state = http.get("/admin/rollouts/breast-cancer", headers=AUTH).json()
+        assert state["phase"] == "progressing", state
+        verdicts = {g["gate"]: g["verdict"] for g in state["last_verdicts"]}
+        assert verdicts.get("accuracy") == "no_data", (verdicts, state["schedule"])
+        for at in range(0, len(answered), 100):
+            items = [{"request_id": rid, "label": int(truth[i])}
+                     for rid, i, _ in answered[at:at + 100]]
+            r = http.post("/v2/models/breast-cancer/feedback", json=items)
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and state["phase"] != "rolled_back":
+            time.sleep(0.1)
+            state = http.get("/admin/rollouts/breast-cancer", headers=AUTH).json()
+    assert state["phase"] == "rolled_back", state
+    figures = state["figures"]
+    assert figures["gate"] == "accuracy" and figures["verdict"] == "fail"
+    # The figures are this traffic's: wrong predictions per variant, as the labels said.
+    wrong = {"1": 0, "3": 0}
+    labelled = {"1": 0, "3": 0}
+    for _, i, version in answered:
+        labelled[version] += 1
+        wrong[version] += int(ort_outputs("breast-cancer", version,
+                                          breast_cancer_rows[i:i + 1])["label"][0] != truth[i])
+    counts = figures["counts"]
+    assert (counts["candidate_requests"], counts["baseline_requests"]) == (
+        labelled["3"], labelled["1"])
+    assert (counts["candidate_events"], counts["baseline_events"]) == (wrong["3"], wrong["1"])
+    assert figures["statistic"] >= figures["threshold"]
+    last = decisions(gateway)[-1]
+    assert last["action"] == "rollback" and "accuracy" in last["reason"]
+    assert gateway.metric("canarygate_rollout_verdicts_total", model="breast-cancer",
+                          gate="accuracy", verdict="fail") == 1
+    # The candidate's error stream reached its detectors too.
+    assert gateway.metric("canarygate_detector_values_total", model="breast-cancer", version="3",
+                          stream="errors") == labelled["3"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
 from canarygate.stats import LogHistogram
 from canarygate.stats.live import MAX_SET_ASIDE, LiveStats, VariantStats, describe
+from conftest import ADMIN_TOKEN, AUTH, MODELS, v2_body
 
 RNG = np.random.default_rng(11)
 LATENCIES = RNG.lognormal(np.log(0.004), 0.7, 20_000)  # seconds: median 4 ms, a long tail
@@ -95,3 +99,43 @@ def test_summary_lists_each_version_and_variant_of_a_model() -> None:
         ("1", "baseline"), ("2", "candidate")]
     assert all(v["requests"] == 1 and v["rows_per_second"] == 1.5
                for v in summary["variants"])
+
+
+def test_stats_and_latency_histograms_on_a_real_server(
+    launch: Any, tmp_path: Path, breast_cancer_rows: np.ndarray
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"""
+models_dir: {MODELS}
+state_dir: {tmp_path / "state"}
+dataset: {{enabled: false}}
+models:
+  - name: breast-cancer
+    versions: {{"1": {{path: breast-cancer/1}}, "2": {{path: breast-cancer/2}}}}
+    baseline: "1"
+""")
+    server = launch(config, {"CANARYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    with server.client() as http:
+        for i in range(60):
+            assert http.post("/v2/models/breast-cancer/infer",
+                             json=v2_body(breast_cancer_rows[i:i + 2])).status_code == 200
+        for i in range(25):
+            assert http.post("/v2/models/breast-cancer/versions/2/infer",
+                             json=v2_body(breast_cancer_rows[i:i + 1])).status_code == 200
+        http.post("/v2/models/breast-cancer/infer", content=b"{")  # a 400
+        stats = http.get("/admin/stats/breast-cancer", headers=AUTH).json()
+        bad = http.get("/admin/stats/breast-cancer?seconds=0", headers=AUTH)
+        unknown = http.get("/admin/stats/nope", headers=AUTH)
+    variants = {(v["version"], v["variant"]): v for v in stats["variants"]}
+    base, pinned = variants[("1", "baseline")], variants[("2", "pinned")]
+    assert (base["requests"], pinned["requests"]) == (61, 25)
+    assert base["client_error_rate"] == pytest.approx(1 / 61) and base["error_rate"] == 0
+    assert base["rows_per_second"] * base["covered_seconds"] == pytest.approx(120)
+    assert 0 < base["total_ms"]["p50"] <= base["total_ms"]["p99"]
+    assert base["inference_ms"]["p50"] is not None and base["queue_ms"]["p50"] is not None
+    assert bad.status_code == 400 and "seconds" in bad.json()["error"]
+    assert unknown.status_code == 404
+    # The Prometheus histograms count the same successful requests.
+    assert server.metric("canarygate_request_duration_seconds_count", model="breast-cancer",
+                         version="1", variant="baseline") == 60
+    assert server.metric("canarygate_inference_duration_seconds_count", version="2") == 25

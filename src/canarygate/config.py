@@ -187,6 +187,13 @@ class RolloutConfig(_Frozen):
     """Shadow: roll back when the label agreement with the baseline is surely below this
     (anytime-valid test; below 1, where one disagreement would already be proof; 0 turns the
     check off)."""
+    accuracy_gate: bool = True
+    """Judge the candidate's answers by feedback labels against the baseline's (wrong
+    predictions, or a regressor's large errors) with the anytime-valid test; it takes its own
+    share of ``alpha``. No labels, no verdict: without feedback it only holds that share."""
+    output_drift_action: Literal["report", "pause", "rollback"] = "report"
+    """What an alert on the candidate's outputs against the baseline's (same window) does. A
+    different model legitimately answers differently, so the default only reports it."""
     candidate_timeout_ms: float = Field(default=1000.0, gt=0)
     """A candidate slower than this for one request is a failure; the baseline answers."""
     latency_slo_ms: float | None = Field(default=None, gt=0)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from canarygate.config import GatewayConfig
 from canarygate.drift import DriftMonitor
@@ -15,6 +17,8 @@ from canarygate.recorder import Recorder
 from canarygate.recorder.writer import Writer
 from canarygate.rollout.manager import RolloutManager
 from canarygate.rollout.persist import Persister
+from canarygate.rollout.quality import Evidence
+from canarygate.rollout.state import RolloutState
 from canarygate.rollout.store import FileStateStore
 from canarygate.rollout.versions import VersionCatalog
 from canarygate.runtime import ModelRegistry
@@ -62,6 +66,7 @@ class Gateway:
         persister = Persister(store, config.state_dir / "decisions.jsonl")
         persister.load_decisions()
         gateway.rollouts = RolloutManager(registry, persister, metrics)
+        gateway.rollouts.evidence = gateway.evidence
         gateway.rollouts.restore(store.load(),
                                  VersionCatalog(config, registry, store, gateway.drift))
         if config.dataset.enabled:
@@ -69,6 +74,29 @@ class Gateway:
             gateway.writer = Writer(gateway.recorder, config.dataset)
             metrics.watch_recorder(gateway.recorder)
         return gateway
+
+    def evidence(self, name: str, state: RolloutState) -> Evidence:
+        """What the analysis loop found about a rollout's candidate, for the quality gates."""
+        served = self.registry.get(name)
+        comparison = inputs = None
+        if self.drift is not None:
+            comparison = self.drift.output_comparison(name)
+            for entry in self.drift.results.get(name, {}).get("variants", []):
+                if entry["version"] == state.candidate and entry["variant"] == "candidate":
+                    inputs = entry
+        changes: list[dict[str, Any]] = []
+        stream = (self.sequential.stream(name, state.candidate, "errors")
+                  if self.sequential is not None and state.candidate else None)
+        if stream is not None:
+            # Recent rises in the candidate's error rate: the last three intervals of its step.
+            since = max(state.step_started_at or 0.0,
+                        time.time() - 3 * state.schedule.interval_seconds)
+            changes = [e for e in stream.since(since) if e["direction"] == "up"]
+        baseline = served.versions.get(state.baseline)
+        return Evidence(classifier=baseline.classifier if baseline is not None else True,
+                        output_comparison=comparison, candidate_inputs=inputs,
+                        input_drift_action=self.config.drift.input_drift_action,
+                        error_changes=changes)
 
     def labelled(self, prediction: Prediction, errors: list[float]) -> None:
         """Feedback joined a prediction: its rows' errors (0/1 wrong, or absolute) go to the

@@ -77,9 +77,11 @@ class Stream:
         self.fed += 1
         for detector in self.detectors:
             before = detector.warning_detected
+            estimate = detector.estimation if isinstance(detector, ADWIN) else None
             if detector.update(value):
                 self.events.append({"time": now, "detector": detector.name, "kind": "drift",
-                                    "index": self.fed - 1, **_direction(detector)})
+                                    "index": self.fed - 1,
+                                    "direction": _direction(detector, estimate)})
             elif detector.warning_detected and not before:
                 self.events.append({"time": now, "detector": detector.name, "kind": "warning",
                                     "index": self.fed - 1})
@@ -96,11 +98,13 @@ class Stream:
         }
 
 
-def _direction(detector: Detector) -> dict[str, Any]:
-    """ADWIN says which way the mean moved: its estimate after the cut against before."""
-    if isinstance(detector, ADWIN):
-        return {"estimate_after": detector.estimation}
-    return {}
+def _direction(detector: Detector, before: float | None) -> str:
+    """Which way the stream moved. DDM and EDDM only look for more errors, Page-Hinkley here
+    only for an increase; ADWIN finds either: its estimate after the cut (the newer part of
+    the window) against the whole window's just before."""
+    if isinstance(detector, ADWIN) and before is not None:
+        return "up" if detector.estimation > before else "down"
+    return "up"
 
 
 class SequentialMonitor:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -65,6 +67,7 @@ class AdminAPI:
             Route("/admin/rollouts/{model}/{action:str}", guard(self.act), methods=["POST"]),
             Route("/admin/models/{model}/versions", guard(self.register), methods=["POST"]),
             Route("/admin/drift/{model}", guard(self.drift)),
+            Route("/admin/stats/{model}", guard(self.stats)),
         ]
 
     def _guarded(self, handler: Handler) -> Handler:
@@ -100,12 +103,33 @@ class AdminAPI:
         return JSONResponse({"model": name, "decisions": records})
 
     async def drift(self, request: Request) -> Response:
+        """Drift against the profiles (per variant and column, and the candidate's outputs
+        against the baseline's), and the sequential detectors' state per version."""
         name = self._model(request)
-        monitor = self.gw.drift
-        if monitor is None:
-            raise NotFound("drift is disabled in this gateway's config (drift.enabled)")
-        return JSONResponse(monitor.results.get(name) or {"model": name, "evaluated_at": None,
-                                                          "variants": []})
+        monitor, detectors = self.gw.drift, self.gw.sequential
+        if monitor is None and detectors is None:
+            raise NotFound("drift and detectors are disabled in this gateway's config "
+                           "(drift.enabled, detectors.enabled)")
+        body: dict[str, Any] = {"model": name, "evaluated_at": None, "variants": []}
+        if monitor is not None:
+            body.update(monitor.results.get(name) or {})
+        body["detectors"] = detectors.state(name) if detectors is not None else None
+        return JSONResponse(body)
+
+    async def stats(self, request: Request) -> Response:
+        """Latency percentiles, QPS and error rates per version and variant, over the last
+        minute or ``?seconds=N`` (at most a minute)."""
+        name = self._model(request)
+        live = self.gw.live
+        span = live.width * live.slots
+        raw = request.query_params.get("seconds", str(span))
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = math.nan
+        if not 0 < seconds <= span:
+            raise BadRequest(f"seconds must be a number in (0, {span:g}], not {raw!r}")
+        return JSONResponse(live.summary(name, perf_counter(), seconds))
 
     def _view(self, name: str) -> dict[str, Any]:
         served = self.gw.registry.get(name)
@@ -114,7 +138,8 @@ class AdminAPI:
         arms = {
             arm: {"requests": stats.requests, "errors": stats.errors,
                   "p50_ms": _ms(stats.latency.quantile(0.5)),
-                  "p95_ms": _ms(stats.latency.quantile(0.95))}
+                  "p95_ms": _ms(stats.latency.quantile(0.95)),
+                  "labelled": stats.labelled, "wrong": stats.wrong}
             for arm, stats in (("baseline", window.baseline), ("candidate", window.candidate))
         }
         view = state.to_json()

@@ -162,6 +162,8 @@ def alpha_shares(schedule: RolloutConfig) -> dict[str, float]:
     gates = ["errors", "latency"]
     if schedule.shadow_percent > 0:
         gates.append("agreement")
+    if schedule.accuracy_gate:
+        gates.append("accuracy")
     return dict.fromkeys(gates, schedule.alpha / len(gates))
 
 

@@ -23,9 +23,11 @@ from canarygate.rollout.judge import (
     GateResult,
     IntervalMemory,
     Verdict,
+    alpha_shares,
     judge_step,
 )
 from canarygate.rollout.persist import Persister
+from canarygate.rollout.quality import Evidence, error_tau, quality_gates
 from canarygate.rollout.state import ACTIVE, Phase, RolloutState
 from canarygate.rollout.versions import VersionCatalog
 from canarygate.router import Routing
@@ -55,6 +57,10 @@ class RolloutManager:
         self.memory: dict[str, IntervalMemory] = {}
         self.last_gates: dict[str, list[GateResult]] = {}
         self.unavailable: dict[str, dict[str, str]] = {}  # versions that failed to load
+        self._wakes: dict[str, asyncio.Event] = {}  # a controller task's wait, to cut short
+        # What the analysis loop found for a model (drift, detectors), for the quality gates;
+        # the gateway sets it, a bare manager judges without it.
+        self.evidence: Callable[[str, RolloutState], Evidence] = lambda name, state: Evidence()
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -114,7 +120,7 @@ class RolloutManager:
         log.error("%s: %s", served.name, reason)
         new = state.evolve(baseline=base, candidate=None, phase=Phase.IDLE, step=-1,
                            weight=0.0, resume_phase=None, carried_log_e={}, tau_seconds=None,
-                           reason=reason,
+                           error_tau=None, reason=reason,
                            figures={"gate": "restore", "missing_version": state.baseline})
         self.states[served.name] = state
         self._transition(new, "restore", "gateway", reason, fresh_window=True)
@@ -137,7 +143,8 @@ class RolloutManager:
             phase=Phase.SHADOW if shadow else Phase.PROGRESSING,
             step=-1 if shadow else 0, weight=0.0 if shadow else schedule.steps[0],
             started_at=now, step_started_at=now, resume_phase=None, carried_log_e={},
-            tau_seconds=_p95(served.window.baseline), reason=reason, figures={},
+            tau_seconds=_p95(served.window.baseline), error_tau=error_tau(served.window),
+            reason=reason, figures={},
         )
         return self._transition(new, "start", actor, reason, fresh_window=True)
 
@@ -204,11 +211,10 @@ class RolloutManager:
         memory = self.memory.setdefault(name, IntervalMemory())
         if state.tau_seconds is None and (tau := _p95(window.baseline)) is not None:
             state = self._install(state.evolve(tau_seconds=tau))
+        if state.error_tau is None and (etau := error_tau(window)) is not None:
+            state = self._install(state.evolve(error_tau=etau))
         elapsed = now - (state.step_started_at or now)
-        gates, step_log_e = judge_step(
-            state.schedule, window, weight=state.weight, shadow=state.phase == Phase.SHADOW,
-            tau_seconds=state.tau_seconds, carried=state.carried_log_e, elapsed=elapsed,
-            memory=memory)
+        gates, step_log_e = self._judge(state, window, elapsed, memory)
         self.last_gates[name] = gates
         for gate in gates:
             self.metrics.verdict(name, gate.gate, gate.verdict.value)
@@ -265,6 +271,7 @@ class RolloutManager:
         served = self.registry.get(state.model)
         carried = self._carry(state, step_log_e)
         tau = _p95(served.window.baseline) or state.tau_seconds
+        etau = error_tau(served.window) or state.error_tau
         steps = state.schedule.steps
         now = self.clock()
         if state.step + 1 < len(steps):
@@ -272,7 +279,7 @@ class RolloutManager:
             reason = f"step {state.step + 1} of {len(steps)} held: {steps[step]} %"
             new = state.evolve(phase=Phase.PROGRESSING, step=step, weight=steps[step],
                                step_started_at=now, carried_log_e=carried, tau_seconds=tau,
-                               reason=reason)
+                               error_tau=etau, reason=reason)
             self._transition(new, "advance", "controller", reason, gates, fresh_window=True)
         elif state.schedule.auto_promote:
             self.promote(state.model, actor="controller", reason="every step held")
@@ -285,10 +292,18 @@ class RolloutManager:
         return self.persister.decisions(state.model)[-1]
 
     async def run(self, name: str) -> None:
-        """The controller task of one model: a tick every analysis interval."""
+        """The controller task of one model: a tick every analysis interval. A change of the
+        rollout by a person (a start, a new schedule) restarts the wait under the new
+        schedule, so a rollout started with a 1 s interval is not judged first after the idle
+        state's 10 s."""
+        wake = self._wakes.setdefault(name, asyncio.Event())
         while True:
-            state = self.states[name]
-            await asyncio.sleep(state.schedule.interval_seconds)
+            wake.clear()
+            try:
+                await asyncio.wait_for(wake.wait(), self.states[name].schedule.interval_seconds)
+                continue
+            except TimeoutError:
+                pass
             try:
                 self.tick(name)
             except Exception:
@@ -313,6 +328,21 @@ class RolloutManager:
                            f"{doing}; register it again (POST /admin/models/{served.name}/"
                            "versions) or roll back")
 
+    def _judge(self, state: RolloutState, window: StepWindow, elapsed: float,
+               memory: IntervalMemory) -> tuple[list[GateResult], dict[str, float]]:
+        """Every gate on the step: how the candidate serves (judge.py), then what it answers
+        (quality.py), with the log e-values of the anytime-valid ones."""
+        shadow = state.phase == Phase.SHADOW
+        gates, step_log_e = judge_step(
+            state.schedule, window, weight=state.weight, shadow=shadow,
+            tau_seconds=state.tau_seconds, carried=state.carried_log_e, elapsed=elapsed,
+            memory=memory)
+        more, more_log_e = quality_gates(
+            state.schedule, window, self.evidence(state.model, state), tau=state.error_tau,
+            carried=state.carried_log_e, alphas=alpha_shares(state.schedule),
+            candidate=state.candidate, shadow=shadow)
+        return gates + more, {**step_log_e, **more_log_e}
+
     def _carry(self, state: RolloutState,
                step_log_e: dict[str, float] | None = None) -> dict[str, float]:
         """Fold the current step's e-values into the carried product (the step ends here)."""
@@ -320,10 +350,7 @@ class RolloutManager:
             if state.phase not in WATCHED:
                 return dict(state.carried_log_e)
             served = self.registry.get(state.model)
-            _, step_log_e = judge_step(
-                state.schedule, served.window, weight=state.weight,
-                shadow=state.phase == Phase.SHADOW, tau_seconds=state.tau_seconds,
-                carried=state.carried_log_e, elapsed=0.0, memory=IntervalMemory())
+            _, step_log_e = self._judge(state, served.window, 0.0, IntervalMemory())
         carried = dict(state.carried_log_e)
         for gate, value in step_log_e.items():
             carried[gate] = carried.get(gate, 0.0) + value
@@ -356,6 +383,8 @@ class RolloutManager:
                     fresh_window: bool = False) -> RolloutState:
         before = self.states[state.model]
         self._install(state, fresh_window)
+        if actor != "controller" and state.model in self._wakes:
+            self._wakes[state.model].set()
         self.persister.save(state)
         self._record(state, action, actor, reason, gates, before)
         if action in ("rollback", "promote", "pause", "start", "advance"):

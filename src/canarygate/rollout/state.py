@@ -42,6 +42,7 @@ class RolloutState:
     """Per comparative gate: the log e-values of the completed steps, summed (a product of
     e-values stays valid across steps, so evidence carries over)."""
     tau_seconds: float | None = None  # the step's frozen "slow" threshold (baseline p95)
+    error_tau: float | None = None  # a regressor's frozen "large error" (baseline p90)
     reason: str = ""
     figures: dict[str, Any] = field(default_factory=dict)  # the decisive gate's figures
 

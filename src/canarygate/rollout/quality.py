@@ -1,0 +1,137 @@
+"""Gates on what the candidate answers rather than how it serves: correctness from feedback,
+its outputs against the baseline's, and drift of its inputs.
+
+Pure functions, like the other gates; what the analysis loop found reaches them as
+``Evidence``, read by the controller at each tick.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from canarygate.config import RolloutConfig
+from canarygate.rollout.judge import MIN_GATE_REQUESTS, GateResult, Verdict, comparative_gate
+from canarygate.stats import StepWindow
+
+MIN_ERROR_TAU_ROWS = 50  # baseline labelled rows before a regressor's "large error" is fixed
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The analysis loop's findings for one model, as the judge needs them."""
+
+    classifier: bool = True
+    output_comparison: dict[str, Any] | None = None  # DriftMonitor.output_comparison
+    candidate_inputs: dict[str, Any] | None = None  # the candidate's input-drift entry
+    input_drift_action: str = "report"
+    error_changes: list[dict[str, Any]] = field(default_factory=list)
+    """Recent upward changes the detectors found in the candidate's error stream."""
+
+
+def accuracy_gate(window: StepWindow, evidence: Evidence, error_tau: float | None,
+                  carried: float, alpha: float) -> tuple[GateResult, float]:
+    """Wrong answers from feedback, candidate against baseline, with the errors gate's
+    anytime-valid test: events are a classifier's wrong predictions, or a regressor's errors
+    larger than the baseline's 90th percentile error (frozen for the step, as the latency gate
+    freezes its threshold). Labels that arrived during the step for each variant's predictions.
+
+    A change the sequential detectors (ADWIN, DDM) found in the candidate's error stream in the
+    last intervals holds the ramp (marginal): it is not evidence against the baseline, so it
+    never rolls back on its own and the gate's false-rollback rate stays that of the test.
+    """
+    cand, base = window.candidate, window.baseline
+    if evidence.classifier:
+        events = (cand.wrong, base.wrong)
+    elif error_tau is not None:
+        events = (cand.abs_errors.count_above(error_tau), base.abs_errors.count_above(error_tau))
+    else:
+        return GateResult("accuracy", Verdict.NO_DATA, counts={
+            "candidate_labelled": cand.labelled, "baseline_labelled": base.labelled},
+            detail="the baseline's error spread is not known yet"), 0.0
+    if cand.labelled < MIN_GATE_REQUESTS:
+        counts = {"candidate_labelled": cand.labelled, "baseline_labelled": base.labelled}
+        return GateResult("accuracy", Verdict.NO_DATA, carried, math.log(1 / alpha), counts,
+                          f"fewer than {MIN_GATE_REQUESTS} labelled candidate rows"), 0.0
+    gate, step = comparative_gate("accuracy", events[0], cand.labelled, events[1],
+                                  base.labelled, carried, alpha)
+    gate.counts["events"] = "wrong predictions" if evidence.classifier else "large errors"
+    if error_tau is not None and not evidence.classifier:
+        gate.counts["error_tau"] = error_tau
+    if evidence.error_changes:
+        gate.counts["error_changes"] = evidence.error_changes
+        if gate.verdict in (Verdict.PASS, Verdict.NO_DATA):
+            names = sorted({c["detector"] for c in evidence.error_changes})
+            return GateResult("accuracy", Verdict.MARGINAL, gate.statistic, gate.threshold,
+                              gate.counts, f"the candidate's error rate rose ({', '.join(names)})"
+                              ), step
+    return gate, step
+
+
+def error_tau(window: StepWindow) -> float | None:
+    """A regressor's "large error": the baseline's 90th percentile absolute error."""
+    errors = window.baseline.abs_errors
+    return errors.quantile(0.9) if errors.count >= MIN_ERROR_TAU_ROWS else None
+
+
+def output_drift_gate(schedule: RolloutConfig, evidence: Evidence,
+                      candidate: str | None) -> GateResult:
+    """The candidate's outputs against the baseline's on the same window (drift monitor).
+    A different model legitimately answers differently, so by default this reports; the
+    schedule may make an alert a pause or a rollback."""
+    comparison = evidence.output_comparison
+    if comparison is None or comparison["candidate"]["version"] != candidate:
+        return GateResult("output_drift", Verdict.NO_DATA,
+                          detail="no window with both variants' outputs yet")
+    columns = {c["name"]: {k: c[k] for k in ("level", "psi", "p_adjusted") if k in c}
+               for c in comparison["outputs"]}
+    counts = {"state": comparison["state"], "alerts": comparison["alerts"],
+              "candidate_rows": comparison["candidate"]["window_rows"],
+              "baseline_rows": comparison["baseline"]["window_rows"], "outputs": columns,
+              "action": schedule.output_drift_action}
+    if comparison["state"] == "window_too_small":
+        return GateResult("output_drift", Verdict.NO_DATA, counts=counts)
+    if comparison["state"] != "alert" or schedule.output_drift_action == "report":
+        detail = ("outputs differ from the baseline's (reported only)"
+                  if comparison["state"] == "alert" else "")
+        return GateResult("output_drift", Verdict.PASS, counts=counts, detail=detail)
+    verdict = Verdict.FAIL if schedule.output_drift_action == "rollback" else Verdict.PAUSE
+    return GateResult("output_drift", verdict, counts=counts,
+                      detail="the candidate's outputs drifted from the baseline's: "
+                      + ", ".join(comparison["alerts"]))
+
+
+def input_drift_gate(evidence: Evidence) -> GateResult | None:
+    """Input drift reaches both variants alike, so it says nothing against the candidate:
+    reported by the drift monitor, and a pause here only when the config asks for one."""
+    entry = evidence.candidate_inputs
+    if evidence.input_drift_action != "pause" or entry is None:
+        return None
+    counts = {"state": entry["state"], "alerts": entry["alerts"],
+              "window_rows": entry["window_rows"]}
+    if entry["state"] == "alert":
+        return GateResult("input_drift", Verdict.PAUSE, counts=counts,
+                          detail="the candidate's inputs drifted from the profile: "
+                          + ", ".join(entry["alerts"]))
+    verdict = Verdict.NO_DATA if entry["state"] == "window_too_small" else Verdict.PASS
+    return GateResult("input_drift", verdict, counts=counts)
+
+
+def quality_gates(schedule: RolloutConfig, window: StepWindow, evidence: Evidence, *,
+                  tau: float | None, carried: dict[str, float], alphas: dict[str, float],
+                  candidate: str | None, shadow: bool) -> tuple[list[GateResult],
+                                                                dict[str, float]]:
+    """These gates' verdicts on the step and their log e-values (the accuracy gate's)."""
+    results: list[GateResult] = []
+    step_log_e: dict[str, float] = {}
+    if "accuracy" in alphas and not shadow:  # shadow answers get no labels
+        gate, log_e = accuracy_gate(window, evidence, tau, carried.get("accuracy", 0.0),
+                                    alphas["accuracy"])
+        results.append(gate)
+        step_log_e["accuracy"] = log_e
+    results.append(output_drift_gate(schedule, evidence, candidate))
+    inputs = input_drift_gate(evidence)
+    if inputs is not None:
+        results.append(inputs)
+    return results, step_log_e

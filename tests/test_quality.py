@@ -1,0 +1,138 @@
+"""The gates on what the candidate answers: accuracy from feedback, output and input drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_judge import manager
+
+from canarygate.config import RolloutConfig
+from canarygate.rollout.judge import Verdict, alpha_shares, log_e_value
+from canarygate.rollout.quality import (
+    Evidence,
+    accuracy_gate,
+    error_tau,
+    input_drift_gate,
+    output_drift_gate,
+)
+from canarygate.rollout.state import Phase
+from canarygate.stats import StepWindow
+
+RNG = np.random.default_rng(5)
+
+
+def labelled(window: StepWindow, cand: list[float], base: list[float],
+             classifier: bool = True) -> None:
+    window.candidate.label(classifier, cand)
+    window.baseline.label(classifier, base)
+
+
+def test_accuracy_is_the_comparative_test_on_wrong_predictions() -> None:
+    window = StepWindow.fresh()
+    cand = (RNG.random(300) < 0.12).astype(float).tolist()
+    base = (RNG.random(900) < 0.02).astype(float).tolist()
+    labelled(window, cand, base)
+    gate, step = accuracy_gate(window, Evidence(), None, 0.0, 0.01 / 3)
+    k, n = int(sum(cand)), int(sum(cand) + sum(base))
+    assert step == pytest.approx(log_e_value(k, n, 300 / 1200))
+    assert gate.verdict == Verdict.FAIL and gate.statistic == pytest.approx(step)
+    assert gate.counts["candidate_events"] == k and gate.counts["baseline_requests"] == 900
+
+
+def test_equal_accuracy_passes_and_few_labels_say_nothing() -> None:
+    window = StepWindow.fresh()
+    labelled(window, [0.0] * 10, [1.0] * 5 + [0.0] * 100)
+    gate, step = accuracy_gate(window, Evidence(), None, 0.0, 0.01)
+    assert gate.verdict == Verdict.NO_DATA and step == 0.0
+    labelled(window, [0.0] * 190 + [1.0] * 10, [0.0] * 850 + [1.0] * 45)
+    gate, _ = accuracy_gate(window, Evidence(), None, 0.0, 0.01)
+    assert gate.verdict == Verdict.PASS
+
+
+def test_regressors_count_errors_above_the_baselines_90th_percentile() -> None:
+    window = StepWindow.fresh()
+    base = np.abs(RNG.normal(0, 10, 1000))
+    cand = np.abs(RNG.normal(0, 20, 300))  # twice the spread
+    labelled(window, cand.tolist(), base.tolist(), classifier=False)
+    tau = error_tau(window)
+    assert tau == pytest.approx(np.quantile(base, 0.9), rel=0.02)
+    assert tau is not None
+    gate, _ = accuracy_gate(window, Evidence(classifier=False), tau, 0.0, 0.01)
+    assert gate.verdict == Verdict.FAIL and gate.counts["events"] == "large errors"
+    # Counted by the histogram within its 1 % accuracy of the threshold.
+    assert abs(gate.counts["candidate_events"] - np.count_nonzero(cand > tau)) <= 3
+    none, _ = accuracy_gate(window, Evidence(classifier=False), None, 0.0, 0.01)
+    assert none.verdict == Verdict.NO_DATA
+
+
+def test_a_rise_in_the_candidates_error_stream_holds_but_never_rolls_back() -> None:
+    window = StepWindow.fresh()
+    labelled(window, [0.0] * 195 + [1.0] * 5, [0.0] * 970 + [1.0] * 30)
+    changes = [{"detector": "adwin", "kind": "drift", "direction": "up", "time": 1.0}]
+    gate, _ = accuracy_gate(window, Evidence(error_changes=changes), None, 0.0, 0.01)
+    assert gate.verdict == Verdict.MARGINAL and "adwin" in gate.detail
+
+
+def comparison(state: str, version: str = "2") -> dict[str, Any]:
+    return {"baseline": {"version": "1", "window_rows": 900},
+            "candidate": {"version": version, "window_rows": 800},
+            "outputs": [{"name": "label", "level": "alert" if state == "alert" else "ok",
+                         "psi": 0.4, "p_adjusted": 1e-9}],
+            "alerts": ["label"] if state == "alert" else [], "state": state}
+
+
+@pytest.mark.parametrize(("action", "state", "verdict"), [
+    ("report", "alert", Verdict.PASS), ("pause", "alert", Verdict.PAUSE),
+    ("rollback", "alert", Verdict.FAIL), ("rollback", "ok", Verdict.PASS),
+    ("rollback", "window_too_small", Verdict.NO_DATA),
+])
+def test_output_drift_does_what_the_schedule_says(action: str, state: str,
+                                                  verdict: Verdict) -> None:
+    schedule = RolloutConfig(output_drift_action=action)  # type: ignore[arg-type]
+    gate = output_drift_gate(schedule, Evidence(output_comparison=comparison(state)), "2")
+    assert gate.verdict == verdict
+    assert gate.counts["outputs"]["label"]["psi"] == 0.4
+
+
+def test_output_drift_of_another_candidate_is_not_this_rollouts() -> None:
+    schedule = RolloutConfig(output_drift_action="rollback")
+    gate = output_drift_gate(schedule, Evidence(output_comparison=comparison("alert", "3")),
+                             "2")
+    assert gate.verdict == Verdict.NO_DATA
+
+
+def test_input_drift_pauses_only_when_configured() -> None:
+    entry = {"state": "alert", "alerts": ["mean area"], "window_rows": 900}
+    assert input_drift_gate(Evidence(candidate_inputs=entry)) is None
+    gate = input_drift_gate(Evidence(candidate_inputs=entry, input_drift_action="pause"))
+    assert gate is not None and gate.verdict == Verdict.PAUSE and "mean area" in gate.detail
+
+
+def test_accuracy_takes_a_share_of_alpha() -> None:
+    assert alpha_shares(RolloutConfig()) == dict.fromkeys(
+        ["errors", "latency", "accuracy"], pytest.approx(0.01 / 3))
+    assert set(alpha_shares(RolloutConfig(accuracy_gate=False))) == {"errors", "latency"}
+
+
+def test_the_controller_rolls_back_on_accuracy_with_its_figures(tmp_path: Path) -> None:
+    m, clock, persister = manager(tmp_path)
+    m.restore({})
+    served = m.registry.get("breast-cancer")
+    window = served.window
+    for _ in range(150):
+        window.candidate.record(0.001, False, False, float(RNG.random()))
+    for _ in range(1350):
+        window.baseline.record(0.001, False, False, float(RNG.random()))
+    labelled(window, [1.0] * 30 + [0.0] * 120, [1.0] * 20 + [0.0] * 1330)
+    clock.now += 1
+    decision = m.tick("breast-cancer")
+    persister.close()
+    assert decision is not None and decision["action"] == "rollback"
+    state = m.states["breast-cancer"]
+    assert state.phase == Phase.ROLLED_BACK and state.figures["gate"] == "accuracy"
+    assert state.figures["counts"]["candidate_events"] == 30
+    accuracy = next(g for g in decision["gates"] if g["gate"] == "accuracy")
+    assert accuracy["verdict"] == "fail" and accuracy["statistic"] >= accuracy["threshold"]
