@@ -51,3 +51,17 @@ load:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Side by side: bare Starlette, minimal ORT, canarygate (all on / recording off), MLServer;
+# sets up wrk (apt) and MLServer (its own venv) when missing. See loadtests/README.md.
+# BENCH_ARGS=--quick for a 1 x 5 s smoke run.
+BENCH_ARGS ?=
+.PHONY: bench
+$(VENV)/.bench-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $(VENV)/.run-installed $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m loadtests.bench $(BENCH_ARGS)

@@ -1,0 +1,406 @@
+"""`make bench`: canarygate side by side with its references and a peer, in one run.
+
+    python -m loadtests.bench                 # 3 reps x 15 s each after a warm-up (~20 min)
+    python -m loadtests.bench --quick         # 1 rep x 5 s: a smoke run (~5 min)
+    python -m loadtests.bench --only canarygate-all-on,minimal-ort --no-memory
+    python -m loadtests.bench --profile       # also a py-spy flame graph of canarygate
+
+Servers (each on core 1, its whole process tree; load generators on core 0):
+  bare-starlette            orjson parse, constant V2 reply: the HTTP stack's own cost
+  minimal-ort               parse, numpy, session.run inline, V2 reply (breast-cancer v1)
+  canarygate-all-on         dataset recording, drift, a rollout of v2 over v1 held at 50 %
+  canarygate-recording-off  the same without dataset recording and drift
+  mlserver                  MLServer 1.7.1 serving the same model.onnx with onnxruntime
+Each gets wrk (closed loop, -t1 -c32: the throughput headline) and then the open-loop generator
+at a fixed rate (default 60 % of that server's wrk rate) for honest latency percentiles. Then
+micro-batching on versus off at c128, and canarygate's memory after 100k and 1M requests.
+Only the ratios between servers measured in the same run mean anything on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtests import mlserver_setup, report
+from loadtests.measure import (
+    LOADER_CPU,
+    SERVER_CPU,
+    Hygiene,
+    measured,
+    median_rep,
+    open_load,
+    wrk_load,
+)
+from loadtests.payloads import MODELS, write_bodies
+from loadtests.servers import (
+    VENV_BIN,
+    Server,
+    ServerFailed,
+    ServerSpec,
+    bare_spec,
+    canarygate_config,
+    canarygate_spec,
+    config_problem,
+    minimal_ort_spec,
+    mlserver_spec,
+    rollout_view,
+    write_config,
+)
+from loadtests.wrk import ensure_wrk, run_wrk
+
+SERVERS = ("bare-starlette", "minimal-ort", "canarygate-all-on", "canarygate-recording-off",
+           "mlserver")
+STAGES = (*SERVERS, "batching", "memory")
+MODEL = "breast-cancer"
+# v2 over v1 at a fixed 50 %: the ramp never advances, and nothing promotes by itself. A
+# rollback would still change what is measured, so the phase is recorded after every rep.
+HELD_ROLLOUT: dict[str, Any] = {"steps": [50], "min_step_seconds": 86400,
+                                "min_step_requests": 1_000_000_000, "auto_promote": False}
+BATCHED = {"max_rows": 64, "max_wait_us": 500}
+UNBATCHED = {"max_rows": 64, "max_wait_us": 0}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Options:
+    reps: int = 3
+    duration: float = 15.0
+    warmup: float = 3.0
+    connections: int = 32
+    batch_connections: int = 128
+    open_fraction: float = 0.6
+    open_rate: float | None = None
+    memory_targets: tuple[int, int] = (100_000, 1_000_000)
+    only: tuple[str, ...] = STAGES
+    profile: bool = False
+    quick: bool = False
+    hygiene: Hygiene = field(default_factory=Hygiene)
+
+
+class Bench:
+    def __init__(self, options: Options, run_dir: Path) -> None:
+        self.o = options
+        self.run_dir = run_dir
+        self.token = secrets.token_hex(16)
+        self.work = Path(tempfile.mkdtemp(prefix="canarygate-bench-"))
+        self.bodies = write_bodies(MODEL, run_dir / "bodies.txt")
+        self._port = 18100
+        self.mlserver: Path | None = None
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def _free_port(self, width: int = 1) -> int:
+        while True:
+            base, self._port = self._port, self._port + width
+            if all(_port_free(base + i) for i in range(width)):
+                return base
+
+    # -- servers -----------------------------------------------------------------------------
+
+    def spec(self, name: str, **gateway: Any) -> ServerSpec:
+        if name == "bare-starlette":
+            return bare_spec(self._free_port())
+        if name == "minimal-ort":
+            return minimal_ort_spec(self._free_port(), MODEL)
+        if name == "mlserver":
+            assert self.mlserver is not None
+            port = self._free_port(3)  # HTTP, gRPC, metrics
+            repo = mlserver_setup.write_repo(MODELS / MODEL / "1", MODEL, port)
+            return mlserver_spec(self.mlserver, repo, port, MODEL)
+        port = self._free_port()
+        if not gateway:
+            on = name != "canarygate-recording-off"
+            gateway = {"recording": on, "drift": on, "rollout": HELD_ROLLOUT}
+        folder = self.work / f"{name}-{port}"
+        config = write_config(canarygate_config(folder, port, **gateway), folder / "config.yaml")
+        return canarygate_spec(name, config, port, self.token, MODEL)
+
+    def start(self, spec: ServerSpec) -> Server:
+        server = Server(spec, self.run_dir / f"{spec.name}-{spec.port}.log", SERVER_CPU).start()
+        try:
+            server.wait_ready()
+            server.check()
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def rollout(self, server: Server) -> dict[str, Any] | None:
+        if not server.spec.name.startswith("canarygate"):
+            return None
+        view = rollout_view(server.spec.port, self.token, MODEL)
+        counts = view.get("step_counts") or {}
+        return {"phase": view.get("phase"), "step": view.get("step"),
+                "weight": view.get("weight"), "reason": view.get("reason"),
+                "error": view.get("error"),
+                "requests": {arm: c.get("requests") for arm, c in counts.items()}}
+
+    def run_server(self, name: str) -> dict[str, Any]:
+        o = self.o
+        entry: dict[str, Any] = {"name": name, "wrk": [], "open": []}
+        print(f"\n== {name}", flush=True)
+        try:
+            spec = self.spec(name)
+            with self.start(spec) as server:
+                entry["command"] = " ".join(spec.argv)
+                entry["rss_start_bytes"] = server.rss()
+                self._warm(server, o.connections)
+                for i in range(o.reps):
+                    rep = measured(server, wrk_load(server, self.bodies, o.connections,
+                                                    o.duration), o.hygiene, name)
+                    rep["rollout"] = self.rollout(server)
+                    entry["wrk"].append(rep)
+                    print(f"  wrk c{o.connections} rep {i + 1}/{o.reps}: "
+                          + report.rep_line(rep), flush=True)
+                best = median_rep(entry["wrk"])
+                rate = o.open_rate or o.open_fraction * (best["rps"] if best else 0)
+                for i in range(o.reps if rate > 0 else 0):
+                    rep = measured(server, open_load(server, rate, o.duration), o.hygiene, name)
+                    rep["rollout"] = self.rollout(server)
+                    entry["open"].append(rep)
+                    print(f"  open loop {rate:.0f}/s rep {i + 1}/{o.reps}: "
+                          + report.rep_line(rep), flush=True)
+                if o.profile and name == "canarygate-all-on":
+                    entry["profile"] = self.profile(server)
+                server.check()  # still answering correctly after the load
+                entry["rss_end_bytes"] = server.rss()
+        except (ServerFailed, RuntimeError, OSError) as exc:
+            entry["error"] = str(exc)
+            print(f"  FAILED: {exc}", flush=True)
+        return entry
+
+    def _warm(self, server: Server, connections: int) -> None:
+        spec = server.spec
+        run_wrk(f"http://127.0.0.1:{spec.port}", model=spec.model, path=spec.infer_path,
+                bodies=self.bodies, connections=connections, seconds=self.o.warmup,
+                cpu=LOADER_CPU)
+
+    # -- micro-batching ----------------------------------------------------------------------
+
+    def batching(self) -> dict[str, Any]:
+        print(f"\n== micro-batching on vs off, wrk c{self.o.batch_connections}", flush=True)
+        probe = canarygate_config(self.work / "probe", 1, rollout=HELD_ROLLOUT, batching=BATCHED)
+        problem = config_problem(probe)
+        if problem:
+            why = ("the gateway does not accept the per-model 'batching' key yet (micro-batching"
+                   " is not in this build): " + " ".join(problem.split()))
+            print(f"  SKIPPED: {why}", flush=True)
+            return {"skipped": why}
+        result: dict[str, Any] = {"connections": self.o.batch_connections}
+        for label, batching in (("batched", BATCHED), ("unbatched", UNBATCHED)):
+            name = f"canarygate-{label}"
+            entry: dict[str, Any] = {"name": name, "batching": batching, "wrk": []}
+            try:
+                spec = self.spec(name, recording=True, drift=True, rollout=HELD_ROLLOUT,
+                                 batching=batching)
+                with self.start(spec) as server:
+                    self._warm(server, self.o.batch_connections)
+                    for i in range(self.o.reps):
+                        rep = measured(server, wrk_load(server, self.bodies,
+                                                        self.o.batch_connections,
+                                                        self.o.duration), self.o.hygiene, name)
+                        rep["rollout"] = self.rollout(server)
+                        rep["rows_per_s"] = rep["rps"]  # one row per request
+                        entry["wrk"].append(rep)
+                        print(f"  {label} rep {i + 1}/{self.o.reps}: " + report.rep_line(rep),
+                              flush=True)
+            except (ServerFailed, RuntimeError, OSError) as exc:
+                entry["error"] = str(exc)
+                print(f"  {label} FAILED: {exc}", flush=True)
+            result[label] = entry
+        return result
+
+    # -- memory ------------------------------------------------------------------------------
+
+    def memory(self) -> dict[str, Any]:
+        first, second = self.o.memory_targets
+        print(f"\n== memory: canarygate-all-on RSS after {first:,} and {second:,} requests",
+              flush=True)
+        result: dict[str, Any] = {"targets": [first, second], "curve": []}
+        total = errors = 0
+        rate = 0.0  # learnt from a short first chunk, so no target is overshot much
+        try:
+            with self.start(self.spec("canarygate-all-on")) as server:
+                result["rss_start_bytes"] = server.rss()
+                for target in (first, second):
+                    while total < target:
+                        seconds = (min(60.0, max(2.0, (target - total) / rate)) if rate
+                                   else 1.0)
+                        r = run_wrk(f"http://127.0.0.1:{server.spec.port}", model=MODEL,
+                                    path=server.spec.infer_path, bodies=self.bodies,
+                                    connections=self.o.connections, seconds=seconds,
+                                    cpu=LOADER_CPU)
+                        total += r["requests"]
+                        errors += r["non_2xx_or_transport_errors"]
+                        rate = max(100.0, r["rps"])
+                        result["curve"].append({"requests": total, "rss_bytes": server.rss()})
+                    result[f"rss_after_{target}_bytes"] = server.rss()
+                    result[f"requests_at_{target}"] = total  # a little past the target
+                    print(f"  after {total:,} requests: RSS {server.rss() / 2**20:.1f} MiB",
+                          flush=True)
+                result["rollout"] = self.rollout(server)
+                server.check()
+        except (ServerFailed, RuntimeError, OSError) as exc:
+            result["error"] = str(exc)
+            print(f"  FAILED: {exc}", flush=True)
+            return result
+        result["requests"] = total
+        result["errors"] = errors
+        low, high = result[f"rss_after_{first}_bytes"], result[f"rss_after_{second}_bytes"]
+        result["ratio"] = round(high / low, 3)
+        return result
+
+    # -- profile -----------------------------------------------------------------------------
+
+    def profile(self, server: Server) -> dict[str, Any]:
+        """py-spy during one extra (unreported) wrk rep: a flame graph and a text top."""
+        pyspy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
+        if not Path(pyspy).exists():
+            return {"error": "py-spy is not installed: pip install -e '.[bench]'"}
+        seconds = max(2, round(self.o.duration))
+        svg = self.run_dir / "profile-canarygate.svg"
+        raw = self.run_dir / "profile-canarygate.raw.txt"
+        # --nonblocking: sample without pausing the server (slightly torn stacks, less skew).
+        base = ["taskset", "-c", str(LOADER_CPU), pyspy, "record", "--pid", str(server.pid),
+                "--duration", str(seconds), "--rate", "250", "--nonblocking"]
+        procs = [subprocess.Popen([*base, "--format", fmt, "--output", str(out)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for fmt, out in (("flamegraph", svg), ("raw", raw))]
+        time.sleep(0.5)
+        run_wrk(f"http://127.0.0.1:{server.spec.port}", model=MODEL, path=server.spec.infer_path,
+                bodies=self.bodies, connections=self.o.connections, seconds=seconds,
+                cpu=LOADER_CPU)
+        problems = []
+        for proc in procs:
+            _, err = proc.communicate(timeout=seconds + 30)
+            if proc.returncode:
+                problems.append(err.decode(errors="replace")[-500:])
+        if problems or not raw.exists():
+            return {"error": "; ".join(problems) or "py-spy wrote nothing"}
+        top = self.run_dir / "profile-canarygate-top.txt"
+        top.write_text(report.profile_top(raw.read_text()))
+        print(f"  profile: {svg} and {top}", flush=True)
+        return {"svg": str(svg), "top": str(top), "raw": str(raw)}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="stages: " + ", ".join(STAGES))
+    p.add_argument("--reps", type=int, help="measured reps per config (default 3)")
+    p.add_argument("--duration", type=float, help="seconds per rep (default 15)")
+    p.add_argument("--warmup", type=float, help="wrk warm-up seconds per server (default 3)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 rep x 5 s, 1 s warm-up, memory at 10k / 100k requests")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (headline)")
+    p.add_argument("--batch-connections", type=int, default=128)
+    p.add_argument("--open-fraction", type=float, default=0.6,
+                   help="open-loop rate as a share of each server's own wrk rate")
+    p.add_argument("--open-rate", type=float,
+                   help="one open-loop rate (req/s) for every server instead")
+    p.add_argument("--only", help="comma-separated stages to run (default: all)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory stage")
+    p.add_argument("--no-batching", action="store_true", help="skip the micro-batching stage")
+    p.add_argument("--no-mlserver", action="store_true", help="skip MLServer (and its setup)")
+    p.add_argument("--profile", action="store_true", help="py-spy profile of canarygate-all-on")
+    p.add_argument("--idle-threshold", type=float, default=0.85)
+    p.add_argument("--idle-timeout", type=float, default=180.0)
+    p.add_argument("--other-cpu-limit", type=float, default=0.1)
+    p.add_argument("--max-retries", type=int, default=2)
+    a = p.parse_args(argv)
+    only = tuple(s.strip() for s in a.only.split(",")) if a.only else STAGES
+    unknown = set(only) - set(STAGES)
+    if unknown:
+        p.error(f"unknown stage(s) {', '.join(sorted(unknown))}; use: {', '.join(STAGES)}")
+    flags = {"memory": a.no_memory, "batching": a.no_batching, "mlserver": a.no_mlserver}
+    skip = {stage for stage, skipped in flags.items() if skipped}
+    o = Options(
+        reps=a.reps or (1 if a.quick else 3),
+        duration=a.duration or (5.0 if a.quick else 15.0),
+        warmup=a.warmup if a.warmup is not None else (1.0 if a.quick else 3.0),
+        connections=a.connections, batch_connections=a.batch_connections,
+        open_fraction=a.open_fraction, open_rate=a.open_rate,
+        memory_targets=(10_000, 100_000) if a.quick else (100_000, 1_000_000),
+        only=tuple(s for s in only if s not in skip), profile=a.profile, quick=a.quick,
+        hygiene=Hygiene(a.idle_threshold, a.idle_timeout, a.other_cpu_limit, a.max_retries))
+    return o
+
+
+def main(argv: list[str] | None = None) -> int:
+    o = parse_args(argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(exist_ok=True)
+    run_dir = RESULTS / f"bench-{stamp}"
+    run_dir.mkdir()
+    ensure_wrk()
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpus": len(os.sched_getaffinity(0)),
+                    "kernel": platform.release(), "python": platform.python_version(),
+                    "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
+        "options": {**{k: v for k, v in vars(o).items() if k != "hygiene"},
+                    "hygiene": {k: v for k, v in vars(o.hygiene).items()
+                                if not k.startswith("_")}},
+        "pinning": {"server_cpu": SERVER_CPU, "loader_cpu": LOADER_CPU},
+        "servers": {},
+        "run_dir": str(run_dir),
+    }
+    bench = Bench(o, run_dir)
+    try:
+        if "mlserver" in o.only:
+            try:
+                bench.mlserver = mlserver_setup.ensure_venv()
+            except (subprocess.CalledProcessError, OSError) as exc:
+                results["servers"]["mlserver"] = {"name": "mlserver",
+                                                  "error": f"MLServer setup failed: {exc}",
+                                                  "wrk": [], "open": []}
+        for name in SERVERS:
+            if name in o.only and name not in results["servers"]:
+                results["servers"][name] = bench.run_server(name)
+        if "batching" in o.only:
+            results["batching"] = bench.batching()
+        if "memory" in o.only:
+            results["memory"] = bench.memory()
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+        print("\ninterrupted: writing what was measured", file=sys.stderr)
+    finally:
+        bench.close()
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results["ratios"] = report.ratios(results)
+    results["hygiene_summary"] = report.hygiene_summary(results)
+    out = RESULTS / f"bench-{stamp}.json"
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")  # first: nothing is lost
+    text = report.table(results)
+    results["table"] = text
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print("\n" + text)
+    print(f"\nwritten: {out} (logs and profile in {run_dir})")
+    return 1 if results.get("interrupted") else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

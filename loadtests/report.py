@@ -1,0 +1,331 @@
+"""The bench's table, its ratios (the figures the issue judges) and the profile's text top."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from typing import Any
+
+from loadtests.measure import median_rep, spread
+
+# name -> (numerator, denominator, target, "ge" or "le", what it means)
+TARGETS: dict[str, tuple[str, str, float, str, str]] = {
+    "all_on_vs_minimal_ort": ("canarygate-all-on", "minimal-ort", 1.0, "ge",
+                              "canarygate with everything on / minimal Starlette+ORT, req/s c32"),
+    "all_on_vs_mlserver": ("canarygate-all-on", "mlserver", 10.0, "ge",
+                           "canarygate with everything on / MLServer (same ONNX), req/s c32"),
+    "all_on_vs_recording_off": ("canarygate-all-on", "canarygate-recording-off", 0.85, "ge",
+                                "everything on / recording and drift off, req/s c32"),
+    "all_on_vs_bare": ("canarygate-all-on", "bare-starlette", 0.5, "ge",
+                       "everything on / bare Starlette, req/s c32 (perf.md goal)"),
+}
+
+
+def _valid(entry: dict[str, Any] | None) -> str | None:
+    """Why a server's figures cannot be used (None: they can)."""
+    if not entry:
+        return "not run"
+    if entry.get("error"):
+        return "failed: " + entry["error"].splitlines()[0][:120]
+    reps = entry.get("wrk") or []
+    if not reps:
+        return "no reps"
+    bad = sum(r.get("error_count", 0) for r in reps)
+    if bad:
+        return f"answered {bad} errors under load"
+    return None
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return round(num / den, 3) if num and den else None
+
+
+def _judge(value: float | None, target: float, op: str) -> bool | None:
+    if value is None:
+        return None
+    return value >= target if op == "ge" else value <= target
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    servers = results.get("servers", {})
+    out: dict[str, Any] = {}
+    for key, (num, den, target, op, what) in TARGETS.items():
+        if num not in servers or den not in servers:
+            continue
+        problems = [f"{n}: {why}" for n in (num, den) if (why := _valid(servers.get(n)))]
+        value = None
+        if not problems:
+            value = _ratio(spread(servers[num]["wrk"], "rps")["median"],
+                           spread(servers[den]["wrk"], "rps")["median"])
+        out[key] = {"value": value, "target": target, "op": op, "met": _judge(value, target, op),
+                    "what": what, "invalid": "; ".join(problems) or None,
+                    "caveat": _rollout_caveat(servers, (num, den))}
+    out.update(_cpu_ratios(servers))
+    batching = results.get("batching")
+    if batching and not batching.get("skipped"):
+        on, off = batching.get("batched"), batching.get("unbatched")
+        problems = [f"{n}: {why}" for n, e in (("batched", on), ("unbatched", off))
+                    if (why := _valid(e))]
+        value = None
+        p99 = {}
+        if not problems and on and off:
+            value = _ratio(spread(on["wrk"], "rps")["median"], spread(off["wrk"], "rps")["median"])
+            p99 = {k: (median_rep(e["wrk"]) or {}).get("p99_ms") for k, e in
+                   (("batched", on), ("unbatched", off))}
+        out["batched_vs_unbatched_c128"] = {
+            "value": value, "target": 2.0, "op": "ge", "met": _judge(value, 2.0, "ge"),
+            "what": f"rows/s with micro-batching on / off, wrk c{batching.get('connections')}",
+            "p99_ms": p99, "invalid": "; ".join(problems) or None}
+    memory = results.get("memory")
+    if memory and not memory.get("error") and memory.get("ratio"):
+        first, second = memory["targets"]
+        out["memory_growth"] = {
+            "value": memory["ratio"], "target": 1.10, "op": "le",
+            "met": _judge(memory["ratio"], 1.10, "le"),
+            "what": f"canarygate RSS after {second:,} / after {first:,} requests",
+            "invalid": "errors under load" if memory.get("errors") else None}
+    return out
+
+
+def _rollout_caveat(servers: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    moved = []
+    for name in names:
+        reps = servers[name].get("wrk", []) + servers[name].get("open", [])
+        phases = {(r.get("rollout") or {}).get("phase") for r in reps if r.get("rollout")}
+        if phases - {"progressing"}:
+            moved.append(f"{name}'s rollout went {', '.join(sorted(str(p) for p in phases))}")
+    return "; ".join(moved) or None
+
+
+def _cpu_ratios(servers: dict[str, Any]) -> dict[str, Any]:
+    """The same comparisons by server CPU per request (denominator's / numerator's): what the
+    throughput ratio would be if both were CPU-bound on one core, and much less moved by other
+    load on the machine than req/s. Informative, no target."""
+    out: dict[str, Any] = {}
+    for key, (num, den, _, _, what) in TARGETS.items():
+        if num not in servers or den not in servers:
+            continue
+        if _valid(servers.get(num)) or _valid(servers.get(den)):
+            continue
+        a = spread(servers[num]["wrk"], "cpu_us_per_req")["median"]
+        b = spread(servers[den]["wrk"], "cpu_us_per_req")["median"]
+        out[f"cpu_{key}"] = {"value": _ratio(b, a), "target": None, "op": "info", "met": None,
+                             "what": what.replace("req/s", "by CPU µs/request,") + " (info)",
+                             "invalid": None}
+    return out
+
+
+def hygiene_summary(results: dict[str, Any]) -> dict[str, Any]:
+    reps = [r for group in _all_groups(results) for r in group]
+    steal = [r["steal_share"] for r in reps if "steal_share" in r]
+    return {
+        "reps": len(reps),
+        "discarded_and_rerun": sum(len(r.get("discarded_reps", [])) for r in reps),
+        "kept_contaminated": sum(bool(r.get("contaminated")) for r in reps),
+        "idle_gate_timeouts": sum(bool(r.get("idle_gate_timed_out")) for r in reps),
+        "steal_median": round(statistics.median(steal), 3) if steal else None,
+        "steal_max": max(steal) if steal else None,
+    }
+
+
+def _all_groups(results: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    groups = []
+    for entry in results.get("servers", {}).values():
+        groups += [entry.get("wrk", []), entry.get("open", [])]
+    batching = results.get("batching") or {}
+    for key in ("batched", "unbatched"):
+        if isinstance(batching.get(key), dict):
+            groups.append(batching[key].get("wrk", []))
+    return groups
+
+
+def rep_line(rep: dict[str, Any]) -> str:
+    if rep.get("tool") == "openloop":
+        head = (f"{rep['achieved_rate']:,.0f} of {rep['offered_rate']:,.0f} req/s, "
+                f"p50 {rep['p50_ms']} p99 {rep['p99_ms']} p99.9 {rep['p99.9_ms']} ms")
+    else:
+        head = f"{rep['rps']:,.0f} req/s, p50 {rep['p50_ms']:.2f} p99 {rep['p99_ms']:.2f} ms"
+    flags = []
+    if rep.get("error_count"):
+        flags.append(f"ERRORS {rep['errors']}")
+    if rep.get("contaminated"):
+        flags.append("CONTAMINATED (kept after retries)")
+    if rep.get("idle_gate_timed_out"):
+        flags.append("machine never idle")
+    rollout = rep.get("rollout")
+    if rollout:
+        flags.append(f"rollout {rollout.get('phase')} {rollout.get('weight')}%")
+    return (f"{head}, {rep.get('cpu_us_per_req', '-')} µs/req, other CPU "
+            f"{rep['other_cpu_cores']:.2f} core, steal {rep['steal_share']:.0%}"
+            + (" [" + "; ".join(flags) + "]" if flags else ""))
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _server_row(name: str, entry: dict[str, Any]) -> str:
+    why = _valid(entry)
+    if why and not entry.get("wrk"):
+        return f"{name:<26} {why}"
+    rps = spread(entry["wrk"], "rps")
+    mid = median_rep(entry["wrk"]) or {}
+    cpu = spread(entry["wrk"], "cpu_us_per_req")["median"]
+    rate = f"{_n(rps['median'])} ({_n(rps['min'])}-{_n(rps['max'])})"
+    row = (f"{name:<26} {rate:<24} {_n(mid.get('p50_ms'), 2):>6} {_n(mid.get('p99_ms'), 2):>7}"
+           f" {_n(cpu):>6}")
+    ol = median_rep(entry.get("open", []), "p99_ms")
+    if ol:
+        row += (f" | {_n(ol['rate']):>6} {_n(ol['achieved_rate']):>6} {_n(ol['p50_ms'], 2):>6}"
+                f" {_n(ol['p99_ms'], 2):>7} {_n(ol['p99.9_ms'], 2):>7} {_n(ol['max_ms'], 1):>7}")
+    else:
+        row += " | " + "-".center(44)
+    errors = sum(r.get("error_count", 0) for r in entry["wrk"] + entry.get("open", []))
+    notes = [n for n in (why, *_open_notes(entry)) if n]
+    return row + f"  {errors}" + (f"  ({'; '.join(notes)})" if notes else "")
+
+
+def _open_notes(entry: dict[str, Any]) -> list[str]:
+    """What the open-loop reps say about the server (or the loader) beyond the percentiles."""
+    reps = entry.get("open", [])
+    notes = []
+    behind = sum((r.get("achieved_rate") or 0) < 0.97 * (r.get("offered_rate") or 0)
+                 for r in reps)
+    if behind:
+        notes.append(f"{behind} open-loop rep(s) got under 97 % of the rate")
+    queued = [r["pool"]["queued_for_connection"] for r in reps
+              if (r.get("pool") or {}).get("queued_for_connection")]
+    if queued:
+        notes.append(f"{len(queued)} open-loop rep(s) had all connections busy "
+                     f"({max(queued):,} requests waited): the server stalled")
+    lagging = [r["send_lag_p99_ms"] for r in reps if (r.get("send_lag_p99_ms") or 0) > 5]
+    if lagging:
+        notes.append(f"the loader itself was late (send lag p99 up to {max(lagging):g} ms)")
+    return notes
+
+
+def _rollout_lines(entry: dict[str, Any]) -> list[str]:
+    views = [r["rollout"] for r in entry.get("wrk", []) + entry.get("open", []) if r.get("rollout")]
+    if not views:
+        return []
+    phases = Counter(f"{v.get('phase')} {v.get('weight')}%" for v in views)
+    lines = [f"{'':<26} rollout after each rep: " + ", ".join(f"{k} x{n}" for k, n in
+                                                          phases.items())]
+    moved = next((v for v in views if v.get("phase") != "progressing"), None)
+    if moved:
+        lines.append(f"{'':<26} NOTE the rollout left the held 50 % step ({moved.get('phase')}:"
+                     f" {moved.get('reason')}): the reps after it served v1 only")
+    return lines
+
+
+def table(results: dict[str, Any]) -> str:
+    o = results.get("options", {})
+    h = results.get("hygiene_summary", {})
+    mode = "quick" if o.get("quick") else "full"
+    lines = [
+        f"canarygate bench, {mode}: {o.get('reps')} rep(s) x {o.get('duration'):g} s per "
+        f"config, wrk -t1 -c{o.get('connections')}; open loop at "
+        + (f"{o['open_rate']:g} req/s" if o.get("open_rate") else
+           f"{o.get('open_fraction', 0):.0%} of each server's wrk rate"),
+        f"server on CPU {results['pinning']['server_cpu']}, load on CPU "
+        f"{results['pinning']['loader_cpu']}; reps {h.get('reps')}, re-run for other CPU load "
+        f"{h.get('discarded_and_rerun')}, kept contaminated {h.get('kept_contaminated')}, "
+        f"idle-gate timeouts {h.get('idle_gate_timeouts')}, steal median "
+        f"{_pct(h.get('steal_median'))} max {_pct(h.get('steal_max'))}",
+        *_busy_warning(h),
+        "",
+        f"{'config':<26} {'req/s median (min-max)':<24} {'p50ms':>6} {'p99ms':>7} "
+        f"{'µs/req':>6} | {'OLrate':>6} {'OLgot':>6} {'p50ms':>6} {'p99ms':>7} {'p99.9':>7} "
+        f"{'max':>7}  errors",
+    ]
+    for name, entry in results.get("servers", {}).items():
+        lines.append(_server_row(name, entry))
+        lines += _rollout_lines(entry)
+    lines += _batching_lines(results.get("batching"))
+    lines += _memory_lines(results.get("memory"))
+    lines += ["", "ratios (same run; median req/s of the reps):"]
+    for key, r in results.get("ratios", {}).items():
+        if r["op"] == "info":
+            judged = "(no target)"
+        else:
+            verdict = {True: "MET", False: "MISSED", None: "n/a"}[r["met"]]
+            judged = f"target {'≥' if r['op'] == 'ge' else '≤'} {r['target']:g}  {verdict}"
+        extra = ""
+        if r.get("p99_ms"):
+            extra = " (p99 ms: " + ", ".join(f"{k} {v}" for k, v in r["p99_ms"].items()) + ")"
+        notes = [n for n in (r.get("invalid"), r.get("caveat")) if n]
+        lines.append(f"  {key:<32} {_n(r['value'], 3):>7}  {judged}{extra}"
+                     + (f"  [{'; '.join(notes)}]" if notes else ""))
+        lines.append(f"  {'':<32} {r['what']}")
+    return "\n".join(lines)
+
+
+def _busy_warning(h: dict[str, Any]) -> list[str]:
+    bad = (h.get("kept_contaminated") or 0) + (h.get("idle_gate_timeouts") or 0)
+    if not bad:
+        return []
+    return [f"WARNING: the machine was busy with other work during this run "
+            f"({h.get('kept_contaminated')} of {h.get('reps')} reps kept contaminated): the "
+            "figures, and even the ratios, are indicative only"]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _batching_lines(batching: dict[str, Any] | None) -> list[str]:
+    if not batching:
+        return []
+    if batching.get("skipped"):
+        return ["", f"micro-batching: skipped: {batching['skipped']}"]
+    lines = ["", f"micro-batching at wrk c{batching.get('connections')} (one row per request):"]
+    for key in ("batched", "unbatched"):
+        entry = batching.get(key)
+        if entry:
+            lines.append(_server_row(f"canarygate-{key}", {"open": [], **entry}))
+    return lines
+
+
+def _memory_lines(memory: dict[str, Any] | None) -> list[str]:
+    if not memory:
+        return []
+    if memory.get("error"):
+        return ["", f"memory: FAILED: {memory['error'].splitlines()[0]}"]
+    first, second = memory["targets"]
+    mib = 2**20
+
+    def at(target: int) -> str:
+        sent = memory.get(f"requests_at_{target}", target)
+        return (f"after {target:,} requests ({sent:,} sent) "
+                f"{memory[f'rss_after_{target}_bytes'] / mib:.1f} MiB")
+
+    return ["", f"memory (canarygate-all-on, whole tree RSS): start "
+            f"{memory['rss_start_bytes'] / mib:.1f} MiB, {at(first)}, {at(second)}; "
+            f"{memory['errors']} errors"]
+
+
+def profile_top(raw: str, limit: int = 30) -> str:
+    """A text top from py-spy's raw (collapsed) stacks: own and cumulative samples."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        samples += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    if not samples:
+        return "no samples\n"
+    out = [f"{samples} samples (py-spy, active threads only)", "", "own time:"]
+    out += [f"  {n / samples:6.1%}  {f}" for f, n in own.most_common(limit)]
+    out += ["", "cumulative (the frame or anything it called):"]
+    out += [f"  {n / samples:6.1%}  {f}" for f, n in total.most_common(limit)]
+    return "\n".join(out) + "\n"
