@@ -188,7 +188,11 @@ def test_benjamini_hochberg_by_hand() -> None:
 # The monitor ----------------------------------------------------------------------------------
 
 
+UNSAMPLED = 1e12  # rows a second: these tests feed whole windows faster than any server
+
+
 def monitor(min_window: int = 500, **config: Any) -> DriftMonitor:
+    config.setdefault("max_rows_per_second", UNSAMPLED)
     m = DriftMonitor(DriftConfig(min_window=min_window, window_intervals=1, **config))
     for version in ("1", "3"):
         m.add_profile("breast-cancer", version, BC / version)
@@ -311,7 +315,8 @@ def test_categorical_input_columns(tmp_path: Path) -> None:
     shares = [0.5, 0.3, 0.2]
     write_profile(tmp_path / "p", rng.choice(3, 5000, p=shares).astype(float),
                   rng.normal(10, 2, 5000))
-    m = DriftMonitor(DriftConfig(min_window=500, window_intervals=1))
+    m = DriftMonitor(DriftConfig(min_window=500, window_intervals=1,
+                                 max_rows_per_second=UNSAMPLED))
     m.add_profile("shop", "1", tmp_path / "p")
 
     def window(colour_shares: list[float]) -> dict[str, Any]:
@@ -354,7 +359,8 @@ def test_variants_are_kept_apart() -> None:
 
 def test_buffer_is_bounded_by_rows_and_counts_what_it_drops() -> None:
     reference = np.load(BC / "1" / "reference.npz")["inputs"]
-    m = DriftMonitor(DriftConfig(min_window=1, window_intervals=1, buffer=1000))
+    m = DriftMonitor(DriftConfig(min_window=1, window_intervals=1, buffer=1000,
+                                 max_rows_per_second=UNSAMPLED))
     m.add_profile("breast-cancer", "1", BC / "1")
     rows = np.tile(reference, (4, 1))
     for start in range(0, 1500, 300):  # five requests of 300 rows: the oldest two must go
@@ -492,3 +498,20 @@ models:
     latency = drift["detectors"]["1"]["latency"]
     assert latency["values"] == 30 and latency["calibrating"] is True
     assert [d["name"] for d in latency["detectors"]] == ["adwin", "page_hinkley"]
+
+
+def test_a_busy_gateway_is_sampled_on_the_request_path() -> None:
+    m = DriftMonitor(DriftConfig(max_rows_per_second=100))
+    m.add_profile("breast-cancer", "1", BC / "1")
+    rows = np.load(BC / "1" / "reference.npz")["inputs"][:1]
+    outputs = {"label": np.array([1]), "probabilities": np.array([[0.2, 0.8]], np.float32)}
+    for _ in range(6000):  # in a few ms: far over 100 rows a second
+        m.observe("breast-cancer", "1", "baseline", {"input": rows}, outputs)
+    # The stride is set from the rate every 512 requests: after the first 512 nearly all
+    # are left out, and every row is either buffered or counted as left out.
+    assert m.every > 50
+    assert 512 <= len(m.buffer) < 512 + 6000 // 50
+    assert m.sampled_out + len(m.buffer) == m.observed_rows == 6000
+    m.tick()
+    (variant,) = m.results["breast-cancer"]["variants"]
+    assert variant["window_rows"] == 6000 - m.sampled_out

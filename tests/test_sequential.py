@@ -42,7 +42,8 @@ def test_latency_stream_matches_river_on_the_standardised_log_latency(factor: fl
     base = RNG.lognormal(np.log(0.004), 0.3, 6000)
     after = RNG.lognormal(np.log(0.004 * factor), 0.3, 3000)
     latencies = np.concatenate([base, after])
-    monitor = SequentialMonitor(DetectorsConfig(latency_calibration=calibration), keep=10_000)
+    monitor = SequentialMonitor(DetectorsConfig(latency_calibration=calibration,
+                                                max_latencies_per_second=1e12), keep=10_000)
     for x in latencies:
         monitor.observe_latency("m", "1", float(x))
     monitor.tick(now=0.0)
@@ -86,3 +87,14 @@ def test_versions_have_their_own_detectors() -> None:
     assert one is not None and two is not None
     assert (one.seen, two.seen) == (50, 1)
     assert set(monitor.state("m")) == {"1", "2"} and monitor.state("other") == {}
+
+
+def test_a_busy_stream_is_sampled_on_the_request_path() -> None:
+    monitor = SequentialMonitor(DetectorsConfig(max_latencies_per_second=100))
+    for _ in range(6000):  # in a few ms: far over 100 a second
+        monitor.observe_latency("m", "1", 0.002)
+    # The stride is set from the rate every 256 latencies: after the first 256 nearly all
+    # are left out, and every one is either kept or counted as left out.
+    assert monitor.every > 50
+    assert 256 <= len(monitor.latency_buffer) < 256 + 6000 // 50
+    assert monitor.sampled_out + len(monitor.latency_buffer) == monitor.arrived == 6000

@@ -116,6 +116,10 @@ class DriftConfig(_Frozen):
     """Rows waiting to be binned at most; past it the oldest requests go, counted as dropped
     rows (drift sees a sample). Memory: about 1 KB a single-row request of 30 FP32 features
     (array and dict overheads), about 140 bytes a row in larger batches."""
+    max_rows_per_second: float = Field(default=500.0, gt=0)
+    """Rows a second binned at most: past it every n-th request is kept, n set each interval
+    from the last one's traffic (the tests need hundreds of rows a window, not every row of a
+    busy minute, and the background pass must stay small: see drift/monitor.py)."""
     input_drift_action: Literal["report", "pause"] = "report"
     """What an input-drift alert on the candidate does to its rollout: ``report`` (show it,
     the default: input drift reaches both variants alike, so it says nothing against the
@@ -129,6 +133,9 @@ class DetectorsConfig(_Frozen):
     enabled: bool = True
     buffer: int = Field(default=100_000, gt=0)
     """Latencies waiting for the detectors at most; past it the oldest go."""
+    max_latencies_per_second: float = Field(default=200.0, gt=0)
+    """Latencies a second fed to the detectors at most; past it every n-th request's (the
+    detectors are pure Python: the work per interval stays bounded)."""
     latency_calibration: int = Field(default=5000, ge=2)
     """Requests of a version whose log-latency sets the mean and spread that the latency
     detectors measure change against."""

@@ -24,6 +24,7 @@ are live, so the PSI p-value uses both window sizes). The controller reads it th
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from canarygate.background import yield_gil
 from canarygate.config import DriftConfig
 from canarygate.drift.metrics import (
     benjamini_hochberg,
@@ -159,6 +161,8 @@ class SubWindow:
 
 
 Entry = tuple[str, str, str, dict[str, np.ndarray], dict[str, np.ndarray], int]
+YIELD_EVERY = 500  # requests taken between two pauses for the event loop (see yield_gil)
+RATE_EVERY = 512  # requests between two updates of the sampling stride
 
 
 class DriftMonitor:
@@ -174,6 +178,16 @@ class DriftMonitor:
         self._evicted = 0
         self._taken = 0
         self.dropped_rows = 0  # rows never binned: evicted, or refused as over the bound
+        # Sampling: the request path keeps every ``every``-th request, ``every`` set every
+        # RATE_EVERY requests from their rate so that about ``max_rows_per_second`` rows a
+        # second are binned. The background pass stays small whatever the traffic: its Python
+        # work holds the GIL, and the event loop waits behind it (a 30,000-request pass stalled
+        # answers for 300 ms here).
+        self.every = 1
+        self._skipped = 0
+        self.sampled_out = 0  # rows left out by the sampling
+        self._last_tick = (time.monotonic(), 0)  # (monotonic time, observed rows)
+        self._open: dict[tuple[str, str, str], SubWindow] = {}  # the interval being binned
         self.dropped_by_model: dict[str, int] = {}
         self.windows: dict[tuple[str, str, str], deque[SubWindow]] = {}
         self.baselines: dict[str, str] = {}  # model -> the latest baseline version seen
@@ -192,6 +206,13 @@ class DriftMonitor:
         rows = int(first.shape[0]) if first is not None and first.ndim else 1
         self.observed += 1
         self.observed_rows += rows
+        if not self.observed % RATE_EVERY:
+            self._resample()
+        self._skipped += 1
+        if self._skipped < self.every:  # a busy gateway's drift sees every n-th request
+            self.sampled_out += rows
+            return
+        self._skipped = 0
         limit, buffer = self.config.buffer, self.buffer
         if rows > limit:
             self._dropped(model, rows)
@@ -216,38 +237,55 @@ class DriftMonitor:
         comparison: dict[str, Any] | None = self.results.get(model, {}).get("output_comparison")
         return comparison
 
-    def tick(self, now: float | None = None) -> None:
-        """Bin what arrived into new sub-windows, then evaluate every window (background)."""
+    def bin(self) -> None:
+        """Bin what arrived into the open sub-windows (background, often: small passes)."""
         grouped = self._take()
         for model, version, variant in grouped:  # in order of first arrival: latest wins
             if variant == BASELINE:
                 self.baselines[model] = version
-        fresh: dict[tuple[str, str, str], SubWindow] = {}
         for key, tensors in grouped.items():
             model, version, variant = key
             profile = self.profiles[(model, version)]
             stacked = {name: np.concatenate(parts) for name, parts in tensors.items()
                        if len({p.shape[1] for p in parts}) == 1}
-            sub = fresh[key] = SubWindow(profile)
+            sub = self._open.get(key)
+            if sub is None:
+                sub = self._open[key] = SubWindow(profile)
             for counts, col in zip(sub.features + sub.outputs,
                                    profile.features + profile.outputs, strict=True):
                 values = col.values(stacked)
                 if values is not None:
                     counts.add(col, values)
             first = profile.features[0].source if profile.features else None
-            sub.rows = len(stacked[first]) if first in stacked else 0
-            base = self.profiles.get((model, self.baselines.get(model, "")))
+            sub.rows += len(stacked[first]) if first in stacked else 0
+            base_version = self.baselines.get(model, "")
+            base = self.profiles.get((model, base_version))
             if variant == CHALLENGER and base is not None:
-                compared = [Counts.empty(col) for col in base.outputs]
-                for counts, col in zip(compared, base.outputs, strict=True):
+                if sub.compared is None or sub.compared[0] != base_version:
+                    sub.compared = (base_version, [Counts.empty(col) for col in base.outputs])
+                for counts, col in zip(sub.compared[1], base.outputs, strict=True):
                     values = col.values(stacked)
                     if values is not None:
                         counts.add(col, values)
-                sub.compared = (self.baselines[model], compared)
+
+    def tick(self, now: float | None = None) -> None:
+        """Close the interval: bin what is left, add the open sub-windows to the windows,
+        and evaluate every window (background)."""
+        self.bin()
+        fresh, self._open = self._open, {}
         for key in set(self.windows) | set(fresh):
             ring = self.windows.setdefault(key, deque(maxlen=self.config.window_intervals))
             ring.append(fresh.get(key) or SubWindow(self.profiles[key[:2]]))
         self._evaluate(time.time() if now is None else now)
+
+    def _resample(self) -> None:
+        """Every ``RATE_EVERY`` requests, on the request path: the stride that keeps about
+        ``max_rows_per_second`` rows a second."""
+        clock, rows = time.monotonic(), self.observed_rows
+        seconds = max(clock - self._last_tick[0], 1e-3)
+        arrived = rows - self._last_tick[1]
+        self.every = max(1, math.ceil(arrived / (self.config.max_rows_per_second * seconds)))
+        self._last_tick = (clock, rows)
 
     def _take(self) -> dict[tuple[str, str, str], dict[str, list[np.ndarray]]]:
         """What arrived, grouped by (model, version, variant), each tensor's rows as 2-D parts.
@@ -255,20 +293,29 @@ class DriftMonitor:
         Binning then runs once per column and interval, not once per request (per request this
         thread would hold the GIL long enough to stall the event loop).
         """
-        grouped: dict[tuple[str, str, str], dict[str, list[np.ndarray]]] = {}
+        groups: dict[tuple[str, str, str], list[Entry]] = {}
         buffer = self.buffer
-        for _ in range(len(buffer)):  # what is there now: a busy request path cannot pin us
+        for i in range(len(buffer)):  # what is there now: a busy request path cannot pin us
             try:
-                model, version, variant, inputs, outputs, rows = buffer.popleft()
+                entry = buffer.popleft()
             except IndexError:  # the request path evicted the rest
                 break
-            self._taken += rows
-            if (model, version) not in self.profiles:
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                yield_gil()
+            self._taken += entry[5]
+            key = (entry[0], entry[1], entry[2])
+            found = groups.get(key)
+            if found is None:
+                groups[key] = [entry]
+            else:
+                found.append(entry)
+        grouped: dict[tuple[str, str, str], dict[str, list[np.ndarray]]] = {}
+        for key, entries in groups.items():
+            if key[:2] not in self.profiles:
                 continue
-            tensors = grouped.setdefault((model, version, variant), {})
-            for name, array in (*inputs.items(), *outputs.items()):
-                if array.ndim:
-                    tensors.setdefault(name, []).append(array.reshape(array.shape[0], -1))
+            tensors = _parts([e[3] for e in entries])
+            tensors.update(_parts([e[4] for e in entries]))
+            grouped[key] = tensors
         return grouped
 
     def _evaluate(self, now: float) -> None:
@@ -362,6 +409,17 @@ class DriftMonitor:
                 "min_window": self.config.min_window, "outputs": scored,
                 "alerts": [c["name"] for c in scored if c["level"] == "alert"],
                 "state": _state(min(rows, base_rows), self.config.min_window, scored)}
+
+
+def _parts(dicts: list[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """Each tensor's arrays across requests, as 2-D row blocks (scalars left out)."""
+    out: dict[str, list[np.ndarray]] = {}
+    for name in dicts[0]:
+        parts = [a if a.ndim == 2 else a.reshape(a.shape[0], -1) for d in dicts
+                 if (a := d.get(name)) is not None and a.ndim]
+        if parts:
+            out[name] = parts
+    return out
 
 
 def _state(rows: int, min_window: int, columns: list[dict[str, Any]]) -> str:

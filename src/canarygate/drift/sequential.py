@@ -23,10 +23,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from canarygate.background import yield_gil
 from canarygate.config import DetectorsConfig
 from canarygate.drift.detectors import ADWIN, DDM, EDDM, Detector, PageHinkley
 
 MAX_EVENTS = 50  # detections kept per stream, newest last
+FEED_CHUNK = 500  # values between two pauses for the event loop
+RATE_EVERY = 256  # latencies between two updates of the sampling stride
 
 
 @dataclass
@@ -113,9 +116,23 @@ class SequentialMonitor:
         self.keep = keep
         self.latency_buffer: deque[tuple[str, str, float]] = deque(maxlen=config.buffer)
         self.streams: dict[tuple[str, str, str], Stream] = {}
+        self.arrived = 0  # latencies offered by the request path
+        self.every = 1  # the request path keeps every ``every``-th (see tick)
+        self._skipped = 0
+        self.sampled_out = 0  # latencies left out by that sampling
+        self._last_rate = (time.monotonic(), 0)  # (monotonic time, arrived)
 
     def observe_latency(self, model: str, version: str, seconds: float) -> None:
-        """The request path's part: one append (the oldest goes when full)."""
+        """The request path's part: a counter, and for every ``every``-th request one append
+        (the oldest goes when full)."""
+        self.arrived += 1
+        if not self.arrived % RATE_EVERY:
+            self._resample()
+        self._skipped += 1
+        if self._skipped < self.every:
+            self.sampled_out += 1
+            return
+        self._skipped = 0
         self.latency_buffer.append((model, version, seconds))
 
     def observe_errors(self, model: str, version: str, classifier: bool,
@@ -127,12 +144,33 @@ class SequentialMonitor:
             stream.add(e, at)
 
     def tick(self, now: float | None = None) -> None:
-        """Feed the latencies that arrived since the last tick (on the drift loop's thread)."""
+        """Feed the latencies that arrived since the last tick (on the analysis thread).
+
+        A pure-Python ADWIN costs microseconds a value, and this thread's Python work holds
+        the GIL the event loop needs, so a busy gateway's latencies are sampled on the request
+        path (every ``every``-th request, the stride kept to about ``max_latencies_per_second``;
+        research note §6.3 suggests sampling busy streams), and the pass pauses for the event
+        loop as it goes.
+        """
         at = time.time() if now is None else now
         buffer = self.latency_buffer
-        while buffer:
-            model, version, seconds = buffer.popleft()
-            self._stream(model, version, "latency", False).add(seconds, at)
+        for i in range(len(buffer)):
+            try:
+                model, version, seconds_taken = buffer.popleft()
+            except IndexError:
+                break
+            self._stream(model, version, "latency", False).add(seconds_taken, at)
+            if i % FEED_CHUNK == FEED_CHUNK - 1:
+                yield_gil()
+
+    def _resample(self) -> None:
+        """Every ``RATE_EVERY`` latencies, on the request path: the stride that keeps about
+        ``max_latencies_per_second`` a second."""
+        clock = time.monotonic()
+        seconds = max(clock - self._last_rate[0], 1e-3)
+        rate = (self.arrived - self._last_rate[1]) / seconds
+        self.every = max(1, math.ceil(rate / self.config.max_latencies_per_second))
+        self._last_rate = (clock, self.arrived)
 
     def stream(self, model: str, version: str, kind: str) -> Stream | None:
         return self.streams.get((model, version, kind))

@@ -29,6 +29,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from canarygate.background import yield_gil
 from canarygate.config import DatasetConfig
 from canarygate.recorder.queue import FeedbackRecord, Record, Recorder
 from canarygate.runtime.tensors import datatype_of
@@ -36,6 +37,7 @@ from canarygate.runtime.tensors import datatype_of
 log = logging.getLogger("canarygate.recorder")
 
 BATCH = 4096  # records serialised per write
+YIELD_EVERY = 256  # records serialised between two pauses for the event loop
 UNKNOWN = "+unknown"  # no model name starts with "+"; pyarrow skips names starting "_"
 PARQUET = "_parquet"
 NOTHING: frozenset[str] = frozenset()
@@ -131,7 +133,9 @@ class Writer:
         queue = self.recorder.queue
         while queue:
             batch: dict[str, list[bytes]] = {}
-            for _ in range(min(BATCH, len(queue))):
+            for i in range(min(BATCH, len(queue))):
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    yield_gil()  # serialising is Python work: let the event loop in
                 record = queue.popleft()
                 try:
                     line = orjson.dumps(self._json(record), option=orjson.OPT_SERIALIZE_NUMPY)
