@@ -136,3 +136,37 @@ def test_the_controller_rolls_back_on_accuracy_with_its_figures(tmp_path: Path) 
     assert state.figures["counts"]["candidate_events"] == 30
     accuracy = next(g for g in decision["gates"] if g["gate"] == "accuracy")
     assert accuracy["verdict"] == "fail" and accuracy["statistic"] >= accuracy["threshold"]
+
+
+def test_latency_tolerance_shifts_the_null_share() -> None:
+    from canarygate.rollout.judge import comparative_gate
+
+    gate, step = comparative_gate("latency", 90, 1000, 50, 1000, 0.0, 0.005, tolerance=1.5)
+    edge = 1.5 * 0.5 / (1.5 * 0.5 + 0.5)  # an event is the candidate's with this chance
+    assert step == pytest.approx(log_e_value(90, 140, edge))
+    assert gate.counts["tolerance"] == 1.5 and gate.counts["candidate_share"] == 0.5
+
+
+@pytest.mark.parametrize(("ratio", "expect"), [(1.5, "rarely"), (3.0, "mostly")])
+def test_latency_tolerance_holds_its_alpha_at_the_edge(ratio: float, expect: str) -> None:
+    """Simulated steps where the candidate's slow share is exactly 1.5 times the baseline's
+    (the null's edge) are rolled back at most alpha of the time, however often looked at;
+    three times the baseline's share is caught."""
+    from canarygate.rollout.judge import comparative_gate
+
+    rng = np.random.default_rng(17)
+    alpha, rolled = 0.01, 0
+    for _ in range(300):
+        cand = base = n = 0
+        for _ in range(40):  # intervals, looked at every time
+            n += 300
+            cand += int(rng.binomial(300, 0.05 * ratio))
+            base += int(rng.binomial(300, 0.05))
+            gate, _ = comparative_gate("latency", cand, n, base, n, 0.0, alpha, tolerance=1.5)
+            if gate.verdict == Verdict.FAIL:
+                rolled += 1
+                break
+    if expect == "rarely":
+        assert rolled <= 300 * alpha * 2  # Ville's bound, with room for sampling noise
+    else:
+        assert rolled >= 290

@@ -203,6 +203,10 @@ class RolloutConfig(_Frozen):
     different model legitimately answers differently, so the default only reports it."""
     candidate_timeout_ms: float = Field(default=1000.0, gt=0)
     """A candidate slower than this for one request is a failure; the baseline answers."""
+    latency_tolerance: float = Field(default=1.5, ge=1)
+    """The latency gate rolls back when the candidate surely has more than this many times the
+    baseline's share of requests slower than the baseline's p95 (1: any more at all). With
+    the traffic of a busy gateway the test sees differences of microseconds."""
     latency_slo_ms: float | None = Field(default=None, gt=0)
     """Optional absolute SLO: roll back when the candidate surely exceeds it for more than 1 %
     of requests in ``slo_consecutive_failures`` intervals in a row."""

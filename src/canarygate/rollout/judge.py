@@ -130,11 +130,21 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 def comparative_gate(
     gate: str, cand_events: int, cand_n: int, base_events: int, base_n: int,
-    carried: float, alpha: float,
+    carried: float, alpha: float, tolerance: float = 1.0,
 ) -> tuple[GateResult, float]:
-    """Returns the verdict and this step's log e-value (to carry when the step completes)."""
+    """Returns the verdict and this step's log e-value (to carry when the step completes).
+
+    With ``tolerance`` r > 1 the null is "the candidate's event rate is at most r times the
+    baseline's": at its edge an event comes from the candidate with probability
+    r rho / (r rho + 1 - rho), and the same one-sided mixture against more than that is
+    valid for the whole null (a smaller candidate rate only makes candidate events rarer).
+    With enough traffic any difference becomes significant, and a difference of a tenth of a
+    millisecond in who is slower than the baseline's p95 is not a reason to roll back.
+    """
     counts: dict[str, Any] = {"candidate_events": cand_events, "candidate_requests": cand_n,
               "baseline_events": base_events, "baseline_requests": base_n}
+    if tolerance != 1.0:
+        counts["tolerance"] = tolerance
     threshold = math.log(1 / alpha)
     if base_n == 0:
         return GateResult(gate, Verdict.NOT_APPLICABLE, counts=counts,
@@ -142,10 +152,11 @@ def comparative_gate(
     if cand_n < MIN_GATE_REQUESTS:
         return GateResult(gate, Verdict.NO_DATA, carried, threshold, counts,
                           f"fewer than {MIN_GATE_REQUESTS} candidate requests"), 0.0
-    rho0 = cand_n / (cand_n + base_n)
+    share = cand_n / (cand_n + base_n)
+    rho0 = tolerance * share / (tolerance * share + 1.0 - share)
     step = log_e_value(cand_events, cand_events + base_events, rho0)
     total = carried + step
-    counts["candidate_share"] = round(rho0, 6)
+    counts["candidate_share"] = round(share, 6)
     if total >= threshold:
         verdict, detail = Verdict.FAIL, "the candidate is worse (anytime-valid test)"
     elif total >= threshold / 2:
@@ -230,7 +241,7 @@ def judge_step(
         gate, log_e = comparative_gate(
             "latency", cand.latency.count_above(tau_seconds), cand_ok,
             base.latency.count_above(tau_seconds), base_ok,
-            carried.get("latency", 0.0), alphas["latency"])
+            carried.get("latency", 0.0), alphas["latency"], schedule.latency_tolerance)
         gate.counts["tau_ms"] = round(tau_seconds * 1000, 4)
         results.append(gate)
         step_log_e["latency"] = log_e
