@@ -35,6 +35,10 @@ class ServerConfig(_Frozen):
     """Threads that run models off the event loop."""
     intra_op_threads: int = Field(default=1, gt=0)
     """onnxruntime threads inside one run; 1 avoids oversubscribing a small machine."""
+    proxy_headers: bool = False
+    """Take the client's address and scheme from X-Forwarded-For / X-Forwarded-Proto (behind
+    a proxy you trust). Off: the gateway does not use them, and Uvicorn's middleware for them
+    wraps every request."""
     tune_gc: bool = True
     """After start, move everything loaded so far out of the garbage collector's sight
     (``gc.freeze``) and collect the youngest generation every 50,000 net allocations instead

@@ -123,8 +123,7 @@ def json_array(
 def _numbers(name: str, datatype: str, data: Any) -> np.ndarray:
     dtype = DATATYPES[datatype]
     try:
-        with np.errstate(all="ignore"):
-            raw = np.asarray(data)
+        raw = np.asarray(data)  # Python numbers to an array: no numpy warning can arise here
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(f"input {name!r}: data cannot be read as {datatype}: {exc}") from None
     if raw.size == 0:  # [] reads as float64: no values, nothing of the wrong kind
@@ -143,8 +142,10 @@ def _numbers(name: str, datatype: str, data: Any) -> np.ndarray:
             bad = low if low < info.min else high
             raise BadRequest(f"input {name!r}: value {bad} is out of range for {datatype} "
                              f"({info.min} to {info.max})")
-    with np.errstate(all="ignore"):
-        return raw.astype(dtype, copy=False)
+    if raw.dtype.kind == "f" and dtype.kind == "f" and dtype.itemsize < raw.dtype.itemsize:
+        with np.errstate(over="ignore"):  # too large for FP32 becomes inf, refused later
+            return raw.astype(dtype)
+    return raw.astype(dtype, copy=False)
 
 
 def _nested(name: str, data: Any) -> tuple[list[Any], tuple[int, ...]]:

@@ -147,7 +147,7 @@ class InferEndpoint:
                 except ModelFailure:
                     self._record_stats(window, False, started, True, key, None)
                     raise
-                failed = (not _finite(run.outputs) or (routing.candidate is not None and
+                failed = (not run.all_finite() or (routing.candidate is not None and
                           run.run_seconds > self._timeout(model)))
                 self._record_stats(window, False, started, failed, key, run)
                 mirrored = bool(routing.shadow_share and routing.candidate
@@ -224,7 +224,7 @@ class InferEndpoint:
         try:
             run = await runner.run(candidate, feeds, candidate.output_names,
                                    self._timeout(model))
-            if not _finite(run.outputs):
+            if not run.all_finite():
                 raise ModelFailure(f"candidate {candidate.version!r} answered NaN or infinity")
         except (ModelFailure, TimeoutError) as exc:
             kind = "candidate-timeout" if isinstance(exc, TimeoutError) else "candidate-error"
@@ -275,7 +275,7 @@ class InferEndpoint:
         try:
             run = await self.gateway.runner.run(candidate, feeds, candidate.output_names,
                                                 self._timeout(model))
-            if not _finite(run.outputs):
+            if not run.all_finite():
                 error = "non-finite output"
         except (ModelFailure, TimeoutError) as exc:
             error = str(exc)
@@ -327,8 +327,6 @@ def _rows(feeds: dict[str, np.ndarray] | None) -> int:
     return 0 if first is None else first.shape[0] if first.ndim else 1
 
 
-def _finite(results: list[np.ndarray]) -> bool:
-    return all(r.dtype.kind != "f" or bool(np.isfinite(r).all()) for r in results)
 
 
 JSON_TYPE = b"application/json"

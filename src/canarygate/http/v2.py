@@ -149,7 +149,7 @@ class V2Codec:
         chunks: list[bytes] = []
         for name, array in zip(names, results, strict=True):
             entry: dict[str, Any] = {
-                "name": name, "datatype": datatype_of(array), "shape": list(array.shape),
+                "name": name, "datatype": datatype_of(array), "shape": array.shape,
             }
             if name in decoded.binary_outputs:
                 raw = (bytes_payload(array) if array.dtype == np.object_
@@ -159,7 +159,7 @@ class V2Codec:
             elif array.dtype == np.object_:
                 entry["data"] = [x.decode() if isinstance(x, bytes) else x for x in array.ravel()]
             else:
-                entry["data"] = np.ascontiguousarray(array).ravel()
+                entry["data"] = array.ravel()  # a view of C-ordered rows; a copy otherwise
             outputs.append(entry)
         doc = {
             "model_name": version.model,

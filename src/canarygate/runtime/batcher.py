@@ -28,7 +28,7 @@ import numpy as np
 
 from canarygate.errors import ModelFailure
 from canarygate.runtime.model import ModelVersion
-from canarygate.runtime.result import RunResult, run_timeout
+from canarygate.runtime.result import RunResult, finite, run_timeout
 
 TIMER_RESOLUTION = 0.001  # seconds; shorter waits mean "the next turn of the loop"
 
@@ -207,13 +207,16 @@ def _execute(version: ModelVersion, calls: list[_Call], rows: int,
             return [exc]
         return [_alone(version, call, started) for call in calls]
     seconds = perf_counter() - started
+    # One finiteness check for the whole batch; only a batch with NaN or infinity in it
+    # leaves each caller to check its own rows.
+    all_finite = True if finite(outputs) else None
     results: list[RunResult | Exception] = []
     offset = 0
     for call in calls:
         end = offset + call.rows
         parts = dict(zip(names, (o[offset:end] if o.ndim else o for o in outputs), strict=True))
         results.append(RunResult([parts[n] for n in call.names], started - call.submitted,
-                                 seconds, rows))
+                                 seconds, rows, all_finite))
         offset = end
     return results
 

@@ -15,6 +15,17 @@ class RunResult:
     queue_seconds: float  # from hand-off to a thread starting the run
     run_seconds: float  # the run itself (the whole batch's, when batched)
     batch_rows: int = 1  # rows in the onnxruntime call that answered
+    finite: bool | None = None  # every float output finite; None when not checked yet
+
+    def all_finite(self) -> bool:
+        """Whether every float output is finite (checked once per batch when batched)."""
+        if self.finite is None:
+            self.finite = finite(self.outputs)
+        return self.finite
+
+
+def finite(outputs: list[np.ndarray]) -> bool:
+    return all(o.dtype.kind != "f" or bool(np.isfinite(o).all()) for o in outputs)
 
 
 def run_timeout(version: ModelVersion, timeout: float, took: float | None) -> TimeoutError:

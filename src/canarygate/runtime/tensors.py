@@ -43,10 +43,17 @@ ONNX_TYPES: dict[str, str] = {
 _KIND_TO_DATATYPE = {np.dtype(v).str: k for k, v in DATATYPES.items() if k != "BYTES"}
 
 
+_BY_DTYPE: dict[np.dtype[np.generic], str] = {}  # filled as dtypes are met: a dict lookup
+
+
 def datatype_of(array: np.ndarray) -> str:
-    if array.dtype == np.object_ or array.dtype.kind in "SU":
-        return "BYTES"
-    return _KIND_TO_DATATYPE[array.dtype.newbyteorder("<").str]
+    dtype = array.dtype
+    found = _BY_DTYPE.get(dtype)
+    if found is None:
+        found = ("BYTES" if dtype == np.object_ or dtype.kind in "SU"
+                 else _KIND_TO_DATATYPE[dtype.newbyteorder("<").str])
+        _BY_DTYPE[dtype] = found
+    return found
 
 
 @dataclass(frozen=True, slots=True)
