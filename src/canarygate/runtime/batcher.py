@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
-from time import perf_counter
+from time import perf_counter, thread_time
 
 import numpy as np
 
@@ -36,7 +36,9 @@ TIMER_RESOLUTION = 0.001  # seconds; shorter waits mean "the next turn of the lo
 class RunCost:
     """What a run of one version costs: the least time any run took (the per-call overhead)
     plus a per-row slope, smoothed over recent runs. Unknown until ``probes`` runs were timed,
-    so a version's first batches always run on a thread."""
+    so a version's first batches always run on a thread. Runs are timed in the running
+    thread's CPU time: wall time would count the wait for the GIL after the run, which other
+    threads' work inflates, and send a small model's batches to a thread for nothing."""
 
     def __init__(self, probes: int = 4) -> None:
         self.probes = probes
@@ -166,8 +168,8 @@ class Batcher:
             first, last = outcome[0], outcome[-1]
             # One run answered them all (no failure, no rerun one by one): learn its cost.
             if (isinstance(first, RunResult) and isinstance(last, RunResult)
-                    and first.run_seconds == last.run_seconds):
-                self.cost.learn(first.run_seconds, first.batch_rows)
+                    and first.run_seconds == last.run_seconds and first.cpu_seconds is not None):
+                self.cost.learn(first.cpu_seconds, first.batch_rows)
         for i, call in enumerate(calls):
             if call.timer is not None:
                 call.timer.cancel()
@@ -194,6 +196,7 @@ def _execute(version: ModelVersion, calls: list[_Call], rows: int,
     started = perf_counter()
     if on_start is not None:
         on_start()
+    cpu = thread_time()
     names = version.output_names
     try:
         if len(calls) == 1:
@@ -207,6 +210,7 @@ def _execute(version: ModelVersion, calls: list[_Call], rows: int,
             return [exc]
         return [_alone(version, call, started) for call in calls]
     seconds = perf_counter() - started
+    cpu = thread_time() - cpu
     # One finiteness check for the whole batch; only a batch with NaN or infinity in it
     # leaves each caller to check its own rows.
     all_finite = True if finite(outputs) else None
@@ -216,7 +220,7 @@ def _execute(version: ModelVersion, calls: list[_Call], rows: int,
         end = offset + call.rows
         parts = dict(zip(names, (o[offset:end] if o.ndim else o for o in outputs), strict=True))
         results.append(RunResult([parts[n] for n in call.names], started - call.submitted,
-                                 seconds, rows, all_finite))
+                                 seconds, rows, all_finite, cpu))
         offset = end
     return results
 

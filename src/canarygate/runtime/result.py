@@ -16,6 +16,7 @@ class RunResult:
     run_seconds: float  # the run itself (the whole batch's, when batched)
     batch_rows: int = 1  # rows in the onnxruntime call that answered
     finite: bool | None = None  # every float output finite; None when not checked yet
+    cpu_seconds: float | None = None  # the running thread's CPU time for the run (batches)
 
     def all_finite(self) -> bool:
         """Whether every float output is finite (checked once per batch when batched)."""
