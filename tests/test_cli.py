@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from conftest import MODELS
+import httpx
+
+from conftest import MODELS, ROOT, demo_config, free_port
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,3 +55,27 @@ def test_unloadable_model_is_refused(tmp_path: Path) -> None:
     result = run("serve", "--config", str(config))
     assert result.returncode == 2
     assert "model 'broken' version '1': onnxruntime cannot load" in result.stderr
+
+
+def test_make_serve_answers_ready(tmp_path: Path) -> None:
+    """The README's first command: the Makefile's serve target starts the demo gateway.
+    The demo config is copied so that its state and dataset go to a temporary folder."""
+    config, port = demo_config(tmp_path), free_port()
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "serve", f"CONFIG={config}", f"PORT={port}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, status = time.monotonic() + 60, None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
+                if status.status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert status is not None and status.status_code == 200, process.poll()
+        models = httpx.get(f"http://127.0.0.1:{port}/v2/models/breast-cancer").json()
+        assert models["versions"] == ["1", "2"]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

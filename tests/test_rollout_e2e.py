@@ -361,6 +361,11 @@ def test_flipped_label_candidate_is_rolled_back_by_the_accuracy_gate_once_labels
     assert figures["statistic"] >= figures["threshold"]
     last = decisions(gateway)[-1]
     assert last["action"] == "rollback" and "accuracy" in last["reason"]
+    # The judgement kept what each variant served in the last minute.
+    traffic = {(t["version"], t["variant"]): t for t in last["traffic"]}
+    assert traffic[("3", "candidate")]["requests"] == labelled["3"]
+    assert traffic[("1", "baseline")]["requests"] == labelled["1"]
+    assert traffic[("3", "candidate")]["p50_ms"] > 0
     assert gateway.metric("canarygate_rollout_verdicts_total", model="breast-cancer",
                           gate="accuracy", verdict="fail") == 1
     # The candidate's error stream reached its detectors too.

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from canarygate.config import GatewayConfig
@@ -69,6 +70,7 @@ class Gateway:
         persister.load_decisions()
         gateway.rollouts = RolloutManager(registry, persister, metrics)
         gateway.rollouts.evidence = gateway.evidence
+        gateway.rollouts.traffic = gateway.traffic
         gateway.rollouts.restore(store.load(),
                                  VersionCatalog(config, registry, store, gateway.drift))
         if config.dataset.enabled:
@@ -99,6 +101,13 @@ class Gateway:
                         output_comparison=comparison, candidate_inputs=inputs,
                         input_drift_action=self.config.drift.input_drift_action,
                         error_changes=changes)
+
+    def traffic(self, name: str) -> list[dict[str, Any]]:
+        """The last minute of each version and variant: what a judgement saw served."""
+        keep = ("version", "variant", "requests", "qps", "error_rate", "mean_batch_rows")
+        return [{**{k: v[k] for k in keep}, "p50_ms": v["total_ms"]["p50"],
+                 "p99_ms": v["total_ms"]["p99"]}
+                for v in self.live.summary(name, perf_counter())["variants"]]
 
     def labelled(self, prediction: Prediction, errors: list[float]) -> None:
         """Feedback joined a prediction: its rows' errors (0/1 wrong, or absolute) go to the

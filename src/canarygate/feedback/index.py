@@ -12,22 +12,24 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from canarygate.errors import BadRequest, Conflict, NotFound
 
 
-@dataclass(slots=True)
-class Prediction:
+class Prediction(NamedTuple):
+    """What feedback may later judge. A tuple of strings and numbers: the garbage collector
+    stops tracking it, and a hundred thousand of them cost a few tens of bytes each beyond
+    their values (no per-entry numpy view keeping a batch's outputs alive)."""
+
     time: float
     model: str
     version: str
     variant: str
     classifier: bool
-    predicted: np.ndarray  # one value per row: the class label, or the regressor's output
-    label: tuple[float, ...] | None = None
+    predicted: tuple[float, ...]  # one value per row: the class label, or the regressor's output
 
 
 @dataclass
@@ -51,14 +53,19 @@ class FeedbackBook:
     max_entries: int = 100_000
     ttl_seconds: float = 3600.0
     entries: OrderedDict[str, Prediction] = field(default_factory=OrderedDict)
+    labels: dict[str, tuple[float, ...]] = field(default_factory=dict)  # joined, by request id
     scores: dict[tuple[str, str], VersionScore] = field(default_factory=dict)
     classifiers: dict[str, bool] = field(default_factory=dict)
 
     def remember(self, request_id: str, prediction: Prediction) -> None:
         entries = self.entries
+        if self.labels:  # a request id used again starts unlabelled
+            self.labels.pop(request_id, None)
         entries[request_id] = prediction
         if len(entries) > self.max_entries:
-            entries.popitem(last=False)
+            gone, _ = entries.popitem(last=False)
+            if self.labels:
+                self.labels.pop(gone, None)
 
     def apply(self, model: str, items: list[Any], now: float
               ) -> list[tuple[Prediction, str, tuple[float, ...], str]]:
@@ -78,17 +85,17 @@ class FeedbackBook:
             if len(label) != len(prediction.predicted):
                 raise BadRequest(f"item {i}: the prediction {rid!r} has "
                                  f"{len(prediction.predicted)} rows, the label {len(label)}")
-            earlier = prediction.label if prediction.label is not None else seen.get(rid)
+            earlier = self.labels.get(rid, seen.get(rid))
             if earlier is not None and earlier != label:
                 raise Conflict(f"the prediction {rid!r} already has a different label")
             seen[rid] = label
             checked.append((prediction, rid, label))
         out = []
         for prediction, rid, label in checked:
-            if prediction.label is not None:
+            if rid in self.labels:
                 out.append((prediction, rid, label, "duplicate"))
                 continue
-            prediction.label = label
+            self.labels[rid] = label
             self._score(prediction, label)
             out.append((prediction, rid, label, "recorded"))
         return out
@@ -98,7 +105,7 @@ class FeedbackBook:
         score = self.scores.setdefault(key, VersionScore())
         self.classifiers[prediction.model] = prediction.classifier
         truth = np.asarray(label, dtype=np.float64)
-        predicted = prediction.predicted.astype(np.float64)
+        predicted = np.asarray(prediction.predicted, dtype=np.float64)
         score.labelled += len(truth)
         if prediction.classifier:
             score.correct += int(np.count_nonzero(predicted == truth))

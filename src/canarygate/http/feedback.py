@@ -49,7 +49,7 @@ class FeedbackEndpoint:
         for prediction, rid, label, outcome in results:
             entry: dict[str, Any] = {"request_id": rid, "status": outcome,
                                      "version": prediction.version}
-            predicted = prediction.predicted.tolist()
+            predicted = list(prediction.predicted)
             if prediction.classifier:
                 entry["correct"] = [float(p) == t for p, t in zip(predicted, label, strict=True)]
                 errors = [0.0 if ok else 1.0 for ok in entry["correct"]]

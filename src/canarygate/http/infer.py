@@ -158,7 +158,8 @@ class InferEndpoint:
             label = run.outputs[version.label_index]
             gw.feedback.remember(rid, Prediction(
                 arrived, model.name, version.version, variant, version.classifier,
-                label.reshape(label.shape[0], -1)[:, 0] if label.ndim else label.reshape(1)))
+                tuple((label.reshape(label.shape[0], -1)[:, 0] if label.ndim
+                       else label.reshape(1)).tolist())))
             answer = self.codec.encode(version, names, [outputs[n] for n in names], decoded,
                                        rid)
             status, payload, content_type = 200, answer.body, answer.content_type

@@ -61,6 +61,9 @@ class RolloutManager:
         # What the analysis loop found for a model (drift, detectors), for the quality gates;
         # the gateway sets it, a bare manager judges without it.
         self.evidence: Callable[[str, RolloutState], Evidence] = lambda name, state: Evidence()
+        # Each variant's last-minute latency percentiles, QPS and error rates, kept with every
+        # judgement in the decision log; the gateway sets it from its statistics.
+        self.traffic: Callable[[str], list[dict[str, Any]]] = lambda name: []
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -403,6 +406,8 @@ class RolloutManager:
             "revision": state.revision,
             "gates": [g.as_json() for g in gates or []],
         }
+        if gates:  # a judgement: with what each variant served in the last minute
+            decision["traffic"] = self.traffic(state.model)
         self.persister.record(decision)
         self.metrics.decision(state.model, action)
         return decision
