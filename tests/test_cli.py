@@ -61,9 +61,10 @@ def test_make_serve_answers_ready(tmp_path: Path) -> None:
     """The README's first command: the Makefile's serve target starts the demo gateway.
     The demo config is copied so that its state and dataset go to a temporary folder."""
     config, port = demo_config(tmp_path), free_port()
+    log = (tmp_path / "serve.log").open("wb")  # a file, not a pipe nobody drains
     process = subprocess.Popen(
         ["make", "--no-print-directory", "serve", f"CONFIG={config}", f"PORT={port}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline, status = time.monotonic() + 60, None
         while time.monotonic() < deadline and process.poll() is None:
@@ -73,9 +74,11 @@ def test_make_serve_answers_ready(tmp_path: Path) -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        assert status is not None and status.status_code == 200, process.poll()
+        assert status is not None and status.status_code == 200, (
+            process.poll(), (tmp_path / "serve.log").read_text()[-2000:])
         models = httpx.get(f"http://127.0.0.1:{port}/v2/models/breast-cancer").json()
         assert models["versions"] == ["1", "2"]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+        log.close()
