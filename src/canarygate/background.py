@@ -9,7 +9,10 @@ often, which hands the GIL straight to the loop.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
+from collections.abc import Callable
 
 PAUSE_SECONDS = 0.0002
 
@@ -17,3 +20,25 @@ PAUSE_SECONDS = 0.0002
 def yield_gil() -> None:
     """Let the event loop run: a sleep releases the GIL, and a waiting thread takes it."""
     time.sleep(PAUSE_SECONDS)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to call
+        return None
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's malloc_trim; elsewhere nothing).
+
+    Requests allocate and free arrays and buffers on several threads; glibc keeps what they
+    freed in each thread's heap for reuse, so resident memory creeps up to every heap's
+    worst moment. Called on the analysis thread every few seconds (ctypes releases the GIL).
+    """
+    if _TRIM is not None:
+        _TRIM(0)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
+from canarygate.background import release_memory
 from canarygate.config import GatewayConfig
 from canarygate.drift import DriftMonitor
 from canarygate.drift.sequential import SequentialMonitor
@@ -27,6 +28,7 @@ from canarygate.runtime.runner import Runner
 from canarygate.stats.live import LiveStats
 
 BIN_SECONDS = 1.0  # how often the analysis thread takes what the request path buffered
+TRIM_EVERY = 10  # analysis passes between two returns of freed memory to the OS
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Gateway:
     ready: bool = False
     background: set[asyncio.Task[None]] = field(default_factory=set)  # shadow runs
     _controllers: list[asyncio.Task[None]] = field(default_factory=list)
+    _passes: int = 0  # of the analysis loop
 
     @classmethod
     def build(cls, config: GatewayConfig) -> Gateway:
@@ -53,6 +56,7 @@ class Gateway:
         gateway = cls(config, registry, Runner(config.server.inference_threads), metrics)
         gateway.feedback = FeedbackBook(config.feedback.max_entries,
                                         config.feedback.ttl_seconds)
+        gateway.feedback.reserve()
         metrics.watch_feedback(gateway.feedback)
         metrics.watch_runner(gateway.runner)
         metrics.watch_latency(gateway.live)
@@ -134,8 +138,7 @@ class Gateway:
             self.writer.start()
         self._controllers = [loop.create_task(self.rollouts.run(name))
                              for name in self.registry.models]
-        if self.drift is not None or self.sequential is not None:
-            self._controllers.append(loop.create_task(self._analysis_loop()))
+        self._controllers.append(loop.create_task(self._analysis_loop()))
         self.ready = True
 
     async def _analysis_loop(self) -> None:
@@ -158,6 +161,9 @@ class Gateway:
                 logging.getLogger("canarygate.drift").exception("drift evaluation failed")
 
     def _analyse(self, judge: bool) -> None:
+        self._passes += 1
+        if not self._passes % TRIM_EVERY:
+            release_memory()
         if self.sequential is not None:
             self.sequential.tick()
         if self.drift is not None:

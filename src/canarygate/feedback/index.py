@@ -57,6 +57,19 @@ class FeedbackBook:
     scores: dict[tuple[str, str], VersionScore] = field(default_factory=dict)
     classifiers: dict[str, bool] = field(default_factory=dict)
 
+    def reserve(self) -> None:
+        """Fill the index with placeholders, turning it over once, so its hash table has at
+        start the size it keeps when full and turning over: a dict does not shrink when
+        entries leave, and the first time the oldest leave as new ones arrive it doubles its
+        table, so a gateway's memory would step up well after start instead of at it. The
+        placeholders' ids start with NUL, which no request id may hold; they age out as
+        predictions arrive."""
+        entries, placeholder = self.entries, Prediction(0.0, "", "", "", False, ())
+        for i in range(2 * self.max_entries):
+            entries[f"\x00{i:032x}"] = placeholder  # as long as a generated id
+            if len(entries) > self.max_entries:
+                entries.popitem(last=False)
+
     def remember(self, request_id: str, prediction: Prediction) -> None:
         entries = self.entries
         if self.labels:  # a request id used again starts unlabelled
