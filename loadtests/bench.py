@@ -65,10 +65,16 @@ SERVERS = ("bare-starlette", "minimal-ort", "canarygate-all-on", "canarygate-rec
            "mlserver")
 STAGES = (*SERVERS, "batching", "memory")
 MODEL = "breast-cancer"
-# v2 over v1 at a fixed 50 %: the ramp never advances, and nothing promotes by itself. A
-# rollback would still change what is measured, so the phase is recorded after every rep.
+# v2 over v1 at a fixed 50 %: the ramp never advances, and nothing promotes by itself. Every
+# gate is still judged each interval. v2 (boosted trees) costs about 4x v1 per batch of 64
+# rows, so on one saturated core at 128 connections its requests queue longer, and a burst of
+# steal can push its slow share past the product's 1.5x tolerance: a real, if small, latency
+# regression that the gateway rightly rolls back. A rollback sends all traffic to the cheaper
+# v1 and changes what is measured, so the bench widens the tolerance; the phase is still
+# recorded after every rep, and the table flags a rep that ran rolled back.
 HELD_ROLLOUT: dict[str, Any] = {"steps": [50], "min_step_seconds": 86400,
-                                "min_step_requests": 1_000_000_000, "auto_promote": False}
+                                "min_step_requests": 1_000_000_000, "auto_promote": False,
+                                "latency_tolerance": 4.0}
 BATCHED = {"max_rows": 64, "max_wait_us": 500}
 UNBATCHED = {"max_rows": 64, "max_wait_us": 0}
 RESULTS = Path(__file__).resolve().parent / "results"
