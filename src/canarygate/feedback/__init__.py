@@ -1,5 +1,5 @@
 """Feedback: ground-truth labels joined to the predictions they answer."""
 
-from canarygate.feedback.index import FeedbackBook, Prediction
+from canarygate.feedback.index import FeedbackBook, Prediction, packed
 
-__all__ = ["FeedbackBook", "Prediction"]
+__all__ = ["FeedbackBook", "Prediction", "packed"]

@@ -1,6 +1,6 @@
 """Recent predictions by request id, and what feedback said of them.
 
-The request path adds each answered prediction to a bounded index (an ordered dict: O(1) to
+The request path adds each answered prediction to a bounded index (a ring of slots: O(1) to
 add, the oldest evicted past ``max_entries``); entries older than ``ttl_seconds`` no longer
 take feedback. A label joins its prediction once: the same label again changes nothing, a
 different one is refused. Per version the book keeps accuracy (classifiers) or error
@@ -10,7 +10,6 @@ different one is refused. Per version the book keeps accuracy (classifiers) or e
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -20,9 +19,7 @@ from canarygate.errors import BadRequest, Conflict, NotFound
 
 
 class Prediction(NamedTuple):
-    """What feedback may later judge. A tuple of strings and numbers: the garbage collector
-    stops tracking it, and a hundred thousand of them cost a few tens of bytes each beyond
-    their values (no per-entry numpy view keeping a batch's outputs alive)."""
+    """What feedback may later judge, as the feedback path reads an index entry."""
 
     time: float
     model: str
@@ -30,6 +27,14 @@ class Prediction(NamedTuple):
     variant: str
     classifier: bool
     predicted: tuple[float, ...]  # one value per row: the class label, or the regressor's output
+
+
+def packed(values: np.ndarray) -> bytes | tuple[Any, ...]:
+    """One value per row, as the index keeps them: numbers as float64 bytes (one C call, and
+    nothing for the garbage collector to track); anything else (a string label) as a tuple."""
+    if values.dtype.kind in "biuf":
+        return values.astype(np.float64, copy=False).tobytes()
+    return tuple(values.tolist())
 
 
 @dataclass
@@ -50,35 +55,74 @@ class VersionScore:
 
 @dataclass
 class FeedbackBook:
+    """The index is a ring of ``max_entries`` slots in parallel lists, and a dict from request
+    id to slot; a new prediction takes the oldest slot. Remembering one stores references into
+    lists that exist from the start: it allocates nothing the garbage collector tracks. (A
+    tuple per entry would, and under load those tuples alone set off a young collection every
+    few seconds, each tens of milliseconds long on a hundred thousand scattered entries.)"""
+
     max_entries: int = 100_000
     ttl_seconds: float = 3600.0
-    entries: OrderedDict[str, Prediction] = field(default_factory=OrderedDict)
+    slots: dict[str, int] = field(default_factory=dict)  # request id -> its slot
     labels: dict[str, tuple[float, ...]] = field(default_factory=dict)  # joined, by request id
     scores: dict[tuple[str, str], VersionScore] = field(default_factory=dict)
     classifiers: dict[str, bool] = field(default_factory=dict)
 
-    def reserve(self) -> None:
-        """Fill the index with placeholders, turning it over once, so its hash table has at
-        start the size it keeps when full and turning over: a dict does not shrink when
-        entries leave, and the first time the oldest leave as new ones arrive it doubles its
-        table, so a gateway's memory would step up well after start instead of at it. The
-        placeholders' ids start with NUL, which no request id may hold; they age out as
-        predictions arrive."""
-        entries, placeholder = self.entries, Prediction(0.0, "", "", "", False, ())
-        for i in range(2 * self.max_entries):
-            entries[f"\x00{i:032x}"] = placeholder  # as long as a generated id
-            if len(entries) > self.max_entries:
-                entries.popitem(last=False)
+    def __post_init__(self) -> None:
+        n = self.max_entries
+        self._ids: list[str | None] = [None] * n
+        self._times: list[float] = [0.0] * n
+        self._models: list[str] = [""] * n
+        self._versions: list[str] = [""] * n
+        self._variants: list[str] = [""] * n
+        self._classifier: list[bool] = [False] * n
+        self._predicted: list[bytes | tuple[Any, ...]] = [b""] * n
+        self._next = 0  # the slot the next prediction takes
 
-    def remember(self, request_id: str, prediction: Prediction) -> None:
-        entries = self.entries
-        if self.labels:  # a request id used again starts unlabelled
-            self.labels.pop(request_id, None)
-        entries[request_id] = prediction
-        if len(entries) > self.max_entries:
-            gone, _ = entries.popitem(last=False)
-            if self.labels:
-                self.labels.pop(gone, None)
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def reserve(self) -> None:
+        """Turn the ring over twice with placeholders, so the id dict's hash table has at
+        start the size it keeps when full and turning over: a dict does not shrink when keys
+        leave, and the first time the oldest leave as new ones arrive it grows its table, so
+        memory would step up well after start instead of at it. Placeholder ids start with
+        NUL, which no request id may hold; they age out as predictions arrive."""
+        for i in range(2 * self.max_entries):  # as long as a generated id
+            self.remember(f"\x00{i:032x}", 0.0, "", "", "", False, b"")
+
+    def remember(self, request_id: str, time: float, model: str, version: str, variant: str,
+                 classifier: bool, predicted: bytes | tuple[Any, ...]) -> None:
+        """Index an answered prediction (``predicted`` from :func:`packed`), evicting the
+        oldest past ``max_entries``."""
+        slot, slots, labels = self._next, self.slots, self.labels
+        gone = self._ids[slot]
+        if gone is not None and slots.get(gone) == slot:  # else its id was used again since
+            del slots[gone]
+            if labels:
+                labels.pop(gone, None)
+        if labels:  # a request id used again starts unlabelled
+            labels.pop(request_id, None)
+        slots[request_id] = slot
+        self._ids[slot] = request_id
+        self._times[slot] = time
+        self._models[slot] = model
+        self._versions[slot] = version
+        self._variants[slot] = variant
+        self._classifier[slot] = classifier
+        self._predicted[slot] = predicted
+        self._next = slot + 1 if slot + 1 < self.max_entries else 0
+
+    def get(self, request_id: str) -> Prediction | None:
+        """The indexed prediction that ``request_id`` answered, if it is still indexed."""
+        slot = self.slots.get(request_id)
+        if slot is None:
+            return None
+        values = self._predicted[slot]
+        predicted = (tuple(np.frombuffer(values, dtype=np.float64).tolist())
+                     if isinstance(values, bytes) else values)
+        return Prediction(self._times[slot], self._models[slot], self._versions[slot],
+                          self._variants[slot], self._classifier[slot], predicted)
 
     def apply(self, model: str, items: list[Any], now: float
               ) -> list[tuple[Prediction, str, tuple[float, ...], str]]:
@@ -88,7 +132,7 @@ class FeedbackBook:
         seen: dict[str, tuple[float, ...]] = {}
         for i, item in enumerate(items):
             rid, label = _parse(item, i)
-            prediction = self.entries.get(rid)
+            prediction = self.get(rid)
             if prediction is None or prediction.model != model:
                 raise NotFound(f"no recent prediction of {model!r} has request id {rid!r} "
                                f"(unknown, or evicted from the last {self.max_entries})")

@@ -16,7 +16,7 @@ from typing import Protocol as TypingProtocol
 import numpy as np
 
 from canarygate.errors import BadRequest, GatewayError, ModelFailure
-from canarygate.feedback import Prediction
+from canarygate.feedback import packed
 from canarygate.gateway import Gateway
 from canarygate.http.asgi import (
     ClientGone,
@@ -156,10 +156,10 @@ class InferEndpoint:
             if gw.drift is not None:
                 gw.drift.observe(model.name, version.version, variant, feeds, outputs)
             label = run.outputs[version.label_index]
-            gw.feedback.remember(rid, Prediction(
-                arrived, model.name, version.version, variant, version.classifier,
-                tuple((label.reshape(label.shape[0], -1)[:, 0] if label.ndim
-                       else label.reshape(1)).tolist())))
+            gw.feedback.remember(
+                rid, arrived, model.name, version.version, variant, version.classifier,
+                packed(label.reshape(label.shape[0], -1)[:, 0] if label.ndim
+                       else label.reshape(1)))
             answer = self.codec.encode(version, names, [outputs[n] for n in names], decoded,
                                        rid)
             status, payload, content_type = 200, answer.body, answer.content_type
