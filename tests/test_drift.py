@@ -509,9 +509,9 @@ def test_a_busy_gateway_is_sampled_on_the_request_path() -> None:
         m.observe("breast-cancer", "1", "baseline", {"input": rows}, outputs)
     # The stride is set from the rate every 512 requests: after the first 512 nearly all
     # are left out, and every row is either buffered or counted as left out.
-    assert m.every > 50
+    assert m.stride.every > 50
     assert 512 <= len(m.buffer) < 512 + 6000 // 50
-    assert m.sampled_out + len(m.buffer) == m.observed_rows == 6000
+    assert m.stride.left_out + len(m.buffer) == m.stride.arrived == 6000
     m.tick()
     (variant,) = m.results["breast-cancer"]["variants"]
-    assert variant["window_rows"] == 6000 - m.sampled_out
+    assert variant["window_rows"] == 6000 - m.stride.left_out

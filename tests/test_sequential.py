@@ -95,6 +95,6 @@ def test_a_busy_stream_is_sampled_on_the_request_path() -> None:
         monitor.observe_latency("m", "1", 0.002)
     # The stride is set from the rate every 256 latencies: after the first 256 nearly all
     # are left out, and every one is either kept or counted as left out.
-    assert monitor.every > 50
+    assert monitor.stride.every > 50
     assert 256 <= len(monitor.latency_buffer) < 256 + 6000 // 50
-    assert monitor.sampled_out + len(monitor.latency_buffer) == monitor.arrived == 6000
+    assert monitor.stride.left_out + len(monitor.latency_buffer) == monitor.stride.arrived == 6000

@@ -24,7 +24,6 @@ are live, so the PSI p-value uses both window sizes). The controller reads it th
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from canarygate.background import yield_gil
+from canarygate.background import Stride, yield_gil
 from canarygate.config import DriftConfig
 from canarygate.drift.metrics import (
     benjamini_hochberg,
@@ -170,23 +169,17 @@ class DriftMonitor:
         self.config = config
         self.profiles: dict[tuple[str, str], Profile] = {}
         self.buffer: deque[Entry] = deque()
-        self.observed = 0  # requests seen (request path)
-        self.observed_rows = 0
         # Buffered rows = appended - evicted - taken; each counter has a single writing thread
         # (the request path writes the first two, tick() the last), so none needs a lock.
         self._appended = 0
         self._evicted = 0
         self._taken = 0
         self.dropped_rows = 0  # rows never binned: evicted, or refused as over the bound
-        # Sampling: the request path keeps every ``every``-th request, ``every`` set every
-        # RATE_EVERY requests from their rate so that about ``max_rows_per_second`` rows a
-        # second are binned. The background pass stays small whatever the traffic: its Python
-        # work holds the GIL, and the event loop waits behind it (a 30,000-request pass stalled
-        # answers for 300 ms here).
-        self.every = 1
-        self._skipped = 0
-        self.sampled_out = 0  # rows left out by the sampling
-        self._last_tick = (time.monotonic(), 0)  # (monotonic time, observed rows)
+        # Sampling: the request path keeps every n-th request, so that about
+        # ``max_rows_per_second`` rows a second are binned. The background pass stays small
+        # whatever the traffic: its Python work holds the GIL, and the event loop waits behind
+        # it (a 30,000-request pass stalled answers for 300 ms here).
+        self.stride = Stride(config.max_rows_per_second, RATE_EVERY)
         self._open: dict[tuple[str, str, str], SubWindow] = {}  # the interval being binned
         self.dropped_by_model: dict[str, int] = {}
         self.windows: dict[tuple[str, str, str], deque[SubWindow]] = {}
@@ -204,15 +197,8 @@ class DriftMonitor:
         the buffer's rows would pass ``drift.buffer``)."""
         first = next(iter(inputs.values()), None)
         rows = int(first.shape[0]) if first is not None and first.ndim else 1
-        self.observed += 1
-        self.observed_rows += rows
-        if not self.observed % RATE_EVERY:
-            self._resample()
-        self._skipped += 1
-        if self._skipped < self.every:  # a busy gateway's drift sees every n-th request
-            self.sampled_out += rows
+        if not self.stride.keep(rows):  # a busy gateway's drift sees every n-th request
             return
-        self._skipped = 0
         limit, buffer = self.config.buffer, self.buffer
         if rows > limit:
             self._dropped(model, rows)
@@ -277,15 +263,6 @@ class DriftMonitor:
             ring = self.windows.setdefault(key, deque(maxlen=self.config.window_intervals))
             ring.append(fresh.get(key) or SubWindow(self.profiles[key[:2]]))
         self._evaluate(time.time() if now is None else now)
-
-    def _resample(self) -> None:
-        """Every ``RATE_EVERY`` requests, on the request path: the stride that keeps about
-        ``max_rows_per_second`` rows a second."""
-        clock, rows = time.monotonic(), self.observed_rows
-        seconds = max(clock - self._last_tick[0], 1e-3)
-        arrived = rows - self._last_tick[1]
-        self.every = max(1, math.ceil(arrived / (self.config.max_rows_per_second * seconds)))
-        self._last_tick = (clock, rows)
 
     def _take(self) -> dict[tuple[str, str, str], dict[str, list[np.ndarray]]]:
         """What arrived, grouped by (model, version, variant), each tensor's rows as 2-D parts.

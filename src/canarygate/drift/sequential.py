@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from canarygate.background import yield_gil
+from canarygate.background import Stride, yield_gil
 from canarygate.config import DetectorsConfig
 from canarygate.drift.detectors import ADWIN, DDM, EDDM, Detector, PageHinkley
 
@@ -116,24 +116,14 @@ class SequentialMonitor:
         self.keep = keep
         self.latency_buffer: deque[tuple[str, str, float]] = deque(maxlen=config.buffer)
         self.streams: dict[tuple[str, str, str], Stream] = {}
-        self.arrived = 0  # latencies offered by the request path
-        self.every = 1  # the request path keeps every ``every``-th (see tick)
-        self._skipped = 0
-        self.sampled_out = 0  # latencies left out by that sampling
-        self._last_rate = (time.monotonic(), 0)  # (monotonic time, arrived)
+        # The request path keeps every n-th latency (see tick).
+        self.stride = Stride(config.max_latencies_per_second, RATE_EVERY)
 
     def observe_latency(self, model: str, version: str, seconds: float) -> None:
-        """The request path's part: a counter, and for every ``every``-th request one append
-        (the oldest goes when full)."""
-        self.arrived += 1
-        if not self.arrived % RATE_EVERY:
-            self._resample()
-        self._skipped += 1
-        if self._skipped < self.every:
-            self.sampled_out += 1
-            return
-        self._skipped = 0
-        self.latency_buffer.append((model, version, seconds))
+        """The request path's part: counters, and for every n-th request one append (the
+        oldest goes when full)."""
+        if self.stride.keep():
+            self.latency_buffer.append((model, version, seconds))
 
     def observe_errors(self, model: str, version: str, classifier: bool,
                        errors: list[float], now: float | None = None) -> None:
@@ -148,7 +138,7 @@ class SequentialMonitor:
 
         A pure-Python ADWIN costs microseconds a value, and this thread's Python work holds
         the GIL the event loop needs, so a busy gateway's latencies are sampled on the request
-        path (every ``every``-th request, the stride kept to about ``max_latencies_per_second``;
+        path (every n-th request, the stride kept to about ``max_latencies_per_second``;
         research note §6.3 suggests sampling busy streams), and the pass pauses for the event
         loop as it goes.
         """
@@ -162,15 +152,6 @@ class SequentialMonitor:
             self._stream(model, version, "latency", False).add(seconds_taken, at)
             if i % FEED_CHUNK == FEED_CHUNK - 1:
                 yield_gil()
-
-    def _resample(self) -> None:
-        """Every ``RATE_EVERY`` latencies, on the request path: the stride that keeps about
-        ``max_latencies_per_second`` a second."""
-        clock = time.monotonic()
-        seconds = max(clock - self._last_rate[0], 1e-3)
-        rate = (self.arrived - self._last_rate[1]) / seconds
-        self.every = max(1, math.ceil(rate / self.config.max_latencies_per_second))
-        self._last_rate = (clock, self.arrived)
 
     def stream(self, model: str, version: str, kind: str) -> Stream | None:
         return self.streams.get((model, version, kind))
