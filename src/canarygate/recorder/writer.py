@@ -65,7 +65,6 @@ class Writer:
         self.clock = clock
         self._drop = frozenset(config.redact.drop)
         self._hash = frozenset(config.redact.hash)
-        self._datatypes: dict[np.dtype[Any], str] = {}  # the V2 name of each dtype seen
         self._segments: dict[str, Segment] = {}
         self._seq = 0
         self._stop = threading.Event()
@@ -290,15 +289,12 @@ class Writer:
         if tensors is None:
             return None
         drop, hashed = (self._drop, self._hash) if redact else (NOTHING, NOTHING)
-        datatypes = self._datatypes
         out: list[dict[str, Any]] = []
         for name, array in tensors.items():
             if name in drop:
                 continue
-            datatype = datatypes.get(array.dtype)
-            if datatype is None:
-                datatype = datatypes[array.dtype] = datatype_of(array)
-            entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": array.shape}
+            entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array),
+                                     "shape": array.shape}
             if name in hashed:
                 entry["sha256"] = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
             elif array.dtype == np.object_:
