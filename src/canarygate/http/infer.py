@@ -36,7 +36,7 @@ from canarygate.stats import StepWindow
 
 log = logging.getLogger("canarygate")
 
-MAX_REQUEST_ID = 256
+MAX_REQUEST_ID = 256  # a request id becomes a response header: short, printable ASCII
 # Request ids: 128 random bits as 32 hex digits, like a UUID4's, from a generator seeded by the
 # OS at start. uuid4() reads os.urandom for every id, which cost 6 % of a request's CPU.
 _ids = Random()
@@ -44,6 +44,11 @@ _ids = Random()
 
 def new_request_id() -> str:
     return f"{_ids.getrandbits(128):032x}"
+
+
+def usable_request_id(text: str) -> bool:
+    """Whether a client's id (header or V2 body) may stand as the request id."""
+    return len(text) <= MAX_REQUEST_ID and text.isascii() and text.isprintable()
 
 
 MAX_SHADOW_IN_FLIGHT = 64
@@ -328,8 +333,6 @@ def _rows(feeds: dict[str, np.ndarray] | None) -> int:
     return 0 if first is None else first.shape[0] if first.ndim else 1
 
 
-
-
 JSON_TYPE = b"application/json"
 
 
@@ -337,7 +340,7 @@ def _request_id(raw: bytes | None) -> str:
     if raw is None:
         return ""
     text = raw.decode("latin-1")
-    if len(raw) > MAX_REQUEST_ID or not raw.isascii() or not text.strip() or not text.isprintable():
+    if not text.strip() or not usable_request_id(text):
         raise BadRequest(f"request id header must be 1 to {MAX_REQUEST_ID} printable ASCII "
                          "characters")
     return text

@@ -21,18 +21,13 @@ from canarygate.http.codec import (
     parse_json,
     shape_of,
 )
-from canarygate.http.infer import Decoded, Encoded
+from canarygate.http.infer import MAX_REQUEST_ID, Decoded, Encoded, usable_request_id
 from canarygate.runtime import ModelVersion, Tensor
 from canarygate.runtime.tensors import DATATYPES, datatype_of
 
 HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = b"application/octet-stream"
 _DATATYPE_LIST = ", ".join(DATATYPES)
-MAX_ID = 256  # the request id becomes a response header: short, printable ASCII
-
-
-def _printable(text: str) -> bool:
-    return text.isascii() and text.isprintable()
 
 
 class V2Codec:
@@ -69,11 +64,9 @@ class V2Codec:
         if binary is not None and offset != len(binary):
             raise BadRequest(f"binary data has {len(binary)} bytes but the inputs declare {offset}")
         body_id = doc.get("id")
-        if body_id is not None and not (
-            isinstance(body_id, str) and len(body_id) <= MAX_ID and _printable(body_id)
-        ):
-            raise BadRequest(f"request 'id' must be a string of at most {MAX_ID} printable "
-                             "ASCII characters")
+        if body_id is not None and not (isinstance(body_id, str) and usable_request_id(body_id)):
+            raise BadRequest(f"request 'id' must be a string of at most {MAX_REQUEST_ID} "
+                             "printable ASCII characters")
         outputs, binary_outputs = self._outputs(doc, version)
         return Decoded(tensors, outputs, body_id or None, binary_outputs)
 
