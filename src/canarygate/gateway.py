@@ -38,6 +38,7 @@ class Gateway:
     runner: Runner
     metrics: Metrics
     rollouts: RolloutManager | None = None
+    catalog: VersionCatalog | None = None  # versions registered at run time
     recorder: Recorder | None = None
     writer: Writer | None = None
     feedback: FeedbackBook = field(default_factory=FeedbackBook)
@@ -75,8 +76,8 @@ class Gateway:
         gateway.rollouts = RolloutManager(registry, persister, metrics)
         gateway.rollouts.evidence = gateway.evidence
         gateway.rollouts.traffic = gateway.traffic
-        gateway.rollouts.restore(store.load(),
-                                 VersionCatalog(config, registry, store, gateway.drift))
+        gateway.catalog = VersionCatalog(config, registry, store, gateway.drift)
+        gateway.rollouts.restore(store.load(), gateway.catalog)
         if config.dataset.enabled:
             gateway.recorder = Recorder(config.dataset)
             gateway.writer = Writer(gateway.recorder, config.dataset)

@@ -45,13 +45,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 class AdminAPI:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
-        assert gateway.rollouts is not None
+        assert gateway.rollouts is not None and gateway.catalog is not None
         self.rollouts: RolloutManager = gateway.rollouts
         self._token_env = gateway.config.admin.token_env
         token = os.environ.get(self._token_env, "")
         self._token = token.encode() if token else None
-        self.catalog = VersionCatalog(gateway.config, gateway.registry,
-                                      self.rollouts.persister.store, gateway.drift)
+        self.catalog: VersionCatalog = gateway.catalog
         # One registration of a model at a time: the duplicate check and the install happen
         # on either side of a load that awaits, and two loads of one name must not both win.
         self._registering: dict[str, asyncio.Lock] = {}
