@@ -29,6 +29,25 @@ class Prediction(NamedTuple):
     predicted: tuple[float, ...]  # one value per row: the class label, or the regressor's output
 
 
+class Joined(NamedTuple):
+    """A feedback item joined to the prediction it answers."""
+
+    prediction: Prediction
+    request_id: str
+    label: tuple[float, ...]
+    errors: list[float]  # per row: 1.0 wrong, 0.0 right (classifiers), or the absolute error
+    outcome: str  # "recorded", or "duplicate" for a label given before
+
+
+def row_errors(prediction: Prediction, label: tuple[float, ...]) -> list[float]:
+    """Per row, how far the prediction was from its label: 0/1 for a classifier's wrong
+    answers, the absolute error for a regressor."""
+    pairs = zip(prediction.predicted, label, strict=True)
+    if prediction.classifier:
+        return [0.0 if float(p) == t else 1.0 for p, t in pairs]
+    return [abs(float(p) - t) for p, t in pairs]
+
+
 def packed(values: np.ndarray) -> bytes | tuple[Any, ...]:
     """One value per row, as the index keeps them: numbers as float64 bytes (one C call, and
     nothing for the garbage collector to track); anything else (a string label) as a tuple."""
@@ -124,10 +143,8 @@ class FeedbackBook:
         return Prediction(self._times[slot], self._models[slot], self._versions[slot],
                           self._variants[slot], self._classifier[slot], predicted)
 
-    def apply(self, model: str, items: list[Any], now: float
-              ) -> list[tuple[Prediction, str, tuple[float, ...], str]]:
-        """Check every item, then join them all (or none): returns (prediction, id, label,
-        outcome) with outcome ``recorded`` or ``duplicate``."""
+    def apply(self, model: str, items: list[Any], now: float) -> list[Joined]:
+        """Check every item, then join them all (or none)."""
         checked: list[tuple[Prediction, str, tuple[float, ...]]] = []
         seen: dict[str, tuple[float, ...]] = {}
         for i, item in enumerate(items):
@@ -149,27 +166,25 @@ class FeedbackBook:
             checked.append((prediction, rid, label))
         out = []
         for prediction, rid, label in checked:
+            errors = row_errors(prediction, label)
             if rid in self.labels:
-                out.append((prediction, rid, label, "duplicate"))
+                out.append(Joined(prediction, rid, label, errors, "duplicate"))
                 continue
             self.labels[rid] = label
-            self._score(prediction, label)
-            out.append((prediction, rid, label, "recorded"))
+            self._score(prediction, errors)
+            out.append(Joined(prediction, rid, label, errors, "recorded"))
         return out
 
-    def _score(self, prediction: Prediction, label: tuple[float, ...]) -> None:
+    def _score(self, prediction: Prediction, errors: list[float]) -> None:
         key = (prediction.model, prediction.version)
         score = self.scores.setdefault(key, VersionScore())
         self.classifiers[prediction.model] = prediction.classifier
-        truth = np.asarray(label, dtype=np.float64)
-        predicted = np.asarray(prediction.predicted, dtype=np.float64)
-        score.labelled += len(truth)
+        score.labelled += len(errors)
         if prediction.classifier:
-            score.correct += int(np.count_nonzero(predicted == truth))
+            score.correct += len(errors) - int(sum(errors))
         else:
-            diff = predicted - truth
-            score.abs_error += float(np.abs(diff).sum())
-            score.sq_error += float((diff * diff).sum())
+            score.abs_error += sum(errors)
+            score.sq_error += sum(e * e for e in errors)
 
     def summary(self, model: str) -> dict[str, Any]:
         classifier = self.classifiers.get(model, True)

@@ -46,23 +46,21 @@ class FeedbackEndpoint:
         results = self.gw.feedback.apply(model, items, now)
         recorder = self.gw.recorder
         answers = []
-        for prediction, rid, label, outcome in results:
+        for prediction, rid, label, errors, outcome in results:
             entry: dict[str, Any] = {"request_id": rid, "status": outcome,
                                      "version": prediction.version}
-            predicted = list(prediction.predicted)
             if prediction.classifier:
-                entry["correct"] = [float(p) == t for p, t in zip(predicted, label, strict=True)]
-                errors = [0.0 if ok else 1.0 for ok in entry["correct"]]
+                entry["correct"] = [e == 0.0 for e in errors]
             else:
-                entry["abs_error"] = errors = [abs(float(p) - t)
-                                               for p, t in zip(predicted, label, strict=True)]
+                entry["abs_error"] = errors
             answers.append(entry)
-            if outcome == "recorded":
-                self.gw.labelled(prediction, errors)
-            if outcome == "recorded" and recorder is not None:
+            if outcome != "recorded":
+                continue
+            self.gw.labelled(prediction, errors)
+            if recorder is not None:
                 # Under the block policy a full queue makes this wait, as a prediction would.
                 await recorder.put_or_wait(FeedbackRecord(
                     now, rid, model, prediction.version, prediction.variant, list(label),
-                    predicted))
+                    list(prediction.predicted)))
         return JSONResponse({"model": model, "accepted": len(answers), "results": answers,
                              "scores": self.gw.feedback.summary(model)})
