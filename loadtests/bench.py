@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from loadtests.measure import (
     median_rep,
     open_load,
     wrk_load,
+    wrk_on,
 )
 from loadtests.payloads import MODELS, write_bodies
 from loadtests.servers import (
@@ -59,7 +61,7 @@ from loadtests.servers import (
     rollout_view,
     write_config,
 )
-from loadtests.wrk import ensure_wrk, run_wrk
+from loadtests.wrk import ensure_wrk
 
 SERVERS = ("bare-starlette", "minimal-ort", "canarygate-all-on", "canarygate-recording-off",
            "mlserver")
@@ -165,21 +167,15 @@ class Bench:
                 entry["command"] = " ".join(spec.argv)
                 entry["rss_start_bytes"] = server.rss()
                 self._warm(server, o.connections)
-                for i in range(o.reps):
-                    rep = measured(server, wrk_load(server, self.bodies, o.connections,
-                                                    o.duration), o.hygiene, name)
-                    rep["rollout"] = self.rollout(server)
-                    entry["wrk"].append(rep)
-                    print(f"  wrk c{o.connections} rep {i + 1}/{o.reps}: "
-                          + report.rep_line(rep), flush=True)
+                entry["wrk"] = self._reps(
+                    server, name, wrk_load(server, self.bodies, o.connections, o.duration),
+                    f"wrk c{o.connections}")
                 best = median_rep(entry["wrk"])
                 rate = o.open_rate or o.open_fraction * (best["rps"] if best else 0)
-                for i in range(o.reps if rate > 0 else 0):
-                    rep = measured(server, open_load(server, rate, o.duration), o.hygiene, name)
-                    rep["rollout"] = self.rollout(server)
-                    entry["open"].append(rep)
-                    print(f"  open loop {rate:.0f}/s rep {i + 1}/{o.reps}: "
-                          + report.rep_line(rep), flush=True)
+                if rate > 0:
+                    entry["open"] = self._reps(server, name,
+                                               open_load(server, rate, o.duration),
+                                               f"open loop {rate:.0f}/s")
                 if o.profile and name == "canarygate-all-on":
                     entry["profile"] = self.profile(server)
                 server.check()  # still answering correctly after the load
@@ -189,11 +185,19 @@ class Bench:
             print(f"  FAILED: {exc}", flush=True)
         return entry
 
+    def _reps(self, server: Server, name: str, load: Callable[[], dict[str, Any]],
+              label: str) -> list[dict[str, Any]]:
+        """``reps`` measured runs of ``load``, each with the rollout's phase after it."""
+        reps = []
+        for i in range(self.o.reps):
+            rep = measured(server, load, self.o.hygiene, name)
+            rep["rollout"] = self.rollout(server)
+            reps.append(rep)
+            print(f"  {label} rep {i + 1}/{self.o.reps}: " + report.rep_line(rep), flush=True)
+        return reps
+
     def _warm(self, server: Server, connections: int) -> None:
-        spec = server.spec
-        run_wrk(f"http://127.0.0.1:{spec.port}", model=spec.model, path=spec.infer_path,
-                bodies=self.bodies, connections=connections, seconds=self.o.warmup,
-                cpu=LOADER_CPU)
+        wrk_on(server, self.bodies, connections, self.o.warmup)
 
     # -- micro-batching ----------------------------------------------------------------------
 
@@ -215,15 +219,9 @@ class Bench:
                                  batching=batching)
                 with self.start(spec) as server:
                     self._warm(server, self.o.batch_connections)
-                    for i in range(self.o.reps):
-                        rep = measured(server, wrk_load(server, self.bodies,
-                                                        self.o.batch_connections,
-                                                        self.o.duration), self.o.hygiene, name)
-                        rep["rollout"] = self.rollout(server)
-                        rep["rows_per_s"] = rep["rps"]  # one row per request
-                        entry["wrk"].append(rep)
-                        print(f"  {label} rep {i + 1}/{self.o.reps}: " + report.rep_line(rep),
-                              flush=True)
+                    entry["wrk"] = self._reps(
+                        server, name, wrk_load(server, self.bodies, self.o.batch_connections,
+                                               self.o.duration), label)
             except (ServerFailed, RuntimeError, OSError) as exc:
                 entry["error"] = str(exc)
                 print(f"  {label} FAILED: {exc}", flush=True)
@@ -246,10 +244,7 @@ class Bench:
                     while total < target:
                         seconds = (min(60.0, max(2.0, (target - total) / rate)) if rate
                                    else 1.0)
-                        r = run_wrk(f"http://127.0.0.1:{server.spec.port}", model=MODEL,
-                                    path=server.spec.infer_path, bodies=self.bodies,
-                                    connections=self.o.connections, seconds=seconds,
-                                    cpu=LOADER_CPU)
+                        r = wrk_on(server, self.bodies, self.o.connections, seconds)
                         total += r["requests"]
                         errors += r["non_2xx_or_transport_errors"]
                         rate = max(100.0, r["rps"])
@@ -286,15 +281,21 @@ class Bench:
         procs = [subprocess.Popen([*base, "--format", fmt, "--output", str(out)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                  for fmt, out in (("flamegraph", svg), ("raw", raw))]
-        time.sleep(0.5)
-        run_wrk(f"http://127.0.0.1:{server.spec.port}", model=MODEL, path=server.spec.infer_path,
-                bodies=self.bodies, connections=self.o.connections, seconds=seconds,
-                cpu=LOADER_CPU)
         problems = []
-        for proc in procs:
-            _, err = proc.communicate(timeout=seconds + 30)
-            if proc.returncode:
-                problems.append(err.decode(errors="replace")[-500:])
+        try:
+            time.sleep(0.5)
+            wrk_on(server, self.bodies, self.o.connections, seconds)
+            for proc in procs:
+                _, err = proc.communicate(timeout=seconds + 30)
+                if proc.returncode:
+                    problems.append(err.decode(errors="replace")[-500:])
+        except (subprocess.TimeoutExpired, RuntimeError, OSError) as exc:
+            return {"error": f"profiling failed: {exc}"}
+        finally:
+            for proc in procs:  # none outlives the bench, whatever happened
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         if problems or not raw.exists():
             return {"error": "; ".join(problems) or "py-spy wrote nothing"}
         top = self.run_dir / "profile-canarygate-top.txt"

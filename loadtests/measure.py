@@ -7,10 +7,9 @@ load generator and this harness, within ``other_cpu_limit`` cores.
 
 from __future__ import annotations
 
-import os
+import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,10 +21,11 @@ from typing import Any
 from loadtests import sysstat
 from loadtests.payloads import ROOT
 from loadtests.servers import Server
-from loadtests.wrk import run_wrk
+from loadtests.wrk import run_timed, run_wrk
 
 LOADER_CPU = 0  # the load generator's core; the server gets SERVER_CPU
 SERVER_CPU = 1
+OPEN_WARMUP = 1.0  # unmeasured seconds at the start of an open-loop rep
 
 
 @dataclass
@@ -77,7 +77,9 @@ def measured(server: Server, load: Callable[[], dict[str, Any]], hygiene: Hygien
             "idle_gate_timed_out": not idle,
             "contaminated": other / wall > hygiene.other_cpu_limit,
         }
-        if result["requests"]:
+        # Only wrk's figure: the open-loop generator's run also holds its start-up, warm-up
+        # and drain, whose server CPU its measured requests do not account for.
+        if result["tool"] == "wrk" and result["requests"]:
             rep["cpu_us_per_req"] = round(server_cpu / result["requests"] * 1e6, 1)
         if not rep["contaminated"] or len(discarded) >= hygiene.max_retries:
             rep["discarded_reps"] = discarded
@@ -87,14 +89,17 @@ def measured(server: Server, load: Callable[[], dict[str, Any]], hygiene: Hygien
         discarded.append({k: rep[k] for k in ("other_cpu_cores", "steal_share", "idle_before")})
 
 
+def wrk_on(server: Server, bodies: Path, connections: int, seconds: float) -> dict[str, Any]:
+    """One wrk run against ``server``'s infer route, from the loader's core."""
+    spec = server.spec
+    return run_wrk(f"http://127.0.0.1:{spec.port}", model=spec.model, path=spec.infer_path,
+                   bodies=bodies, connections=connections, seconds=seconds, cpu=LOADER_CPU)
+
+
 def wrk_load(server: Server, bodies: Path, connections: int,
              seconds: float) -> Callable[[], dict[str, Any]]:
-    spec = server.spec
-
     def load() -> dict[str, Any]:
-        result = run_wrk(f"http://127.0.0.1:{spec.port}", model=spec.model,
-                         path=spec.infer_path, bodies=bodies, connections=connections,
-                         seconds=seconds, cpu=LOADER_CPU)
+        result = wrk_on(server, bodies, connections, seconds)
         lat = result["latency_us"]
         requests = result["requests"]
         return {
@@ -109,25 +114,21 @@ def wrk_load(server: Server, bodies: Path, connections: int,
     return load
 
 
-def open_load(server: Server, rate: float, seconds: float,
-              warmup: float = 1.0) -> Callable[[], dict[str, Any]]:
+def open_load(server: Server, rate: float, seconds: float) -> Callable[[], dict[str, Any]]:
     """The open-loop generator as a pinned subprocess (so its CPU is its own and measurable)."""
     spec = server.spec
 
     def load() -> dict[str, Any]:
-        import json
-
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             cmd = ["taskset", "-c", str(LOADER_CPU), sys.executable, "-m", "loadtests.openloop",
                    "--port", str(spec.port), "--path", spec.infer_path, "--model", spec.model,
-                   "--rate", f"{rate:.1f}", "--duration", str(seconds), "--warmup", str(warmup),
-                   "--processes", "1", "--out", out.name, "--quiet"]
-            proc = subprocess.Popen(cmd, cwd=ROOT)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
+                   "--rate", f"{rate:.1f}", "--duration", str(seconds),
+                   "--warmup", str(OPEN_WARMUP), "--processes", "1", "--out", out.name,
+                   "--quiet"]
+            code, loader_cpu = run_timed(cmd, cwd=ROOT)
             text = Path(out.name).read_text()
         if not text:
-            raise RuntimeError(f"open-loop generator failed (exit {proc.returncode})")
+            raise RuntimeError(f"open-loop generator failed (exit {code})")
         result: dict[str, Any] = json.loads(text)
         lat = result["latency"]
         return {
@@ -141,7 +142,7 @@ def open_load(server: Server, rate: float, seconds: float,
             "connection_wait_p99_ms": result["connection_wait"]["p99_ms"],
             "versions": result["versions"], "variants": result["variants"],
             "latency_by_variant": result["latency_by_variant"], "pool": result["pool"],
-            "loader_cpu": usage.ru_utime + usage.ru_stime,
+            "loader_cpu": loader_cpu,
         }
 
     return load

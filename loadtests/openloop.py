@@ -311,8 +311,10 @@ class Client:
     async def _connect(self, pending: _Pending) -> None:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self), self.config.host, self.config.port)
+            # Bounded like an answer: a connect that hangs is an error, not a lost request.
+            _, conn = await asyncio.wait_for(loop.create_connection(
+                lambda: _Connection(self), self.config.host, self.config.port),
+                self.config.timeout)
         except Exception as exc:  # counted, whatever it is: the schedule must go on
             self.open -= 1
             self.in_flight -= 1

@@ -27,9 +27,13 @@ def rows(model: str, version: str = "1", limit: int | None = None) -> np.ndarray
 
 
 def expected_labels(model: str, version: str) -> np.ndarray | None:
-    """What ``version`` answers on ``rows(model)``, for checking a server's replies."""
+    """What ``version`` answers on ``rows(model)``, for checking a server's replies; None when
+    its reference split holds other rows (a version built on part of them) or no labels."""
     with np.load(MODELS / model / version / "reference.npz") as data:
-        return np.asarray(data["output_label"]) if "output_label" in data.files else None
+        if "output_label" not in data.files or not np.array_equal(
+                np.asarray(data["inputs"], dtype=np.float32), rows(model)):
+            return None
+        return np.asarray(data["output_label"])
 
 
 def input_name(model: str, version: str = "1") -> str:

@@ -118,9 +118,6 @@ class Server:
             if problem:
                 raise ServerFailed(f"{self.spec.name}: wrong answer for row {i}: {problem}")
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def cpu_seconds(self) -> float:
         return sysstat.tree_cpu(self.pid)
 

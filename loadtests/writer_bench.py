@@ -40,8 +40,8 @@ import numpy as np
 from canarygate.config import DatasetConfig
 from canarygate.recorder import Record, Recorder
 from canarygate.recorder.writer import Writer
+from loadtests.payloads import MODELS
 
-ROOT = Path(__file__).resolve().parent.parent
 RATES = [1_000, 2_000, 5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 60_000, 80_000]
 QUICK_RATES = [2_000, 5_000, 10_000, 20_000, 40_000]
 CLIMB = 0.05  # seconds the mean lag may rise from a stage's first third to its last
@@ -51,7 +51,7 @@ class Traffic:
     """Records like the gateway's: real rows, fresh Record objects, shared arrays."""
 
     def __init__(self) -> None:
-        with np.load(ROOT / "models" / "breast-cancer" / "1" / "reference.npz") as data:
+        with np.load(MODELS / "breast-cancer" / "1" / "reference.npz") as data:
             x = np.asarray(data["inputs"], dtype=np.float32)
             labels = np.asarray(data["output_label"])
             proba = np.asarray(data["output_probabilities"], dtype=np.float32)

@@ -29,20 +29,25 @@ def ensure_wrk() -> str:
     return found
 
 
+def run_timed(cmd: list[str], **popen: Any) -> tuple[int, float]:
+    """Run ``cmd`` to its end: its exit code and the CPU seconds it used (wait4 rather than
+    wait gives both)."""
+    proc = subprocess.Popen(cmd, **popen)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
 def run_wrk(url: str, *, model: str, path: str, bodies: Path | None, connections: int,
-            seconds: float, threads: int = 1, cpu: int | None = 0,
-            timeout: str = "10s") -> dict[str, Any]:
+            seconds: float, cpu: int | None = 0) -> dict[str, Any]:
     """One wrk run; the result has wrk's figures plus its own CPU seconds (``loader_cpu``)."""
-    cmd = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-           f"--timeout={timeout}", "-s", str(LUA), url, "--", model, path,
+    cmd = [ensure_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+           "--timeout=10s", "-s", str(LUA), url, "--", model, path,
            str(bodies) if bodies else ""]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu), *cmd]
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        # wait4 rather than wait: it also gives wrk's own CPU time.
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        code, cpu_seconds = run_timed(cmd, stdout=out, stderr=subprocess.STDOUT)
         out.seek(0)
         text = out.read()
     for line in text.splitlines():
@@ -50,11 +55,11 @@ def run_wrk(url: str, *, model: str, path: str, bodies: Path | None, connections
             result: dict[str, Any] = json.loads(line)
             break
     else:
-        raise RuntimeError(f"wrk printed no result (exit {proc.returncode}):\n{text[-2000:]}")
+        raise RuntimeError(f"wrk printed no result (exit {code}):\n{text[-2000:]}")
     duration = result["duration_us"] / 1e6
     errors = result["errors"]
     result["rps"] = round(result["requests"] / duration, 1) if duration else 0.0
     result["non_2xx_or_transport_errors"] = sum(errors.values())
-    result["loader_cpu"] = usage.ru_utime + usage.ru_stime
+    result["loader_cpu"] = cpu_seconds
     result["command"] = " ".join(cmd)
     return result
