@@ -18,6 +18,7 @@ help:
 	@echo "make test    set up (with the dev extras) and run lint, type checks and the tests"
 	@echo "make models  rebuild the demo models in models/ from scikit-learn's bundled datasets"
 	@echo "make load    drive a running gateway with wrk for DURATION (default 60s)"
+	@echo "make bench   canarygate side by side with its references and MLServer (see loadtests/)"
 
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +26,11 @@ $(VENV)/.run-installed: pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml
+# With an extra: .dev-installed for `make test`, .bench-installed for `make bench`.
+$(VENV)/.%-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$*]'
 	touch $(VENV)/.run-installed $@
 
 serve: $(VENV)/.run-installed
@@ -57,11 +59,5 @@ clean:
 # BENCH_ARGS=--quick for a 1 x 5 s smoke run.
 BENCH_ARGS ?=
 .PHONY: bench
-$(VENV)/.bench-installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[bench]'
-	touch $(VENV)/.run-installed $@
-
 bench: $(VENV)/.bench-installed
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
