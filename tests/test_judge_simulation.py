@@ -3,6 +3,7 @@ almost always rolls back one twice as error-prone. Drives the real controller ti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -72,21 +73,24 @@ def simulate(registry: ModelRegistry, tmp: Path, rng: np.random.Generator,
         persister.close()
 
 
-def run_many(registry: ModelRegistry, tmp: Path, rate: float, runs: int, seed: int
-             ) -> list[tuple[Phase, int]]:
+def run_many(one: Callable[[ModelRegistry, Path, np.random.Generator, float],
+                            tuple[Phase, int]],
+             registry: ModelRegistry, tmp: Path, value: float, seed: int,
+             runs: int = 200) -> list[tuple[Phase, int]]:
+    """``runs`` simulations by ``one``, each in a folder of its own, from one seeded stream."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(runs):
         folder = tmp / f"run-{i}"
         folder.mkdir()
-        out.append(simulate(registry, folder, rng, rate))
+        out.append(one(registry, folder, rng, value))
     return out
 
 
 def test_identical_candidate_is_rarely_rolled_back(
     registry: ModelRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    results = run_many(registry, tmp_path, BASE_ERROR_RATE, runs=200, seed=1)
+    results = run_many(simulate, registry, tmp_path, BASE_ERROR_RATE, seed=1)
     rolled_back = sum(phase == Phase.ROLLED_BACK for phase, _ in results)
     promoted = sum(phase == Phase.PROMOTED for phase, _ in results)
     with capsys.disabled():
@@ -99,7 +103,7 @@ def test_identical_candidate_is_rarely_rolled_back(
 def test_doubled_error_rate_is_rolled_back(
     registry: ModelRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    results = run_many(registry, tmp_path, 2 * BASE_ERROR_RATE, runs=200, seed=2)
+    results = run_many(simulate, registry, tmp_path, 2 * BASE_ERROR_RATE, seed=2)
     caught = [n for phase, n in results if phase == Phase.ROLLED_BACK]
     with capsys.disabled():
         print(f"\n[judge simulation] doubled error rate: {len(caught)}/200 rolled back, "
@@ -173,24 +177,13 @@ def simulate_shadow(registry: ModelRegistry, tmp: Path, rng: np.random.Generator
         persister.close()
 
 
-def run_shadows(registry: ModelRegistry, tmp: Path, agreement: float, seed: int
-                ) -> list[tuple[Phase, int]]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(200):
-        folder = tmp / f"shadow-{i}"
-        folder.mkdir()
-        out.append(simulate_shadow(registry, folder, rng, agreement))
-    return out
-
-
 def test_agreement_at_the_minimum_is_rarely_rolled_back(
     shadow_registry: ModelRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Looked at every interval, a candidate agreeing exactly at min_agreement (the edge of
     the null) is rolled back in at most alpha of the shadow phases. A Wilson bound re-checked
     every interval (peeking; the gate before this one) rolled back 36 of these 200."""
-    results = run_shadows(shadow_registry, tmp_path, MIN_AGREEMENT, seed=3)
+    results = run_many(simulate_shadow, shadow_registry, tmp_path, MIN_AGREEMENT, seed=3)
     rolled_back = sum(phase == Phase.ROLLED_BACK for phase, _ in results)
     with capsys.disabled():
         print(f"\n[judge simulation] agreement at the minimum: {rolled_back}/200 shadow phases "
@@ -202,7 +195,8 @@ def test_agreement_at_the_minimum_is_rarely_rolled_back(
 def test_agreement_clearly_below_the_minimum_is_rolled_back(
     shadow_registry: ModelRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    results = run_shadows(shadow_registry, tmp_path, MIN_AGREEMENT - 0.1, seed=4)
+    results = run_many(simulate_shadow, shadow_registry, tmp_path, MIN_AGREEMENT - 0.1,
+                       seed=4)
     caught = [pairs for phase, pairs in results if phase == Phase.ROLLED_BACK]
     with capsys.disabled():
         print(f"\n[judge simulation] agreement 0.7 against a minimum of 0.8: {len(caught)}/200 "
