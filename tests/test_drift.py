@@ -17,6 +17,7 @@ from scipy.spatial import distance
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
+from canarygate.background import Stride
 from canarygate.config import DriftConfig
 from canarygate.drift import DriftMonitor
 from canarygate.drift.metrics import (
@@ -26,7 +27,7 @@ from canarygate.drift.metrics import (
     ks_and_wasserstein,
 )
 from canarygate.drift.monitor import Counts, Profile
-from conftest import ADMIN_TOKEN, AUTH, MODELS, ort_outputs, v2_body
+from conftest import ADMIN_TOKEN, AUTH, MODELS, FakeClock, ort_outputs, v2_body
 
 RNG = np.random.default_rng(0)
 BC = MODELS / "breast-cancer"
@@ -200,10 +201,12 @@ def monitor(min_window: int = 500, **config: Any) -> DriftMonitor:
 
 
 def feed(m: DriftMonitor, rows: np.ndarray, outputs: dict[str, np.ndarray] | None = None,
-         version: str = "1", variant: str = "baseline") -> dict[str, Any]:
-    m.observe("breast-cancer", version, variant, {"input": rows}, outputs or {})
+         version: str = "1", variant: str = "baseline",
+         model: str = "breast-cancer") -> dict[str, Any]:
+    """One request of ``rows``, one interval closed: that version and variant's judgement."""
+    m.observe(model, version, variant, {"input": rows}, outputs or {})
     m.tick(0.0)
-    (result,) = [v for v in m.results["breast-cancer"]["variants"]
+    (result,) = [v for v in m.results[model]["variants"]
                  if (v["version"], v["variant"]) == (version, variant)]
     return result  # type: ignore[no-any-return]
 
@@ -322,9 +325,7 @@ def test_categorical_input_columns(tmp_path: Path) -> None:
     def window(colour_shares: list[float]) -> dict[str, Any]:
         colours = rng.choice(len(colour_shares), 1000, p=colour_shares).astype(np.float32)
         rows = np.column_stack([colours, rng.normal(10, 2, 1000)]).astype(np.float32)
-        m.observe("shop", "1", "baseline", {"input": rows}, {})
-        m.tick(0.0)
-        return m.results["shop"]["variants"][0]  # type: ignore[no-any-return]
+        return feed(m, rows, model="shop")
 
     assert window(shares)["state"] == "ok"
     # Colour 3 was never seen: it fills the unseen bin, and the shares of the others move.
@@ -502,15 +503,18 @@ models:
 
 def test_a_busy_gateway_is_sampled_on_the_request_path() -> None:
     m = DriftMonitor(DriftConfig(max_rows_per_second=100))
+    clock = FakeClock()
+    m.stride = Stride(m.stride.per_second, m.stride.check_every, clock)
     m.add_profile("breast-cancer", "1", BC / "1")
     rows = np.load(BC / "1" / "reference.npz")["inputs"][:1]
     outputs = {"label": np.array([1]), "probabilities": np.array([[0.2, 0.8]], np.float32)}
-    for _ in range(6000):  # in a few ms: far over 100 rows a second
+    for _ in range(6000):  # 1,024 rows a second: about 10 times the 100 allowed
+        clock.now += 1 / 1024
         m.observe("breast-cancer", "1", "baseline", {"input": rows}, outputs)
-    # The stride is set from the rate every 512 requests: after the first 512 nearly all
-    # are left out, and every row is either buffered or counted as left out.
-    assert m.stride.every > 50
-    assert 512 <= len(m.buffer) < 512 + 6000 // 50
+    # The stride is set from the rate every 512 requests: the first 511 are kept, then every
+    # 11th (1,024 / 100, rounded up), and every row is either buffered or counted as left out.
+    assert m.stride.every == 11
+    assert len(m.buffer) == 511 + (6000 - 511) // 11
     assert m.stride.left_out + len(m.buffer) == m.stride.arrived == 6000
     m.tick()
     (variant,) = m.results["breast-cancer"]["variants"]

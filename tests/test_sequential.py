@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from river import drift
 
+from canarygate.background import Stride
 from canarygate.config import DetectorsConfig
 from canarygate.drift.sequential import SequentialMonitor, Standardiser
+from conftest import FakeClock
 
 RNG = np.random.default_rng(21)
 
@@ -91,10 +93,13 @@ def test_versions_have_their_own_detectors() -> None:
 
 def test_a_busy_stream_is_sampled_on_the_request_path() -> None:
     monitor = SequentialMonitor(DetectorsConfig(max_latencies_per_second=100))
-    for _ in range(6000):  # in a few ms: far over 100 a second
+    clock = FakeClock()
+    monitor.stride = Stride(monitor.stride.per_second, monitor.stride.check_every, clock)
+    for _ in range(6000):  # 1,024 a second: about 10 times the 100 allowed
+        clock.now += 1 / 1024
         monitor.observe_latency("m", "1", 0.002)
-    # The stride is set from the rate every 256 latencies: after the first 256 nearly all
-    # are left out, and every one is either kept or counted as left out.
-    assert monitor.stride.every > 50
-    assert 256 <= len(monitor.latency_buffer) < 256 + 6000 // 50
+    # The stride is set from the rate every 256 latencies: the first 255 are kept, then every
+    # 11th (1,024 / 100, rounded up), and every one is either kept or counted as left out.
+    assert monitor.stride.every == 11
+    assert len(monitor.latency_buffer) == 255 + (6000 - 255) // 11
     assert monitor.stride.left_out + len(monitor.latency_buffer) == monitor.stride.arrived == 6000
