@@ -19,6 +19,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
+from canarygate.metrics import Metrics
+from canarygate.rollout.manager import RolloutManager
+from canarygate.rollout.persist import Persister
+from canarygate.rollout.store import FileStateStore
+from canarygate.runtime import ModelRegistry
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"
@@ -70,18 +76,49 @@ def start_server(config: Path, tmp: Path, env: dict[str, str] | None = None) -> 
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
     server = Server(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 60
+    try:
+        wait_ready(server.url, process, log)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path,
+               seconds: float = 60) -> None:
+    """Until ``url`` answers ready; RuntimeError with the log's tail if the process ends or
+    the time runs out."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {process.returncode}:\n{log.read_text()}")
+            raise RuntimeError(f"gateway exited with {process.returncode}:\n"
+                               f"{log.read_text()[-4000:]}")
         try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
-                return server
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"gateway did not become ready:\n{log.read_text()}")
+    raise RuntimeError(f"gateway did not become ready:\n{log.read_text()[-4000:]}")
+
+
+class FakeClock:
+    """A clock that moves only when a test moves it (``now``)."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rollout_manager(registry: ModelRegistry, tmp: Path
+                    ) -> tuple[RolloutManager, FakeClock, Persister]:
+    """A rollout manager on ``registry`` with its state in ``tmp`` and a clock the test moves
+    (nothing restored yet)."""
+    persister = Persister(FileStateStore(tmp / "rollouts.json"), tmp / "decisions.jsonl")
+    clock = FakeClock()
+    return RolloutManager(registry, persister, Metrics(), clock), clock, persister
 
 
 @pytest.fixture

@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from conftest import MODELS, ROOT, demo_config, free_port
+from conftest import MODELS, ROOT, demo_config, free_port, wait_ready
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -61,24 +60,15 @@ def test_make_serve_answers_ready(tmp_path: Path) -> None:
     """The README's first command: the Makefile's serve target starts the demo gateway.
     The demo config is copied so that its state and dataset go to a temporary folder."""
     config, port = demo_config(tmp_path), free_port()
-    log = (tmp_path / "serve.log").open("wb")  # a file, not a pipe nobody drains
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "serve", f"CONFIG={config}", f"PORT={port}"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:  # a file, not a pipe nobody drains
+        process = subprocess.Popen(
+            ["make", "--no-print-directory", "serve", f"CONFIG={config}", f"PORT={port}"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline, status = time.monotonic() + 60, None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
-                if status.status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert status is not None and status.status_code == 200, (
-            process.poll(), (tmp_path / "serve.log").read_text()[-2000:])
+        wait_ready(f"http://127.0.0.1:{port}", process, log_path)
         models = httpx.get(f"http://127.0.0.1:{port}/v2/models/breast-cancer").json()
         assert models["versions"] == ["1", "2"]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
-        log.close()

@@ -13,7 +13,6 @@ import mpmath
 import numpy as np
 import pytest
 from scipy import stats
-from test_judge_simulation import FakeClock
 
 from canarygate.config import RolloutConfig, parse_config
 from canarygate.errors import ConfigError, Conflict
@@ -32,7 +31,7 @@ from canarygate.rollout.store import FileStateStore
 from canarygate.rollout.versions import VersionCatalog
 from canarygate.runtime import ModelRegistry
 from canarygate.stats import StepWindow
-from conftest import MODELS
+from conftest import MODELS, FakeClock, rollout_manager
 
 
 def exact_log_e(k: int, n: int, rho0: float) -> float:
@@ -88,10 +87,7 @@ def manager(tmp: Path, **schedule: object) -> tuple[RolloutManager, FakeClock, P
                                 "min_step_seconds": 0, "min_step_requests": 100,
                                 "auto_promote": True, **schedule}}],
     })
-    persister = Persister(FileStateStore(tmp / "rollouts.json"), tmp / "decisions.jsonl")
-    clock = FakeClock()
-    m = RolloutManager(ModelRegistry.load(config), persister, Metrics(), clock)
-    return m, clock, persister
+    return rollout_manager(ModelRegistry.load(config), tmp)
 
 
 def test_slo_failures_hold_the_ramp_then_roll_back(tmp_path: Path) -> None:
