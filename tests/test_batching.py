@@ -195,13 +195,13 @@ def test_fast_batches_run_inline_once_timed_and_slow_ones_never(
     parts = calls(breast_cancer_rows, [1] * 64)
     runner = Runner(1)
 
-    async def main() -> tuple[list[Any], list[Any]]:
+    async def main() -> list[Any]:
         rounds = [await run_all(fast, runner, parts) for _ in range(3)]
         await run_all(slow, runner, [np.ones((8, 30), dtype=np.float32)] * 16)
-        return rounds[-1], []
+        return rounds[-1]
 
     try:
-        last, _ = asyncio.run(main())
+        last = asyncio.run(main())
         fast_b, slow_b = runner.batcher(fast), runner.batcher(slow)
         assert fast_b is not None and slow_b is not None
     finally:

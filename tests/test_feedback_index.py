@@ -63,13 +63,15 @@ def test_an_evicted_label_leaves_with_its_prediction() -> None:
 
 
 def test_values_round_trip_through_the_packing() -> None:
-    book = FeedbackBook(max_entries=2)
+    book = FeedbackBook(max_entries=3)
     book.remember("i", 0.0, "m", "1", "baseline", True, packed(np.array([2, 0, 1])))
     book.remember("s", 0.0, "m", "1", "baseline", True, packed(np.array(["x", "y"])))
     regressor = packed(np.array([1.5, -0.25], dtype=np.float32))
-    assert isinstance(regressor, bytes)
+    assert isinstance(regressor, bytes)  # numbers are kept as bytes, not a tuple
+    book.remember("f", 0.0, "m", "1", "baseline", False, regressor)
     assert (p := book.get("i")) is not None and p.predicted == (2.0, 0.0, 1.0)
     assert (p := book.get("s")) is not None and p.predicted == ("x", "y")
+    assert (p := book.get("f")) is not None and p.predicted == (1.5, -0.25)
 
 
 def test_remembering_allocates_nothing_the_collector_tracks() -> None:

@@ -10,7 +10,7 @@ import pytest
 from test_judge import manager
 
 from canarygate.config import RolloutConfig
-from canarygate.rollout.judge import Verdict, alpha_shares, log_e_value
+from canarygate.rollout.judge import Verdict, alpha_shares, comparative_gate, log_e_value
 from canarygate.rollout.quality import (
     Evidence,
     accuracy_gate,
@@ -58,8 +58,8 @@ def test_regressors_count_errors_above_the_baselines_90th_percentile() -> None:
     cand = np.abs(RNG.normal(0, 20, 300))  # twice the spread
     labelled(window, cand.tolist(), base.tolist(), classifier=False)
     tau = error_tau(window)
-    assert tau == pytest.approx(np.quantile(base, 0.9), rel=0.02)
     assert tau is not None
+    assert tau == pytest.approx(np.quantile(base, 0.9), rel=0.02)
     gate, _ = accuracy_gate(window, Evidence(classifier=False), tau, 0.0, 0.01)
     assert gate.verdict == Verdict.FAIL and gate.counts["events"] == "large errors"
     # Counted by the histogram within its 1 % accuracy of the threshold.
@@ -139,8 +139,6 @@ def test_the_controller_rolls_back_on_accuracy_with_its_figures(tmp_path: Path) 
 
 
 def test_latency_tolerance_shifts_the_null_share() -> None:
-    from canarygate.rollout.judge import comparative_gate
-
     gate, step = comparative_gate("latency", 90, 1000, 50, 1000, 0.0, 0.005, tolerance=1.5)
     edge = 1.5 * 0.5 / (1.5 * 0.5 + 0.5)  # an event is the candidate's with this chance
     assert step == pytest.approx(log_e_value(90, 140, edge))
@@ -152,8 +150,6 @@ def test_latency_tolerance_holds_its_alpha_at_the_edge(ratio: float, expect: str
     """Simulated steps where the candidate's slow share is exactly 1.5 times the baseline's
     (the null's edge) are rolled back at most alpha of the time, however often looked at;
     three times the baseline's share is caught."""
-    from canarygate.rollout.judge import comparative_gate
-
     rng = np.random.default_rng(17)
     alpha, rolled = 0.01, 0
     for _ in range(300):
