@@ -23,6 +23,7 @@ from canarygate.metrics import Metrics
 from canarygate.rollout.manager import RolloutManager
 from canarygate.rollout.persist import Persister
 from canarygate.rollout.store import FileStateStore
+from canarygate.router import RoutingTable
 from canarygate.runtime import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +119,8 @@ def rollout_manager(registry: ModelRegistry, tmp: Path
     (nothing restored yet)."""
     persister = Persister(FileStateStore(tmp / "rollouts.json"), tmp / "decisions.jsonl")
     clock = FakeClock()
-    return RolloutManager(registry, persister, Metrics(), clock), clock, persister
+    return (RolloutManager(registry, RoutingTable(), persister, Metrics(), clock=clock), clock,
+            persister)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from canarygate.config import load_config
+from canarygate.config import GatewayConfig, ModelConfig, load_config
 from canarygate.errors import ConfigError
 from conftest import DEMO_CONFIG, MODELS, ROOT
 
@@ -20,6 +20,10 @@ models:
 """
 
 
+def model(config: GatewayConfig, name: str) -> ModelConfig:
+    return next(m for m in config.models if m.name == name)
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "gateway.yaml"
     path.write_text(text)
@@ -30,7 +34,7 @@ def test_demo_config_loads_and_resolves_models_dir() -> None:
     config = load_config(DEMO_CONFIG)
     assert config.models_dir == MODELS
     assert [m.name for m in config.models] == ["breast-cancer", "diabetes"]
-    assert config.model("breast-cancer").candidate == "2"
+    assert model(config, "breast-cancer").candidate == "2"
 
 
 def test_demo_config_writes_under_var_which_the_image_makes_writable() -> None:
@@ -59,8 +63,8 @@ def test_demo_config_writes_under_var_which_the_image_makes_writable() -> None:
 
 def test_numeric_version_keys_are_read_as_names(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GOOD.replace('"1"', "1")))
-    assert config.model("breast-cancer").baseline == "1"
-    assert set(config.model("breast-cancer").versions) == {"1", "2"}
+    assert model(config, "breast-cancer").baseline == "1"
+    assert set(model(config, "breast-cancer").versions) == {"1", "2"}
 
 
 @pytest.mark.parametrize(("change", "words"), [

@@ -17,16 +17,16 @@ from scipy.spatial import distance
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
-from canarygate.background import Stride
 from canarygate.config import DriftConfig
 from canarygate.drift import DriftMonitor
-from canarygate.drift.metrics import (
+from canarygate.drift.distances import (
     benjamini_hochberg,
     categorical,
     divergences,
     ks_and_wasserstein,
 )
-from canarygate.drift.monitor import Counts, Profile
+from canarygate.drift.profile import Counts, Profile
+from canarygate.stats.sampling import Stride
 from conftest import ADMIN_TOKEN, AUTH, MODELS, FakeClock, ort_outputs, v2_body
 
 RNG = np.random.default_rng(0)
@@ -206,7 +206,7 @@ def feed(m: DriftMonitor, rows: np.ndarray, outputs: dict[str, np.ndarray] | Non
     """One request of ``rows``, one interval closed: that version and variant's judgement."""
     m.observe(model, version, variant, {"input": rows}, outputs or {})
     m.tick(0.0)
-    (result,) = [v for v in m.results[model]["variants"]
+    (result,) = [v for v in m.reports[model].as_json()["variants"]
                  if (v["version"], v["variant"]) == (version, variant)]
     return result  # type: ignore[no-any-return]
 
@@ -350,7 +350,7 @@ def test_variants_are_kept_apart() -> None:
     m.observe("breast-cancer", "3", "candidate", {"input": cand_rows[:400]}, {})
     m.observe("breast-cancer", "3", "candidate", {"input": cand_rows[400:]}, {})
     m.tick(0.0)
-    by_variant = {v["variant"]: v for v in m.results["breast-cancer"]["variants"]}
+    by_variant = {v["variant"]: v for v in m.reports["breast-cancer"].as_json()["variants"]}
     assert set(by_variant) == {"baseline", "candidate"}
     base, cand = by_variant["baseline"], by_variant["candidate"]
     assert (base["version"], base["window_rows"], base["state"]) == ("1", 700, "ok")
@@ -371,7 +371,7 @@ def test_buffer_is_bounded_by_rows_and_counts_what_it_drops() -> None:
     m.observe("breast-cancer", "1", "baseline", {"input": rows[:300]}, {})
     assert m.dropped_rows == 900 + 3 * 455  # and still the bound holds
     m.tick(0.0)
-    result = m.results["breast-cancer"]
+    result = m.reports["breast-cancer"].as_json()
     assert result["variants"][0]["window_rows"] == 900
     assert result["dropped_rows"] == m.dropped_rows
     # What tick() took is no longer buffered: 900 more rows fit without dropping any.
@@ -403,8 +403,9 @@ def compare(candidate: str, seed: int, rows: int = 1000, min_window: int = 500
     m.observe("breast-cancer", "1", "baseline", {"input": a}, base)
     m.observe("breast-cancer", candidate, "candidate", {"input": b}, cand)
     m.tick(0.0)
-    comparison = m.output_comparison("breast-cancer")
-    assert comparison == m.results["breast-cancer"]["output_comparison"]
+    found = m.output_comparison("breast-cancer")
+    comparison = found.as_json() if found is not None else None
+    assert comparison == m.reports["breast-cancer"].as_json()["output_comparison"]
     return comparison, base, cand
 
 
@@ -457,7 +458,7 @@ def test_output_comparison_needs_both_variants_and_enough_rows() -> None:
               ort_outputs("breast-cancer", "1", x))
     m.tick(0.0)
     assert m.output_comparison("breast-cancer") is None
-    assert m.results["breast-cancer"]["output_comparison"] is None
+    assert m.reports["breast-cancer"].as_json()["output_comparison"] is None
 
 
 def test_drift_on_a_real_server(launch: Any, tmp_path: Path) -> None:
@@ -517,5 +518,5 @@ def test_a_busy_gateway_is_sampled_on_the_request_path() -> None:
     assert len(m.buffer) == 511 + (6000 - 511) // 11
     assert m.stride.left_out + len(m.buffer) == m.stride.arrived == 6000
     m.tick()
-    (variant,) = m.results["breast-cancer"]["variants"]
+    (variant,) = m.reports["breast-cancer"].as_json()["variants"]
     assert variant["window_rows"] == 6000 - m.stride.left_out

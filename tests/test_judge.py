@@ -17,20 +17,17 @@ from scipy import stats
 from canarygate.config import RolloutConfig, parse_config
 from canarygate.errors import ConfigError, Conflict
 from canarygate.metrics import Metrics
-from canarygate.rollout.judge import (
-    agreement_gate,
-    alpha_shares,
-    log_beta_tail,
-    log_e_value,
-    wilson,
-)
+from canarygate.rollout.evalues import log_beta_tail, log_e_value, wilson
+from canarygate.rollout.gates import agreement_gate
+from canarygate.rollout.judge import alpha_shares
 from canarygate.rollout.manager import QUIET_HOLD_EVERY, RolloutManager
 from canarygate.rollout.persist import Persister
 from canarygate.rollout.state import Phase, RolloutState
 from canarygate.rollout.store import FileStateStore
-from canarygate.rollout.versions import VersionCatalog
+from canarygate.router import RoutingTable
 from canarygate.runtime import ModelRegistry
-from canarygate.stats import StepWindow
+from canarygate.runtime.catalog import VersionCatalog
+from canarygate.stats import StepStats
 from conftest import MODELS, FakeClock, rollout_manager
 
 
@@ -93,10 +90,9 @@ def manager(tmp: Path, **schedule: object) -> tuple[RolloutManager, FakeClock, P
 def test_slo_failures_hold_the_ramp_then_roll_back(tmp_path: Path) -> None:
     m, clock, persister = manager(tmp_path, latency_slo_ms=100, slo_consecutive_failures=3)
     m.restore({})
-    served = m.registry.get("breast-cancer")
     actions = []
     for _ in range(3):
-        w = served.window
+        w = m.step_stats("breast-cancer")
         w.candidate.requests += 200
         w.candidate.over_slo += 100  # half the candidate's requests over the SLO
         w.baseline.requests += 1800
@@ -122,7 +118,7 @@ def test_restore_keeps_a_rollout_whose_candidate_is_gone_paused_and_unserved(
                                                                   Phase.PROGRESSING)
     assert state.revision == 13 and state.carried_log_e == {"errors": 1.5}
     assert "'9'" in state.reason and "not served" in state.reason
-    routing = m.registry.get("breast-cancer").routing
+    routing = m.table.get("breast-cancer")
     assert routing is not None and routing.candidate is None and routing.weight == 0
     log = persister.decisions("breast-cancer")
     assert [(d["action"], d["actor"]) for d in log] == [("pause", "gateway")]
@@ -178,20 +174,20 @@ def test_registered_versions_are_loaded_again_before_state_is_restored(
     def restart() -> RolloutManager:
         registry = ModelRegistry.load(config)  # a new process: only the config's versions
         persister = Persister(store, tmp_path / "state" / "decisions.jsonl")
-        m = RolloutManager(registry, persister, Metrics(), FakeClock())
+        m = RolloutManager(registry, RoutingTable(), persister, Metrics(), clock=FakeClock())
         m.restore(stored, VersionCatalog(config, registry, store))
         persister.close()
         return m
 
     m = restart()
-    state, routing = m.states["breast-cancer"], m.registry.get("breast-cancer").routing
+    state, routing = m.states["breast-cancer"], m.table.get("breast-cancer")
     assert (state.candidate, state.phase, state.revision) == ("3", Phase.PROGRESSING, 4)
     assert routing is not None and routing.candidate is not None
     assert (routing.candidate.version, routing.weight) == ("3", 10)
 
     shutil.rmtree(models / "spare" / "3")
     m = restart()
-    state, routing = m.states["breast-cancer"], m.registry.get("breast-cancer").routing
+    state, routing = m.states["breast-cancer"], m.table.get("breast-cancer")
     assert (state.candidate, state.phase) == ("3", Phase.PAUSED)  # not the config's 2
     assert "does not exist" in state.reason and "'3'" in state.reason
     assert routing is not None and routing.candidate is None and routing.weight == 0
@@ -212,9 +208,9 @@ def test_paused_rollout_still_rolls_back_on_failure(tmp_path: Path) -> None:
     m, clock, persister = manager(tmp_path)
     m.restore({})
     m.set_weight("breast-cancer", 30, actor="test", reason="hand")
-    served = m.registry.get("breast-cancer")
-    served.window.candidate.requests, served.window.candidate.errors = 100, 90
-    served.window.baseline.requests = 300
+    window = m.step_stats("breast-cancer")
+    window.candidate.requests, window.candidate.errors = 100, 90
+    window.baseline.requests = 300
     clock.now += 1
     m.tick("breast-cancer")
     persister.close()
@@ -222,17 +218,17 @@ def test_paused_rollout_still_rolls_back_on_failure(tmp_path: Path) -> None:
 
 
 def test_shadow_comparison_of_mismatched_shapes() -> None:
-    from canarygate.http.infer import _compare
-    from canarygate.stats import StepWindow
+    from canarygate.serving.shadow import compare as _compare
+    from canarygate.stats import StepStats
 
-    window = StepWindow.fresh()
-    _compare(window, np.array([1, 0, 1]), np.array([[1], [0], [0]]))
+    window = StepStats.fresh()
+    _compare(window.shadow, np.array([1, 0, 1]), np.array([[1], [0], [0]]))
     assert (window.shadow.pairs, window.shadow.agreements) == (3, 2)
-    _compare(window, np.array([1, 0]), np.array([1, 0, 1, 1]))
+    _compare(window.shadow, np.array([1, 0]), np.array([1, 0, 1, 1]))
     assert (window.shadow.pairs, window.shadow.agreements) == (5, 2)
 
 
-def feed(window: StepWindow, candidate: int, baseline: int, *, keyed: bool = False) -> None:
+def feed(window: StepStats, candidate: int, baseline: int, *, keyed: bool = False) -> None:
     """Requests without errors, in the arms' counters (as the request path counts them)."""
     window.candidate.requests += candidate
     window.baseline.requests += baseline
@@ -251,7 +247,7 @@ def test_split_mismatch_pauses_and_rolls_nothing_back(
 ) -> None:
     m, clock, persister = manager(tmp_path)
     m.restore({})
-    feed(m.registry.get("breast-cancer").window, candidate, baseline, keyed=keyed)
+    feed(m.step_stats("breast-cancer"), candidate, baseline, keyed=keyed)
     clock.now += 1
     decision = m.tick("breast-cancer")
     persister.close()
@@ -271,7 +267,7 @@ def test_split_mismatch_pauses_and_rolls_nothing_back(
 def test_progress_deadline_pauses_a_step_short_of_traffic(tmp_path: Path) -> None:
     m, clock, persister = manager(tmp_path, progress_deadline_seconds=600)
     m.restore({})
-    feed(m.registry.get("breast-cancer").window, 50, 450)  # min_step_requests is 100
+    feed(m.step_stats("breast-cancer"), 50, 450)  # min_step_requests is 100
     clock.now += 599
     before = m.tick("breast-cancer")
     clock.now += 2
@@ -290,7 +286,7 @@ def test_sanity_gate_rolls_back_a_constant_candidate(tmp_path: Path,
                                                      baseline_varies: bool) -> None:
     m, clock, persister = manager(tmp_path)
     m.restore({})
-    window = m.registry.get("breast-cancer").window
+    window = m.step_stats("breast-cancer")
     for _ in range(120):
         window.candidate.record(0.001, False, False, 1.0)
     for i in range(1080):
@@ -324,7 +320,7 @@ def test_paused_judgements_are_logged_when_they_change_and_periodically(
                                                 3 * QUIET_HOLD_EVERY]
     assert all(d["action"] == "hold" and d["reason"] == "paused: lunch" and d["gates"]
                for d in holds)
-    feed(m.registry.get("breast-cancer").window, 100, 900)  # health: no data -> pass
+    feed(m.step_stats("breast-cancer"), 100, 900)  # health: no data -> pass
     clock.now += 1
     changed = m.tick("breast-cancer")
     persister.close()
@@ -334,8 +330,8 @@ def test_paused_judgements_are_logged_when_they_change_and_periodically(
     assert persister.decisions("breast-cancer")[-1] is changed
 
 
-def shadow_window(pairs: int, agreements: int) -> StepWindow:
-    window = StepWindow.fresh()
+def shadow_window(pairs: int, agreements: int) -> StepStats:
+    window = StepStats.fresh()
     window.shadow.pairs, window.shadow.agreements, window.shadow.labelled = (pairs, agreements,
                                                                              True)
     return window

@@ -38,7 +38,6 @@ def simulate(registry: ModelRegistry, tmp: Path, rng: np.random.Generator,
     """One rollout; returns how it ended and how many requests the candidate served."""
     manager, clock, persister = rollout_manager(registry, tmp)
     manager.restore({})
-    served = registry.get("breast-cancer")
     candidate_requests = 0
     try:
         for _ in range(2000):
@@ -47,7 +46,7 @@ def simulate(registry: ModelRegistry, tmp: Path, rng: np.random.Generator,
                 return state.phase, candidate_requests
             n_cand = int(rng.binomial(REQUESTS_PER_INTERVAL, state.weight / 100))
             n_base = REQUESTS_PER_INTERVAL - n_cand
-            window = served.window
+            window = manager.step_stats("breast-cancer")
             window.candidate.requests += n_cand
             window.candidate.errors += int(rng.binomial(n_cand, candidate_error_rate))
             window.baseline.requests += n_base
@@ -104,11 +103,11 @@ def test_small_counts_do_not_roll_back(registry: ModelRegistry, tmp_path: Path) 
     §4.4: a z-test 'rejects' this at 0.041; Fisher's exact test gives 0.125) is no rollback."""
     manager, clock, persister = rollout_manager(registry, tmp_path)
     manager.restore({})
-    served = registry.get("breast-cancer")
     manager.set_weight("breast-cancer", 50, actor="test", reason="small counts")
     manager.resume("breast-cancer", actor="test", reason="go")
-    served.window.candidate.requests, served.window.candidate.errors = 500, 3
-    served.window.baseline.requests, served.window.baseline.errors = 500, 0
+    window = manager.step_stats("breast-cancer")
+    window.candidate.requests, window.candidate.errors = 500, 3
+    window.baseline.requests, window.baseline.errors = 500, 0
     clock.now += 1
     decision = manager.tick("breast-cancer")
     persister.close()
@@ -141,14 +140,13 @@ def simulate_shadow(registry: ModelRegistry, tmp: Path, rng: np.random.Generator
     many pairs."""
     manager, clock, persister = rollout_manager(registry, tmp)
     manager.restore({})
-    served = registry.get("breast-cancer")
     pairs = 0
     try:
         for _ in range(SHADOW_INTERVALS):
             state = manager.states["breast-cancer"]
             if state.phase != Phase.SHADOW:
                 break
-            shadow = served.window.shadow
+            shadow = manager.step_stats("breast-cancer").shadow
             shadow.labelled = True
             shadow.pairs += SHADOW_PAIRS_PER_INTERVAL
             shadow.agreements += int(rng.binomial(SHADOW_PAIRS_PER_INTERVAL, agreement))

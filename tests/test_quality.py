@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from test_judge import manager
 
 from canarygate.config import RolloutConfig
-from canarygate.rollout.judge import Verdict, alpha_shares, comparative_gate, log_e_value
+from canarygate.drift.report import ColumnScore, OutputComparison, VariantReport
+from canarygate.rollout.evalues import log_e_value
+from canarygate.rollout.gates import Verdict, comparative_gate
+from canarygate.rollout.judge import alpha_shares
 from canarygate.rollout.quality import (
     Evidence,
     accuracy_gate,
@@ -19,19 +21,19 @@ from canarygate.rollout.quality import (
     output_drift_gate,
 )
 from canarygate.rollout.state import Phase
-from canarygate.stats import StepWindow
+from canarygate.stats import StepStats
 
 RNG = np.random.default_rng(5)
 
 
-def labelled(window: StepWindow, cand: list[float], base: list[float],
+def labelled(window: StepStats, cand: list[float], base: list[float],
              classifier: bool = True) -> None:
     window.candidate.label(classifier, cand)
     window.baseline.label(classifier, base)
 
 
 def test_accuracy_is_the_comparative_test_on_wrong_predictions() -> None:
-    window = StepWindow.fresh()
+    window = StepStats.fresh()
     cand = (RNG.random(300) < 0.12).astype(float).tolist()
     base = (RNG.random(900) < 0.02).astype(float).tolist()
     labelled(window, cand, base)
@@ -43,7 +45,7 @@ def test_accuracy_is_the_comparative_test_on_wrong_predictions() -> None:
 
 
 def test_equal_accuracy_passes_and_few_labels_say_nothing() -> None:
-    window = StepWindow.fresh()
+    window = StepStats.fresh()
     labelled(window, [0.0] * 10, [1.0] * 5 + [0.0] * 100)
     gate, step = accuracy_gate(window, Evidence(), None, 0.0, 0.01)
     assert gate.verdict == Verdict.NO_DATA and step == 0.0
@@ -53,7 +55,7 @@ def test_equal_accuracy_passes_and_few_labels_say_nothing() -> None:
 
 
 def test_regressors_count_errors_above_the_baselines_90th_percentile() -> None:
-    window = StepWindow.fresh()
+    window = StepStats.fresh()
     base = np.abs(RNG.normal(0, 10, 1000))
     cand = np.abs(RNG.normal(0, 20, 300))  # twice the spread
     labelled(window, cand.tolist(), base.tolist(), classifier=False)
@@ -69,19 +71,20 @@ def test_regressors_count_errors_above_the_baselines_90th_percentile() -> None:
 
 
 def test_a_rise_in_the_candidates_error_stream_holds_but_never_rolls_back() -> None:
-    window = StepWindow.fresh()
+    window = StepStats.fresh()
     labelled(window, [0.0] * 195 + [1.0] * 5, [0.0] * 970 + [1.0] * 30)
     changes = [{"detector": "adwin", "kind": "drift", "direction": "up", "time": 1.0}]
     gate, _ = accuracy_gate(window, Evidence(error_changes=changes), None, 0.0, 0.01)
     assert gate.verdict == Verdict.MARGINAL and "adwin" in gate.detail
 
 
-def comparison(state: str, version: str = "2") -> dict[str, Any]:
-    return {"baseline": {"version": "1", "window_rows": 900},
-            "candidate": {"version": version, "window_rows": 800},
-            "outputs": [{"name": "label", "level": "alert" if state == "alert" else "ok",
-                         "psi": 0.4, "p_adjusted": 1e-9}],
-            "alerts": ["label"] if state == "alert" else [], "state": state}
+def comparison(state: str, version: str = "2") -> OutputComparison:
+    rows = 10 if state == "window_too_small" else 800
+    level = "window_too_small" if state == "window_too_small" else state
+    label = ColumnScore("label", "categorical", rows, 0, level, {"psi": 0.4, "p_adjusted": 1e-9})
+    comparison = OutputComparison("1", version, 900, rows, 500, (label,))
+    assert comparison.state == state
+    return comparison
 
 
 @pytest.mark.parametrize(("action", "state", "verdict"), [
@@ -105,7 +108,8 @@ def test_output_drift_of_another_candidate_is_not_this_rollouts() -> None:
 
 
 def test_input_drift_pauses_only_when_configured() -> None:
-    entry = {"state": "alert", "alerts": ["mean area"], "window_rows": 900}
+    area = ColumnScore("mean area", "numeric", 900, 0, "alert", {"psi": 0.5})
+    entry = VariantReport("2", "candidate", 900, 500, (area,), ())
     assert input_drift_gate(Evidence(candidate_inputs=entry)) is None
     gate = input_drift_gate(Evidence(candidate_inputs=entry, input_drift_action="pause"))
     assert gate is not None and gate.verdict == Verdict.PAUSE and "mean area" in gate.detail
@@ -120,8 +124,7 @@ def test_accuracy_takes_a_share_of_alpha() -> None:
 def test_the_controller_rolls_back_on_accuracy_with_its_figures(tmp_path: Path) -> None:
     m, clock, persister = manager(tmp_path)
     m.restore({})
-    served = m.registry.get("breast-cancer")
-    window = served.window
+    window = m.step_stats("breast-cancer")
     for _ in range(150):
         window.candidate.record(0.001, False, False, float(RNG.random()))
     for _ in range(1350):

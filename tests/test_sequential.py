@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from river import drift
 
-from canarygate.background import Stride
 from canarygate.config import DetectorsConfig
 from canarygate.drift.sequential import SequentialMonitor, Standardiser
+from canarygate.stats.sampling import Stride
 from conftest import FakeClock
 
 RNG = np.random.default_rng(21)

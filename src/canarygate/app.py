@@ -1,29 +1,49 @@
-"""The composition root: ``create_app(config)`` builds every part and the whole route table."""
+"""The composition root: ``create_app(config)`` builds every part, wires each to what it uses,
+lists the whole route table and fixes the order of start and stop."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from canarygate.admin.api import AdminAPI
+from canarygate.analysis import Analysis
 from canarygate.config import GatewayConfig
+from canarygate.drift import DriftMonitor
+from canarygate.drift.sequential import SequentialMonitor
 from canarygate.errors import GatewayError
-from canarygate.gateway import Gateway
-from canarygate.http.admin import AdminAPI
+from canarygate.feedback import FeedbackBook
+from canarygate.http.asgi import JSON, error_answer, error_json
 from canarygate.http.dispatch import PredictionDispatch
 from canarygate.http.feedback import FeedbackEndpoint
 from canarygate.http.infer import InferEndpoint
 from canarygate.http.meta import MetaEndpoints
 from canarygate.http.v1 import V1Codec
 from canarygate.http.v2 import V2Codec
+from canarygate.metrics import Metrics
+from canarygate.recorder import Recorder
+from canarygate.recorder.writer import Writer
+from canarygate.rollout.manager import RolloutManager
+from canarygate.rollout.persist import Persister
+from canarygate.rollout.store import FileStateStore
+from canarygate.router import RoutingTable
+from canarygate.runtime import ModelRegistry
+from canarygate.runtime.catalog import VersionCatalog
+from canarygate.runtime.runner import Runner
+from canarygate.serving import Observer, ServingPlane
+from canarygate.serving.shadow import Shadow
+from canarygate.stats.live import LiveStats
 
 log = logging.getLogger("canarygate")
 GC_THRESHOLD = 50_000
@@ -44,14 +64,107 @@ class ModelRoute(Route):
         return match, child
 
 
+@dataclass
+class Parts:
+    """What a running gateway is made of, each part built once by ``build``; only the
+    composition root holds them all (each endpoint is handed the parts it uses)."""
+
+    config: GatewayConfig
+    registry: ModelRegistry
+    runner: Runner
+    metrics: Metrics
+    table: RoutingTable
+    live: LiveStats
+    feedback: FeedbackBook
+    drift: DriftMonitor | None
+    detectors: SequentialMonitor | None
+    recorder: Recorder | None
+    writer: Writer | None
+    shadow: Shadow
+    observer: Observer
+    plane: ServingPlane
+    analysis: Analysis
+    persister: Persister
+    catalog: VersionCatalog
+    rollouts: RolloutManager
+    ready: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # controllers, analysis
+
+
+def build(config: GatewayConfig) -> Parts:
+    """Every part, wired; models loaded and rollout state restored (ConfigError before
+    anything starts when the config or a model folder cannot be served)."""
+    registry = ModelRegistry.load(config)
+    runner, metrics, table, live = (Runner(config.server.inference_threads), Metrics(),
+                                    RoutingTable(), LiveStats())
+    feedback = FeedbackBook(config.feedback.max_entries, config.feedback.ttl_seconds)
+    feedback.reserve()
+    drift = DriftMonitor(config.drift) if config.drift.enabled else None
+    if drift is not None:
+        for served in registry.models.values():
+            for version in served.versions.values():
+                drift.add_profile(served.name, version.version, version.folder)
+    detectors = SequentialMonitor(config.detectors) if config.detectors.enabled else None
+    recorder = Recorder(config.dataset) if config.dataset.enabled else None
+    writer = Writer(recorder, config.dataset) if recorder is not None else None
+    shadow = Shadow(runner, metrics, recorder, drift)
+    observer = Observer(metrics, live, feedback, table, recorder=recorder, drift=drift,
+                        detectors=detectors, shadow=shadow)
+    analysis = Analysis(config.drift, registry, live, drift, detectors)
+    store = FileStateStore(config.state_dir / "rollouts.json")
+    persister = Persister(store, config.state_dir / "decisions.jsonl")
+    persister.load_decisions()
+    catalog = VersionCatalog(config, registry, store, drift)
+    rollouts = RolloutManager(registry, table, persister, metrics, analysis)
+    rollouts.restore(store.load(), catalog)
+    metrics.watch_runner(runner)
+    metrics.watch_latency(live)
+    metrics.watch_feedback(feedback)
+    if drift is not None:
+        metrics.watch_drift(drift)
+    if detectors is not None:
+        metrics.watch_detectors(detectors)
+    if recorder is not None:
+        metrics.watch_recorder(recorder)
+    return Parts(config, registry, runner, metrics, table, live, feedback, drift, detectors,
+                   recorder, writer, shadow, observer, ServingPlane(registry, table, runner),
+                   analysis, persister, catalog, rollouts)
+
+
+async def start(gw: Parts) -> None:
+    """Inside the running loop: the writer, one controller per model, the analysis loop."""
+    loop = asyncio.get_running_loop()
+    if gw.recorder is not None and gw.writer is not None:
+        gw.recorder.bind(loop)
+        gw.writer.start()
+    gw.tasks = [loop.create_task(gw.rollouts.run(name)) for name in gw.registry.models]
+    gw.tasks.append(loop.create_task(gw.analysis.run()))
+    gw.ready = True
+
+
+async def stop(gw: Parts) -> None:
+    """After the server stopped taking requests: finish shadow runs, write every record."""
+    gw.ready = False
+    for task in gw.tasks:
+        task.cancel()
+    await asyncio.gather(*gw.tasks, return_exceptions=True)
+    await gw.shadow.drain()
+    if gw.writer is not None:
+        await asyncio.to_thread(gw.writer.stop)
+    gw.persister.flush()
+    gw.persister.close()
+    gw.runner.close()
+
+
 def create_app(config: GatewayConfig) -> PredictionDispatch:
-    gateway = Gateway.build(config)
-    meta = MetaEndpoints(gateway)
-    v2 = V2Codec()
-    v1 = V1Codec({m.name: m.v1_outputs for m in config.models})
-    routed = InferEndpoint(gateway, v2, pinned=False)
-    pinned = InferEndpoint(gateway, v2, pinned=True)
-    predict = InferEndpoint(gateway, v1, pinned=False)
+    gw = build(config)
+    meta = MetaEndpoints(gw.plane, gw.metrics, lambda: gw.ready)
+    v2, v1 = V2Codec(), V1Codec({m.name: m.v1_outputs for m in config.models})
+    routed = InferEndpoint(gw.plane, gw.observer, v2, config.server, pinned=False)
+    pinned = InferEndpoint(gw.plane, gw.observer, v2, config.server, pinned=True)
+    predict = InferEndpoint(gw.plane, gw.observer, v1, config.server, pinned=False)
+    admin = AdminAPI(config, gw.registry, gw.rollouts, gw.catalog, gw.feedback, gw.live,
+                     drift=gw.drift, detectors=gw.detectors)
     routes = [
         Route("/v2/health/live", meta.live),
         Route("/v2/health/ready", meta.ready),
@@ -62,51 +175,42 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
         Route("/v2/models/{name}/versions/{version}/ready", meta.model_ready),
         Route("/v2/models/{name}/infer", routed, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", pinned, methods=["POST"]),
-        Route("/v2/models/{name}/feedback", FeedbackEndpoint(gateway).handle,
-              methods=["POST"]),
+        Route("/v2/models/{name}/feedback",
+              FeedbackEndpoint(gw.plane, gw.observer, config.server).handle, methods=["POST"]),
         Route("/v1/models/{name}:predict", predict, methods=["POST"]),
         ModelRoute("/v1/models/{name}", meta.v1_model),
-        Route("/metrics", meta.metrics),
-        *AdminAPI(gateway).routes(),
+        Route("/metrics", meta.metrics_text),
+        *admin.routes(),
     ]
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)  # narrowing only: Starlette dispatches by type
-        gateway.metrics.http_error(exc.status_code)
-        message = {404: f"no route for {request.url.path}",
-                   405: f"method {request.method} is not allowed on {request.url.path}"}
-        return JSONResponse({"error": message.get(exc.status_code, str(exc.detail))},
-                            status_code=exc.status_code, headers=exc.headers)
-
-    async def gateway_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatewayError)
-        gateway.metrics.http_error(exc.status)
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        # Starlette re-raises after this answer, so the server logs the traceback.
-        gateway.metrics.http_error(500)
-        return JSONResponse({"error": "internal error"}, status_code=500)
+    async def error(request: Request, exc: Exception) -> Response:
+        """Every error outside the prediction endpoints, rendered as they render theirs."""
+        if isinstance(exc, HTTPException):
+            message = {404: f"no route for {request.url.path}",
+                       405: f"method {request.method} is not allowed on {request.url.path}"}
+            status, text = exc.status_code, message.get(exc.status_code, str(exc.detail))
+            body, headers = error_json(text), exc.headers
+        else:  # Starlette logs what it re-raises after this answer: no second traceback
+            status, body, _ = error_answer(exc, log_unexpected=False)
+            headers = None
+        gw.metrics.http_error(status)
+        return Response(body, status_code=status, headers=headers, media_type=JSON.decode())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway.start()
+        await start(gw)
         if config.server.tune_gc:  # see ServerConfig.tune_gc
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-        log.info("canarygate serving %s", ", ".join(gateway.registry.models))
+        log.info("canarygate serving %s", ", ".join(gw.registry.models))
         try:
             yield
         finally:
-            await gateway.stop()
+            await stop(gw)
 
-    app = Starlette(
-        routes=routes,
-        exception_handlers={HTTPException: http_error, GatewayError: gateway_error,
-                            Exception: unexpected_error},
-        lifespan=lifespan,
-    )
-    app.state.gateway = gateway
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict.fromkeys(
+        (HTTPException, GatewayError, Exception), error))
+    app.state.gateway = gw
     # POSTs to the prediction routes skip Starlette's middleware and router (http/dispatch.py).
     return PredictionDispatch(app, routed, pinned, predict)

@@ -100,7 +100,7 @@ class FeedbackConfig(_Frozen):
 
 
 class DriftConfig(_Frozen):
-    """Online drift against each version's reference profile (research note §6.2 defaults)."""
+    """Online drift against each version's reference profile (defaults: docs/statistics.md §3)."""
 
     enabled: bool = True
     interval_seconds: float = Field(default=10.0, gt=0)
@@ -131,8 +131,8 @@ class DriftConfig(_Frozen):
 
 
 class DetectorsConfig(_Frozen):
-    """Sequential change detectors on each version's error and latency streams (research
-    note §6.3): ADWIN, DDM and EDDM on feedback errors, ADWIN and Page-Hinkley on latency."""
+    """Sequential change detectors on each version's error and latency streams (docs/statistics.md
+    §4): ADWIN, DDM and EDDM on feedback errors, ADWIN and Page-Hinkley on latency."""
 
     enabled: bool = True
     buffer: int = Field(default=100_000, gt=0)
@@ -175,7 +175,7 @@ class VersionConfig(_Frozen):
 
 
 class RolloutConfig(_Frozen):
-    """A rollout's schedule and judgement knobs (defaults follow research/drift-and-canary §6.4)."""
+    """A rollout's schedule and judgement knobs (docs/statistics.md §1 says what alpha buys)."""
 
     steps: list[float] = Field(default=[1, 5, 10, 25, 50, 100], min_length=1)
     """The ramp: candidate weights in percent, strictly increasing, each in (0, 100]."""
@@ -288,11 +288,6 @@ class GatewayConfig(_Frozen):
             seen.add(m.name)
         return models
 
-    def model(self, name: str) -> ModelConfig:
-        for m in self.models:
-            if m.name == name:
-                return m
-        raise KeyError(name)
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -322,8 +317,14 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"  {_where(err['loc'], raw)}: {_what(err)}" for err in exc.errors()]
+        problems = [f"  {p}" for p in validation_problems(exc, raw)]
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(problems)) from None
+
+
+def validation_problems(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
+    """Each problem pydantic found, as ``where: what``: the key's path (with a model's name
+    where the input gives one) and what is wrong with it, with the value that was given."""
+    return [f"{_where(err['loc'], raw)}: {_what(err)}" for err in exc.errors()]
 
 
 def _where(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:

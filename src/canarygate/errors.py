@@ -29,10 +29,6 @@ class NotFound(GatewayError):
     status = 404
 
 
-class MethodNotAllowed(GatewayError):
-    status = 405
-
-
 class Conflict(GatewayError):
     status = 409
 

@@ -6,7 +6,7 @@ Label children are cached on first use, so a request pays a dict lookup, not a l
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -84,12 +84,11 @@ class Metrics:
         request path pays log-bucket inserts it makes anyway, not a Prometheus observe."""
         self.registry.register(_LatencyCollector(live))
 
-    def rollout(self, model: str, phase: str, weight: float) -> None:
-        from canarygate.rollout.state import Phase
-
+    def rollout(self, model: str, phase: str, weight: float, phases: Iterable[str]) -> None:
+        """A rollout's weight, and ``phase`` as the one of ``phases`` set to 1."""
         self._weight.labels(model).set(weight)
-        for p in Phase:
-            self._phase.labels(model, p.value).set(1.0 if p.value == phase else 0.0)
+        for p in phases:
+            self._phase.labels(model, p).set(1.0 if p == phase else 0.0)
 
     def verdict(self, model: str, gate: str, verdict: str) -> None:
         self._verdicts.labels(model, gate, verdict).inc()
@@ -250,15 +249,15 @@ class _DriftCollector:
             "Rows the drift buffer dropped unbinned (drift.buffer reached).", labels=["model"])
         for name, n in list(self.monitor.dropped_by_model.items()):
             dropped.add_metric([name], n)
-        for model, result in list(self.monitor.results.items()):
-            for v in result["variants"]:
-                rows.add_metric([model, v["version"], v["variant"]], v["window_rows"])
-                for col in v["features"] + v["outputs"]:
-                    key = [model, v["version"], v["variant"], col["name"]]
-                    level.add_metric(key, LEVELS.get(col["level"], -1.0))
+        for model, report in list(self.monitor.reports.items()):
+            for v in report.variants:
+                rows.add_metric([model, v.version, v.variant], v.window_rows)
+                for col in v.features + v.outputs:
+                    key = [model, v.version, v.variant, col.name]
+                    level.add_metric(key, LEVELS.get(col.level, -1.0))
                     for name in DRIFT_SCORES:
-                        if name in col:
-                            score.add_metric([*key, name], col[name])
+                        if name in col.scores:
+                            score.add_metric([*key, name], col.scores[name])
         yield level
         yield score
         yield rows

@@ -7,7 +7,7 @@ the oldest entries go (each entry leaves at most once, so this is O(1) amortised
 are counted in ``dropped_rows``: drift then judges a sample of the traffic, which it can, and
 says so. Every interval a background thread bins what arrived, vectorised per tensor, into the
 current sub-window of per-column counts, keeps the last ``window_intervals`` sub-windows, and
-evaluates the window: per column the distances of ``drift.metrics``, a p-value (PSI's chi-squared
+evaluates the window: per column the distances of ``drift.distances``, a p-value (PSI's chi-squared
 approximation for numeric columns, the chi-squared homogeneity test for categorical ones), a
 Benjamini-Hochberg correction across the columns of a version, and a level: ``alert`` when the
 column is significant and PSI >= ``alert_psi`` (or, categorical, L-infinity >=
@@ -23,130 +23,27 @@ are live, so the PSI p-value uses both window sizes). The controller reads it th
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from canarygate.background import Stride, yield_gil
+from canarygate.background import yield_gil
 from canarygate.config import DriftConfig
-from canarygate.drift.metrics import (
+from canarygate.drift.distances import (
     benjamini_hochberg,
     categorical,
     divergences,
-    estimated_sums,
     ks_and_wasserstein,
 )
+from canarygate.drift.profile import Column, Counts, Profile
+from canarygate.drift.report import ColumnScore, DriftReport, OutputComparison, VariantReport
+from canarygate.runtime.tensors import rows_of
+from canarygate.stats.sampling import Stride
 
-CHALLENGER = "candidate"
+CANDIDATE = "candidate"
 BASELINE = "baseline"
-
-
-@dataclass
-class Column:
-    """One profiled column: where its values come from and its reference counts."""
-
-    name: str
-    kind: str  # numeric or categorical
-    source: str  # input or output tensor name
-    column: int | None
-    deciles: np.ndarray = field(default_factory=lambda: np.empty(0))
-    decile_counts: np.ndarray = field(default_factory=lambda: np.empty(0))
-    percentiles: np.ndarray = field(default_factory=lambda: np.empty(0))
-    percentile_counts: np.ndarray = field(default_factory=lambda: np.empty(0))
-    percentile_sums: np.ndarray = field(default_factory=lambda: np.empty(0))
-    std: float = 1.0
-    categories: np.ndarray = field(default_factory=lambda: np.empty(0))
-    category_counts: np.ndarray = field(default_factory=lambda: np.empty(0))
-
-    @classmethod
-    def from_profile(cls, entry: dict[str, Any], source: str) -> Column:
-        col = cls(entry["name"], entry["kind"], source, entry.get("column"))
-        if col.kind == "numeric":
-            col.deciles = np.asarray(entry["deciles"]["edges"], dtype=np.float64)
-            col.decile_counts = np.asarray(entry["deciles"]["counts"], dtype=np.float64)
-            pct = entry["percentiles"]
-            col.percentiles = np.asarray(pct["edges"], dtype=np.float64)
-            col.percentile_counts = np.asarray(pct["counts"], dtype=np.float64)
-            col.std = float(entry["std"])
-            # Profiles keep counts, min, max and mean; per-bin sums when a build adds them.
-            col.percentile_sums = (
-                np.asarray(pct["sums"], dtype=np.float64) if "sums" in pct else estimated_sums(
-                    col.percentiles, col.percentile_counts, float(entry["min"]),
-                    float(entry["max"]), float(entry["mean"])))
-        else:
-            col.categories = np.asarray(entry["categories"], dtype=np.float64)
-            # The reference saw no unseen category: its last bin is empty.
-            col.category_counts = np.append(np.asarray(entry["counts"], np.float64), 0.0)
-        return col
-
-    def values(self, tensors: dict[str, np.ndarray]) -> np.ndarray | None:
-        array = tensors.get(self.source)
-        if array is None or array.dtype.kind not in "biuf":
-            return None
-        rows = array.reshape(array.shape[0], -1) if array.ndim else array.reshape(1, 1)
-        if self.column is not None and self.column >= rows.shape[1]:
-            return None
-        return rows[:, self.column or 0].astype(np.float64)
-
-
-@dataclass
-class Counts:
-    """Live counts of one column over a sub-window (or a window, once summed)."""
-
-    primary: np.ndarray  # decile bins, or categories plus an unseen bin
-    percentiles: np.ndarray | None
-    sums: np.ndarray | None  # the values' sum per percentile bin (for Wasserstein)
-    missing: int = 0
-
-    @classmethod
-    def empty(cls, col: Column) -> Counts:
-        if col.kind == "numeric":
-            size = col.percentiles.size + 1
-            return cls(np.zeros(col.deciles.size + 1), np.zeros(size), np.zeros(size))
-        return cls(np.zeros(col.categories.size + 1), None, None)
-
-    def add(self, col: Column, values: np.ndarray) -> None:
-        finite = values[np.isfinite(values)]
-        self.missing += values.size - finite.size
-        if self.percentiles is not None and self.sums is not None:
-            self.primary += np.bincount(np.searchsorted(col.deciles, finite, side="right"),
-                                        minlength=self.primary.size)
-            index = np.searchsorted(col.percentiles, finite, side="right")
-            self.percentiles += np.bincount(index, minlength=self.percentiles.size)
-            self.sums += np.bincount(index, weights=finite, minlength=self.sums.size)
-            return
-        index = np.searchsorted(col.categories, finite)
-        index = np.minimum(index, col.categories.size - 1)
-        known = col.categories[index] == finite
-        self.primary += np.bincount(np.where(known, index, col.categories.size),
-                                    minlength=self.primary.size)
-
-    def merged(self, other: Counts) -> Counts:
-        def plus(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None or b is None else a + b
-
-        return Counts(self.primary + other.primary, plus(self.percentiles, other.percentiles),
-                      plus(self.sums, other.sums), self.missing + other.missing)
-
-
-@dataclass
-class Profile:
-    features: list[Column]
-    outputs: list[Column]
-
-    @classmethod
-    def load(cls, folder: Path) -> Profile | None:
-        path = folder / "profile.json"
-        if not path.is_file():
-            return None
-        raw = json.loads(path.read_text())
-        return cls([Column.from_profile(f, f.get("input", "input")) for f in raw["features"]],
-                   [Column.from_profile(o, o["name"]) for o in raw["outputs"]])
 
 
 class SubWindow:
@@ -184,7 +81,7 @@ class DriftMonitor:
         self.dropped_by_model: dict[str, int] = {}
         self.windows: dict[tuple[str, str, str], deque[SubWindow]] = {}
         self.baselines: dict[str, str] = {}  # model -> the latest baseline version seen
-        self.results: dict[str, dict[str, Any]] = {}
+        self.reports: dict[str, DriftReport] = {}
 
     def add_profile(self, model: str, version: str, folder: Path) -> None:
         profile = Profile.load(folder)
@@ -195,8 +92,7 @@ class DriftMonitor:
                 outputs: dict[str, np.ndarray]) -> None:
         """The request path's only work: an append and counters (the oldest entries go when
         the buffer's rows would pass ``drift.buffer``)."""
-        first = next(iter(inputs.values()), None)
-        rows = int(first.shape[0]) if first is not None and first.ndim else 1
+        rows = max(rows_of(inputs), 1)
         if not self.stride.keep(rows):  # a busy gateway's drift sees every n-th request
             return
         limit, buffer = self.config.buffer, self.buffer
@@ -217,11 +113,11 @@ class DriftMonitor:
         self.dropped_rows += rows
         self.dropped_by_model[model] = self.dropped_by_model.get(model, 0) + rows
 
-    def output_comparison(self, model: str) -> dict[str, Any] | None:
+    def output_comparison(self, model: str) -> OutputComparison | None:
         """The candidate's outputs against the baseline's over the current window, as last
         evaluated; None when the window holds no baseline-and-candidate pair."""
-        comparison: dict[str, Any] | None = self.results.get(model, {}).get("output_comparison")
-        return comparison
+        report = self.reports.get(model)
+        return report.output_comparison if report is not None else None
 
     def bin(self) -> None:
         """Bin what arrived into the open sub-windows (background, often: small passes)."""
@@ -246,7 +142,7 @@ class DriftMonitor:
             sub.rows += len(stacked[first]) if first in stacked else 0
             base_version = self.baselines.get(model, "")
             base = self.profiles.get((model, base_version))
-            if variant == CHALLENGER and base is not None:
+            if variant == CANDIDATE and base is not None:
                 if sub.compared is None or sub.compared[0] != base_version:
                     sub.compared = (base_version, [Counts.empty(col) for col in base.outputs])
                 for counts, col in zip(sub.compared[1], base.outputs, strict=True):
@@ -296,69 +192,55 @@ class DriftMonitor:
         return grouped
 
     def _evaluate(self, now: float) -> None:
-        results: dict[str, dict[str, Any]] = {}
+        variants: dict[str, list[VariantReport]] = {}
         for (model, version, variant), ring in self.windows.items():
             profile = self.profiles[(model, version)]
-            entry = results.setdefault(model, {
-                "model": model, "evaluated_at": now, "variants": [],
-                "dropped_rows": self.dropped_by_model.get(model, 0)})
-            entry["variants"].append(self._judge(version, variant, profile, list(ring)))
-        for model, entry in results.items():
-            entry["output_comparison"] = self._compare(model)
-        self.results = results
+            variants.setdefault(model, []).append(
+                self._evaluate_variant(version, variant, profile, list(ring)))
+        self.reports = {
+            model: DriftReport(model, now, tuple(found), self.dropped_by_model.get(model, 0),
+                               self._compare(model))
+            for model, found in variants.items()}
 
-    def _judge(self, version: str, variant: str, profile: Profile,
-               subs: list[SubWindow]) -> dict[str, Any]:
+    def _evaluate_variant(self, version: str, variant: str, profile: Profile,
+                          subs: list[SubWindow]) -> VariantReport:
         rows = sum(s.rows for s in subs)
-        out: dict[str, Any] = {"version": version, "variant": variant, "window_rows": rows,
-                               "min_window": self.config.min_window}
+        parts = []
         for part, cols in (("features", profile.features), ("outputs", profile.outputs)):
             merged = [_sum([getattr(s, part)[i] for s in subs]) for i in range(len(cols))]
-            out[part] = self._columns(cols, merged, rows)
-        out["alerts"] = [c["name"] for c in out["features"] if c["level"] == "alert"]
-        out["state"] = _state(rows, self.config.min_window, out["features"])
-        return out
+            parts.append(self._columns(cols, merged))
+        return VariantReport(version, variant, rows, self.config.min_window, *parts)
 
-    def _columns(self, cols: list[Column], counts: list[Counts], rows: int,
-                 against: list[Counts] | None = None) -> list[dict[str, Any]]:
+    def _columns(self, cols: list[Column], counts: list[Counts],
+                 against: list[Counts] | None = None) -> tuple[ColumnScore, ...]:
         """Score each column's live counts against the reference profile, or, with
         ``against``, against other live counts over the same bins (the baseline's)."""
         cfg = self.config
-        scored: list[dict[str, Any]] = []
+        scores: list[dict[str, float]] = []
+        small: list[bool] = []
         for i, (col, c) in enumerate(zip(cols, counts, strict=True)):
-            entry: dict[str, Any] = {"name": col.name, "kind": col.kind,
-                                     "window_size": int(c.primary.sum()), "missing": c.missing}
             base = against[i] if against is not None else None
-            if c.primary.sum() < cfg.min_window or (
-                    base is not None and base.primary.sum() < cfg.min_window):
-                entry["level"] = "window_too_small"
-            elif col.kind == "numeric":
-                assert c.percentiles is not None and c.sums is not None
-                ref = (col.decile_counts, col.percentile_counts, col.percentile_sums)
-                if base is not None:
-                    assert base.percentiles is not None and base.sums is not None
-                    ref = (base.primary, base.percentiles, base.sums)
-                entry.update(divergences(ref[0], c.primary))
-                entry.update(ks_and_wasserstein(col.percentiles, ref[1], ref[2],
-                                                c.percentiles, c.sums, col.std))
-                entry["p_value"] = entry["psi_p_value"]
-            else:
-                ref_counts = col.category_counts if base is None else base.primary
-                entry.update(categorical(ref_counts, c.primary))
-                entry["p_value"] = entry["chi2_p_value"]
-            scored.append(entry)
-        tested = [e for e in scored if "p_value" in e]
-        for e, adjusted in zip(tested, benjamini_hochberg([e["p_value"] for e in tested]),
-                               strict=True):
-            e["p_adjusted"] = adjusted
-            significant = adjusted < cfg.fdr_q
-            alarming = e["psi"] >= cfg.alert_psi or e.get("l_infinity", 0.0) >= (
-                cfg.alert_l_infinity)
-            e["level"] = ("alert" if significant and alarming else
-                          "warn" if significant and e["psi"] >= cfg.warn_psi else "ok")
-        return scored
+            small.append(c.primary.sum() < cfg.min_window or (
+                base is not None and base.primary.sum() < cfg.min_window))
+            scores.append({} if small[-1] else _scores(col, c, base))
+        tested = [s for s in scores if "p_value" in s]
+        for entry, adjusted in zip(tested, benjamini_hochberg([s["p_value"] for s in tested]),
+                                   strict=True):
+            entry["p_adjusted"] = adjusted
+        return tuple(
+            ColumnScore(col.name, col.kind, int(c.primary.sum()), c.missing,
+                        "window_too_small" if too_small else self._level(entry), entry)
+            for col, c, entry, too_small in zip(cols, counts, scores, small, strict=True))
 
-    def _compare(self, model: str) -> dict[str, Any] | None:
+    def _level(self, scores: dict[str, float]) -> str:
+        cfg = self.config
+        significant = scores["p_adjusted"] < cfg.fdr_q
+        alarming = scores["psi"] >= cfg.alert_psi or scores.get("l_infinity", 0.0) >= (
+            cfg.alert_l_infinity)
+        return ("alert" if significant and alarming else
+                "warn" if significant and scores["psi"] >= cfg.warn_psi else "ok")
+
+    def _compare(self, model: str) -> OutputComparison | None:
         """The candidate with the most rows in the window against the current baseline."""
         base_version = self.baselines.get(model)
         base_ring = self.windows.get((model, base_version or "", BASELINE))
@@ -366,7 +248,7 @@ class DriftMonitor:
             return None
         best: tuple[int, str, list[SubWindow]] | None = None
         for (m, version, variant), ring in self.windows.items():
-            if m != model or variant != CHALLENGER:
+            if m != model or variant != CANDIDATE:
                 continue
             subs = [s for s in ring if s.compared is not None and s.compared[0] == base_version]
             rows = sum(s.rows for s in subs)
@@ -376,16 +258,32 @@ class DriftMonitor:
             return None
         rows, version, subs = best
         cols = self.profiles[(model, base_version)].outputs
-        base_rows = sum(s.rows for s in base_ring)
         baseline = [_sum([s.outputs[i] for s in base_ring]) for i in range(len(cols))]
         candidate = [_sum([s.compared[1][i] for s in subs if s.compared is not None])
                      for i in range(len(cols))]
-        scored = self._columns(cols, candidate, rows, against=baseline)
-        return {"baseline": {"version": base_version, "window_rows": base_rows},
-                "candidate": {"version": version, "window_rows": rows},
-                "min_window": self.config.min_window, "outputs": scored,
-                "alerts": [c["name"] for c in scored if c["level"] == "alert"],
-                "state": _state(min(rows, base_rows), self.config.min_window, scored)}
+        return OutputComparison(base_version, version, sum(s.rows for s in base_ring), rows,
+                                self.config.min_window,
+                                self._columns(cols, candidate, against=baseline))
+
+
+def _scores(col: Column, counts: Counts, base: Counts | None) -> dict[str, float]:
+    """A column's distances and p-value: against its profile, or ``base``'s live counts."""
+    scores: dict[str, float] = {}
+    if col.kind == "numeric":
+        assert counts.percentiles is not None and counts.sums is not None  # numeric counts
+        ref = (col.decile_counts, col.percentile_counts, col.percentile_sums)
+        if base is not None:
+            assert base.percentiles is not None and base.sums is not None
+            ref = (base.primary, base.percentiles, base.sums)
+        scores.update(divergences(ref[0], counts.primary))
+        scores.update(ks_and_wasserstein(col.percentiles, ref[1], ref[2], counts.percentiles,
+                                         counts.sums, col.std))
+        scores["p_value"] = scores["psi_p_value"]
+    else:
+        ref_counts = col.category_counts if base is None else base.primary
+        scores.update(categorical(ref_counts, counts.primary))
+        scores["p_value"] = scores["chi2_p_value"]
+    return scores
 
 
 def _parts(dicts: list[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
@@ -397,12 +295,6 @@ def _parts(dicts: list[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
         if parts:
             out[name] = parts
     return out
-
-
-def _state(rows: int, min_window: int, columns: list[dict[str, Any]]) -> str:
-    levels = [c["level"] for c in columns]
-    return ("window_too_small" if rows < min_window else
-            "alert" if "alert" in levels else "warn" if "warn" in levels else "ok")
 
 
 def _sum(parts: list[Counts]) -> Counts:

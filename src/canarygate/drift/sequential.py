@@ -1,6 +1,6 @@
 """Sequential change detection on each model version's error and latency streams.
 
-Which stream gets which detector follows research/drift-and-canary.md §6.3:
+Which stream gets which detector follows docs/statistics.md §4:
 
 - **errors** (from feedback labels, in the order they arrive): a classifier's 0/1 wrong
   predictions go to ADWIN (the primary, few false alarms), DDM (an early warning) and EDDM; a
@@ -23,9 +23,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from canarygate.background import Stride, yield_gil
+from canarygate.background import yield_gil
 from canarygate.config import DetectorsConfig
 from canarygate.drift.detectors import ADWIN, DDM, EDDM, Detector, PageHinkley
+from canarygate.stats.sampling import Stride
 
 MAX_EVENTS = 50  # detections kept per stream, newest last
 FEED_CHUNK = 500  # values between two pauses for the event loop
@@ -89,8 +90,9 @@ class Stream:
                 self.events.append({"time": now, "detector": detector.name, "kind": "warning",
                                     "index": self.fed - 1})
 
-    def since(self, start: float, kind: str = "drift") -> list[dict[str, Any]]:
-        return [e for e in self.events if e["time"] >= start and e["kind"] == kind]
+    def since(self, start: float) -> list[dict[str, Any]]:
+        """The drifts found since ``start`` (warnings left out)."""
+        return [e for e in self.events if e["time"] >= start and e["kind"] == "drift"]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -139,7 +141,7 @@ class SequentialMonitor:
         A pure-Python ADWIN costs microseconds a value, and this thread's Python work holds
         the GIL the event loop needs, so a busy gateway's latencies are sampled on the request
         path (every n-th request, the stride kept to about ``max_latencies_per_second``;
-        research note §6.3 suggests sampling busy streams), and the pass pauses for the event
+        docs/statistics.md §4), and the pass pauses for the event
         loop as it goes.
         """
         at = time.time() if now is None else now

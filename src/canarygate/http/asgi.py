@@ -1,19 +1,20 @@
-"""Small ASGI helpers for the prediction endpoints, which skip Starlette's Request/Response."""
+"""Small ASGI helpers for the prediction endpoints, which skip Starlette's Request/Response,
+and the one rendering of an error that every endpoint uses."""
 
 from __future__ import annotations
 
+import logging
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
+from starlette.types import Message, Receive, Scope, Send
 
-from canarygate.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from canarygate.errors import BadRequest, GatewayError, PayloadTooLarge, UnsupportedMediaType
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+__all__ = ["Headers", "Message", "Receive", "Scope", "Send"]
+
+log = logging.getLogger("canarygate")
 Headers = dict[bytes, bytes]
 
 JSON = b"application/json"
@@ -77,7 +78,33 @@ def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
     return out
 
 
-def error_body(message: str) -> bytes:
+def json_body(raw: bytes) -> Any:
+    """A request body read as strict JSON (no NaN or Infinity), or a 400 saying why not."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def error_answer(exc: BaseException, request_id: str = "",
+                 log_unexpected: bool = True) -> tuple[int, bytes, str]:
+    """An error as every endpoint answers it: the status, the ``{"error": ...}`` body and the
+    message. A GatewayError names its own status and message (5xx logged); anything else is a
+    500 "internal error", logged with its traceback unless the caller's framework does that
+    (``log_unexpected``)."""
+    if isinstance(exc, GatewayError):
+        status, message = exc.status, exc.message
+        if status >= 500:
+            log.error("%s (request %s)", message, request_id or "-", exc_info=exc.__cause__)
+    else:
+        status, message = 500, "internal error"
+        if log_unexpected:
+            log.error("unexpected failure (request %s)", request_id or "-", exc_info=exc)
+    return status, error_json(message), message
+
+
+def error_json(message: str) -> bytes:
+    """The error shape of every answer that is not a success: ``{"error": "..."}``."""
     return orjson.dumps({"error": message})
 
 

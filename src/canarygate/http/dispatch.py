@@ -11,12 +11,9 @@ the whole route table (a wrong method on a prediction path is its 405).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from canarygate.http.asgi import Receive, Scope, Send
-
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 V2 = "/v2/models/"
 V1 = "/v1/models/"

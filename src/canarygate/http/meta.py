@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from canarygate import __version__
 from canarygate.errors import NotReady
-from canarygate.gateway import Gateway
-from canarygate.metrics import CONTENT_TYPE
+from canarygate.metrics import CONTENT_TYPE, Metrics
+from canarygate.serving import ServingPlane
 
 
 class MetaEndpoints:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
+    def __init__(self, plane: ServingPlane, metrics: Metrics,
+                 ready: Callable[[], bool]) -> None:
+        self.plane = plane
+        self.metrics = metrics
+        self.is_ready = ready
 
     async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        if not self.gw.ready:
+        if not self.is_ready():
             raise NotReady("the gateway is not ready")
         return JSONResponse({"ready": True})
 
@@ -31,26 +36,26 @@ class MetaEndpoints:
         })
 
     async def model(self, request: Request) -> Response:
-        model = self.gw.registry.get(request.path_params["name"])
-        meta = model.baseline.describe()
+        model = self.plane.model(request.path_params["name"])
+        meta = self.plane.baseline(model.name).describe()
         meta["versions"] = list(model.versions)
         return JSONResponse(meta)
 
     async def version(self, request: Request) -> Response:
-        model = self.gw.registry.get(request.path_params["name"])
+        model = self.plane.model(request.path_params["name"])
         return JSONResponse(model.version(request.path_params["version"]).describe())
 
     async def model_ready(self, request: Request) -> Response:
-        model = self.gw.registry.get(request.path_params["name"])
+        model = self.plane.model(request.path_params["name"])
         if "version" in request.path_params:
             model.version(request.path_params["version"])
-        if not self.gw.ready:
+        if not self.is_ready():
             raise NotReady(f"model {model.name!r} is not ready")
         return JSONResponse({"name": model.name, "ready": True})
 
     async def v1_model(self, request: Request) -> Response:
-        model = self.gw.registry.get(request.path_params["name"])
-        return JSONResponse({"name": model.name, "ready": self.gw.ready})
+        model = self.plane.model(request.path_params["name"])
+        return JSONResponse({"name": model.name, "ready": self.is_ready()})
 
-    async def metrics(self, request: Request) -> Response:
-        return Response(self.gw.metrics.render(), media_type=CONTENT_TYPE)
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)

@@ -14,8 +14,8 @@ import orjson
 
 from canarygate.errors import BadRequest
 from canarygate.http.asgi import JSON, Headers
-from canarygate.http.codec import check_content_type, json_array, parse_json
-from canarygate.http.infer import Decoded, Encoded
+from canarygate.http.protocol import Decoded, Encoded
+from canarygate.http.tensors import check_content_type, json_array, parse_json
 from canarygate.runtime import ModelVersion, Tensor
 from canarygate.runtime.tensors import TensorSpec
 

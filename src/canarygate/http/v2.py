@@ -13,7 +13,8 @@ import orjson
 
 from canarygate.errors import BadRequest
 from canarygate.http.asgi import JSON, Headers
-from canarygate.http.codec import (
+from canarygate.http.protocol import MAX_REQUEST_ID, Decoded, Encoded, usable_request_id
+from canarygate.http.tensors import (
     binary_array,
     bytes_payload,
     check_content_type,
@@ -21,9 +22,8 @@ from canarygate.http.codec import (
     parse_json,
     shape_of,
 )
-from canarygate.http.infer import MAX_REQUEST_ID, Decoded, Encoded, usable_request_id
 from canarygate.runtime import ModelVersion, Tensor
-from canarygate.runtime.tensors import DATATYPES, datatype_of
+from canarygate.runtime.tensors import DATATYPES, tensor_json
 
 HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = b"application/octet-stream"
@@ -141,18 +141,13 @@ class V2Codec:
         outputs: list[dict[str, Any]] = []
         chunks: list[bytes] = []
         for name, array in zip(names, results, strict=True):
-            entry: dict[str, Any] = {
-                "name": name, "datatype": datatype_of(array), "shape": array.shape,
-            }
-            if name in decoded.binary_outputs:
+            binary = name in decoded.binary_outputs
+            entry = tensor_json(name, array, with_data=not binary)
+            if binary:
                 raw = (bytes_payload(array) if array.dtype == np.object_
                        else np.ascontiguousarray(array).tobytes())
                 entry["parameters"] = {"binary_data_size": len(raw)}
                 chunks.append(raw)
-            elif array.dtype == np.object_:
-                entry["data"] = [x.decode() if isinstance(x, bytes) else x for x in array.ravel()]
-            else:
-                entry["data"] = array.ravel()  # a view of C-ordered rows; a copy otherwise
             outputs.append(entry)
         doc = {
             "model_name": version.model,

@@ -120,8 +120,3 @@ class Recorder:
             return max(0.0, now - self.queue[0].time)
         except IndexError:
             return 0.0
-
-    def stats(self) -> dict[str, Any]:
-        return {"captured": self.captured, "written": self.written, "dropped": self.dropped,
-                "failed": self.failed, "errors": self.errors, "blocked": self.blocked,
-                "queued": len(self.queue)}

@@ -32,7 +32,7 @@ import orjson
 from canarygate.background import yield_gil
 from canarygate.config import DatasetConfig
 from canarygate.recorder.queue import FeedbackRecord, Record, Recorder
-from canarygate.runtime.tensors import datatype_of
+from canarygate.runtime.tensors import tensor_json
 
 log = logging.getLogger("canarygate.recorder")
 
@@ -293,18 +293,13 @@ class Writer:
         for name, array in tensors.items():
             if name in drop:
                 continue
-            entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array),
-                                     "shape": array.shape}
             if name in hashed:
+                entry = tensor_json(name, array, with_data=False)
                 entry["sha256"] = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-            elif array.dtype == np.object_:
-                entry["data"] = [x.decode(errors="replace") if isinstance(x, bytes) else str(x)
-                                 for x in array.ravel()]
             else:
-                entry["data"] = array.ravel()  # C-contiguous, as orjson needs
+                entry = tensor_json(name, array)
             out.append(entry)
         return out
-
 
 def to_parquet(source: Path, target: Path) -> None:
     """One JSON Lines segment as a Parquet file with the dataset's schema.

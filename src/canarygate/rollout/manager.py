@@ -1,9 +1,14 @@
 """Rollouts of every model: the controller's tick and the release engineer's actions.
 
-Each change is a new ``RolloutState`` that is installed at once (the request path reads the
-routing table built from it), then written by the persister, together with a decision record
-that says who or what acted, why, and with which figures. ``tick`` runs on the event loop and
-only computes; the disk work happens on the persister's thread.
+Each change is a new ``RolloutState`` that is installed at once (a new ``Routing`` published
+to the routing table, which is all the request path reads), then written by the persister,
+together with a decision record that says who or what acted, why, and with which figures.
+``tick`` runs on the event loop and only computes; the disk work happens on the persister's
+thread.
+
+One module past 400 lines, for a reason: it is one state machine, whose people's actions and
+controller's tick go through the same few private transitions (``_install``, ``_transition``,
+``_record``); split across files, each file would reach into the others' privates.
 """
 
 from __future__ import annotations
@@ -18,21 +23,21 @@ from typing import Any
 from canarygate.config import RolloutConfig
 from canarygate.errors import BadRequest, Conflict
 from canarygate.metrics import Metrics
+from canarygate.rollout.gates import GateResult, Verdict
 from canarygate.rollout.judge import (
     MIN_TAU_REQUESTS,
-    GateResult,
     IntervalMemory,
-    Verdict,
+    Judgement,
     alpha_shares,
     judge_step,
 )
 from canarygate.rollout.persist import Persister
-from canarygate.rollout.quality import Evidence, error_tau, quality_gates
+from canarygate.rollout.quality import EvidenceSource, NoEvidence, error_tau, quality_gates
 from canarygate.rollout.state import ACTIVE, Phase, RolloutState
-from canarygate.rollout.versions import VersionCatalog
-from canarygate.router import Routing
+from canarygate.router import Routing, RoutingTable
 from canarygate.runtime import ModelRegistry, ServedModel
-from canarygate.stats import ArmStats, StepWindow
+from canarygate.runtime.catalog import VersionCatalog
+from canarygate.stats import StepStats, VariantStepStats
 
 log = logging.getLogger("canarygate.rollout")
 
@@ -47,23 +52,26 @@ QUIET_HOLD_EVERY = 30
 
 
 class RolloutManager:
-    def __init__(self, registry: ModelRegistry, persister: Persister, metrics: Metrics,
+    def __init__(self, registry: ModelRegistry, table: RoutingTable, persister: Persister,
+                 metrics: Metrics, evidence: EvidenceSource | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
+        self.table = table
         self.persister = persister
         self.metrics = metrics
+        self.source: EvidenceSource = evidence or NoEvidence()
         self.clock = clock
         self.states: dict[str, RolloutState] = {}
         self.memory: dict[str, IntervalMemory] = {}
+        # The verdicts of the last logged quiet hold per model, and the quiet holds since.
+        self.quiet: dict[str, tuple[tuple[tuple[str, str], ...], int]] = {}
         self.last_gates: dict[str, list[GateResult]] = {}
         self.unavailable: dict[str, dict[str, str]] = {}  # versions that failed to load
         self._wakes: dict[str, asyncio.Event] = {}  # a controller task's wait, to cut short
-        # What the analysis loop found for a model (drift, detectors), for the quality gates;
-        # the gateway sets it, a bare manager judges without it.
-        self.evidence: Callable[[str, RolloutState], Evidence] = lambda name, state: Evidence()
-        # Each variant's last-minute latency percentiles, QPS and error rates, kept with every
-        # judgement in the decision log; the gateway sets it from its statistics.
-        self.traffic: Callable[[str], list[dict[str, Any]]] = lambda name: []
+
+    def step_stats(self, name: str) -> StepStats:
+        """The current step's counters of a model, as the request path fills them."""
+        return self.table.get(name).step_stats
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -146,10 +154,12 @@ class RolloutManager:
             phase=Phase.SHADOW if shadow else Phase.PROGRESSING,
             step=-1 if shadow else 0, weight=0.0 if shadow else schedule.steps[0],
             started_at=now, step_started_at=now, resume_phase=None, carried_log_e={},
-            tau_seconds=_p95(served.window.baseline), error_tau=error_tau(served.window),
+            tau_seconds=_p95(self.step_stats(name).baseline),
+            error_tau=error_tau(self.step_stats(name)),
             reason=reason, figures={},
         )
-        return self._transition(new, "start", actor, reason, fresh_window=True)
+        self._transition(new, "start", actor, reason, fresh_window=True)
+        return new
 
     def set_weight(self, name: str, weight: float, *, actor: str, reason: str) -> RolloutState:
         """A person takes the wheel: the weight holds (paused) until they resume."""
@@ -163,7 +173,8 @@ class RolloutManager:
         new = state.evolve(weight=float(weight), phase=Phase.PAUSED, resume_phase=resume,
                            carried_log_e=self._carry(state), step_started_at=self.clock(),
                            reason=reason)
-        return self._transition(new, "set_weight", actor, reason, fresh_window=True)
+        self._transition(new, "set_weight", actor, reason, fresh_window=True)
+        return new
 
     def pause(self, name: str, *, actor: str, reason: str) -> RolloutState:
         _, state = self._get(name)
@@ -172,7 +183,8 @@ class RolloutManager:
             return state
         new = state.evolve(phase=Phase.PAUSED, resume_phase=state.phase, reason=reason,
                            carried_log_e=self._carry(state))
-        return self._transition(new, "pause", actor, reason, fresh_window=True)
+        self._transition(new, "pause", actor, reason, fresh_window=True)
+        return new
 
     def resume(self, name: str, *, actor: str, reason: str) -> RolloutState:
         served, state = self._get(name)
@@ -181,16 +193,16 @@ class RolloutManager:
         self._require_candidate(served, state, "resume it")
         new = state.evolve(phase=state.resume_phase or Phase.PROGRESSING, resume_phase=None,
                            step_started_at=self.clock(), reason=reason)
-        return self._transition(new, "resume", actor, reason, fresh_window=True)
+        self._transition(new, "resume", actor, reason, fresh_window=True)
+        return new
 
     def promote(self, name: str, *, actor: str, reason: str) -> RolloutState:
         served, state = self._get(name)
         self._require_active(state, "promote it")
         self._require_candidate(served, state, "promote it")
-        assert state.candidate is not None
-        new = state.evolve(phase=Phase.PROMOTED, baseline=state.candidate, candidate=None,
-                           weight=0.0, step=-1, resume_phase=None, reason=reason)
-        return self._transition(new, "promote", actor, reason, fresh_window=True)
+        new = _promoted(state, reason)
+        self._transition(new, "promote", actor, reason, fresh_window=True)
+        return new
 
     def rollback(self, name: str, *, actor: str, reason: str,
                  figures: dict[str, Any] | None = None,
@@ -199,25 +211,35 @@ class RolloutManager:
         self._require_active(state, "roll it back")
         new = state.evolve(phase=Phase.ROLLED_BACK, weight=0.0, resume_phase=None,
                            reason=reason, figures=figures or {})
-        return self._transition(new, "rollback", actor, reason, gates, fresh_window=True)
+        self._transition(new, "rollback", actor, reason, gates, fresh_window=True)
+        return new
+
+    def registered(self, name: str, version: str, path: str, *, actor: str,
+                   reason: str) -> None:
+        """A version registered at run time goes to the decision log like any action."""
+        decision = {"time": self.clock(), "model": name, "action": "register_version",
+                    "actor": actor, "reason": reason, "version": version, "path": path}
+        self.persister.record(decision)
+        self.metrics.decision(name, "register_version")
 
     # -- the controller ---------------------------------------------------------------------
 
     def tick(self, name: str) -> dict[str, Any] | None:
         """Judge one model's rollout once and act on the verdicts; the decision record, or None
         when nothing was logged (a quiet hold, or no rollout to judge)."""
-        served, state = self._get(name)
+        _, state = self._get(name)
         if state.phase not in WATCHED:
             return None
         now = self.clock()
-        window = served.window
-        memory = self.memory.setdefault(name, IntervalMemory())
+        window = self.step_stats(name)
         if state.tau_seconds is None and (tau := _p95(window.baseline)) is not None:
             state = self._install(state.evolve(tau_seconds=tau))
         if state.error_tau is None and (etau := error_tau(window)) is not None:
             state = self._install(state.evolve(error_tau=etau))
         elapsed = now - (state.step_started_at or now)
-        gates, step_log_e = self._judge(state, window, elapsed, memory)
+        judgement = self._judge(state, window, elapsed, self.memory.get(name, IntervalMemory()))
+        self.memory[name] = judgement.memory
+        gates, step_log_e = judgement.gates, judgement.step_log_e
         self.last_gates[name] = gates
         for gate in gates:
             self.metrics.verdict(name, gate.gate, gate.verdict.value)
@@ -226,19 +248,20 @@ class RolloutManager:
         if failed:
             worst = failed[0]
             reason = f"{worst.gate} gate failed: {worst.detail}"
-            self.rollback(name, actor="controller", reason=reason, figures=worst.as_json(),
-                          gates=gates)
-            return self.persister.decisions(name)[-1]
+            new = state.evolve(phase=Phase.ROLLED_BACK, weight=0.0, resume_phase=None,
+                               reason=reason, figures=worst.as_json())
+            return self._transition(new, "rollback", "controller", reason, gates,
+                                    fresh_window=True)
         if state.phase == Phase.PAUSED:
-            return self._quiet_hold(state, memory, gates, f"paused: {state.reason}")
+            return self._quiet_hold(state, gates, f"paused: {state.reason}")
         paused = [g for g in gates if g.verdict == Verdict.PAUSE]
         if paused and state.phase != Phase.AWAITING_PROMOTION:
             reason = f"{paused[0].gate}: {paused[0].detail}"
             new = state.evolve(phase=Phase.PAUSED, resume_phase=state.phase, reason=reason,
                                figures=paused[0].as_json(),
                                carried_log_e=self._carry(state, step_log_e))
-            self._transition(new, "pause", "controller", reason, gates, fresh_window=True)
-            return self.persister.decisions(name)[-1]
+            return self._transition(new, "pause", "controller", reason, gates,
+                                    fresh_window=True)
 
         marginal = [g.gate for g in gates if g.verdict == Verdict.MARGINAL]
         shadow = state.phase == Phase.SHADOW
@@ -252,29 +275,30 @@ class RolloutManager:
             waiting.append("marginal: " + ", ".join(marginal))
         if state.phase == Phase.AWAITING_PROMOTION or (shadow and state.schedule.shadow_only):
             waiting.append("waiting for a person" if not shadow else "shadow only")
-            return self._quiet_hold(state, memory, gates, "; ".join(waiting))
+            return self._quiet_hold(state, gates, "; ".join(waiting))
         if waiting:
             return self._record(state, "hold", "controller", "; ".join(waiting), gates)
         return self._advance(state, step_log_e, gates)
 
-    def _quiet_hold(self, state: RolloutState, memory: IntervalMemory,
-                    gates: list[GateResult], reason: str) -> dict[str, Any] | None:
+    def _quiet_hold(self, state: RolloutState, gates: list[GateResult],
+                    reason: str) -> dict[str, Any] | None:
         """A hold while only a person can move the rollout on: logged when a gate's verdict
         changes and every ``QUIET_HOLD_EVERY`` intervals, so the log shows every change of
         judgement without repeating one unchanged record for hours."""
         verdicts = tuple((g.gate, g.verdict.value) for g in gates)
-        if verdicts == memory.quiet_verdicts and memory.quiet_ticks + 1 < QUIET_HOLD_EVERY:
-            memory.quiet_ticks += 1
+        last, ticks = self.quiet.get(state.model, ((), 0))
+        if verdicts == last and ticks + 1 < QUIET_HOLD_EVERY:
+            self.quiet[state.model] = (last, ticks + 1)
             return None
-        memory.quiet_verdicts, memory.quiet_ticks = verdicts, 0
+        self.quiet[state.model] = (verdicts, 0)
         return self._record(state, "hold", "controller", reason, gates)
 
     def _advance(self, state: RolloutState, step_log_e: dict[str, float],
                  gates: list[GateResult]) -> dict[str, Any]:
-        served = self.registry.get(state.model)
+        window = self.step_stats(state.model)
         carried = self._carry(state, step_log_e)
-        tau = _p95(served.window.baseline) or state.tau_seconds
-        etau = error_tau(served.window) or state.error_tau
+        tau = _p95(window.baseline) or state.tau_seconds
+        etau = error_tau(window) or state.error_tau
         steps = state.schedule.steps
         now = self.clock()
         if state.step + 1 < len(steps):
@@ -283,16 +307,17 @@ class RolloutManager:
             new = state.evolve(phase=Phase.PROGRESSING, step=step, weight=steps[step],
                                step_started_at=now, carried_log_e=carried, tau_seconds=tau,
                                error_tau=etau, reason=reason)
-            self._transition(new, "advance", "controller", reason, gates, fresh_window=True)
-        elif state.schedule.auto_promote:
-            self.promote(state.model, actor="controller", reason="every step held")
-        else:
-            reason = "every step held; waiting for a person to promote"
-            new = state.evolve(phase=Phase.AWAITING_PROMOTION, carried_log_e=carried,
-                               step_started_at=now, reason=reason)
-            self._transition(new, "await_promotion", "controller", reason, gates,
-                             fresh_window=True)
-        return self.persister.decisions(state.model)[-1]
+            return self._transition(new, "advance", "controller", reason, gates,
+                                    fresh_window=True)
+        if state.schedule.auto_promote:
+            reason = "every step held"
+            return self._transition(_promoted(state, reason), "promote", "controller", reason,
+                                    fresh_window=True)
+        reason = "every step held; waiting for a person to promote"
+        new = state.evolve(phase=Phase.AWAITING_PROMOTION, carried_log_e=carried,
+                           step_started_at=now, reason=reason)
+        return self._transition(new, "await_promotion", "controller", reason, gates,
+                                fresh_window=True)
 
     async def run(self, name: str) -> None:
         """The controller task of one model: a tick every analysis interval. A change of the
@@ -331,20 +356,21 @@ class RolloutManager:
                            f"{doing}; register it again (POST /admin/models/{served.name}/"
                            "versions) or roll back")
 
-    def _judge(self, state: RolloutState, window: StepWindow, elapsed: float,
-               memory: IntervalMemory) -> tuple[list[GateResult], dict[str, float]]:
+    def _judge(self, state: RolloutState, window: StepStats, elapsed: float,
+               memory: IntervalMemory) -> Judgement:
         """Every gate on the step: how the candidate serves (judge.py), then what it answers
         (quality.py), with the log e-values of the anytime-valid ones."""
         shadow = state.phase == Phase.SHADOW
-        gates, step_log_e = judge_step(
+        judged = judge_step(
             state.schedule, window, weight=state.weight, shadow=shadow,
             tau_seconds=state.tau_seconds, carried=state.carried_log_e, elapsed=elapsed,
             memory=memory)
         more, more_log_e = quality_gates(
-            state.schedule, window, self.evidence(state.model, state), tau=state.error_tau,
-            carried=state.carried_log_e, alphas=alpha_shares(state.schedule),
-            candidate=state.candidate, shadow=shadow)
-        return gates + more, {**step_log_e, **more_log_e}
+            state.schedule, window, self.source.evidence(state.model, state),
+            tau=state.error_tau, carried=state.carried_log_e,
+            alphas=alpha_shares(state.schedule), candidate=state.candidate, shadow=shadow)
+        return Judgement(judged.gates + more, {**judged.step_log_e, **more_log_e},
+                         judged.memory)
 
     def _carry(self, state: RolloutState,
                step_log_e: dict[str, float] | None = None) -> dict[str, float]:
@@ -352,19 +378,27 @@ class RolloutManager:
         if step_log_e is None:
             if state.phase not in WATCHED:
                 return dict(state.carried_log_e)
-            served = self.registry.get(state.model)
-            _, step_log_e = self._judge(state, served.window, 0.0, IntervalMemory())
+            step_log_e = self._judge(state, self.step_stats(state.model), 0.0,
+                                     IntervalMemory()).step_log_e
         carried = dict(state.carried_log_e)
         for gate, value in step_log_e.items():
             carried[gate] = carried.get(gate, 0.0) + value
         return carried
 
     def _install(self, state: RolloutState, fresh_window: bool = False) -> RolloutState:
+        """Publish the routing ``state`` asks for; ``fresh_window`` starts a step's counters."""
         served = self.registry.get(state.model)
         candidate = (served.versions.get(state.candidate)
                      if state.candidate and state.phase in ACTIVE else None)
         serving = state.phase in SERVING and candidate is not None
-        served.routing = Routing(
+        if fresh_window or state.model not in self.table:
+            slo = state.schedule.latency_slo_ms
+            step_stats = StepStats.fresh(slo / 1000 if slo else None)
+            self.memory[state.model] = IntervalMemory()
+            self.quiet.pop(state.model, None)
+        else:
+            step_stats = self.table.get(state.model).step_stats
+        routing = Routing(
             baseline=served.versions[state.baseline],
             candidate=candidate,
             weight=state.weight if serving else 0.0,
@@ -372,27 +406,28 @@ class RolloutManager:
             shadow_share=state.schedule.shadow_percent / 100 if state.phase == Phase.SHADOW
             else 0.0,
             salt=state.model.encode(),
+            candidate_timeout=state.schedule.candidate_timeout_ms / 1000,
+            step_stats=step_stats,
         )
-        if fresh_window:
-            slo = state.schedule.latency_slo_ms
-            served.window = StepWindow.fresh(slo / 1000 if slo else None)
-            self.memory[state.model] = IntervalMemory()
+        self.table.set(state.model, routing)
         self.states[state.model] = state
-        self.metrics.rollout(state.model, state.phase.value, served.routing.weight)
+        self.metrics.rollout(state.model, state.phase.value, routing.weight,
+                            [p.value for p in Phase])
         return state
 
     def _transition(self, state: RolloutState, action: str, actor: str, reason: str,
                     gates: list[GateResult] | None = None,
-                    fresh_window: bool = False) -> RolloutState:
+                    fresh_window: bool = False) -> dict[str, Any]:
+        """Install ``state``, save it, and log the decision that made it (returned)."""
         before = self.states[state.model]
         self._install(state, fresh_window)
         if actor != "controller" and state.model in self._wakes:
             self._wakes[state.model].set()
         self.persister.save(state)
-        self._record(state, action, actor, reason, gates, before)
+        decision = self._record(state, action, actor, reason, gates, before)
         if action in ("rollback", "promote", "pause", "start", "advance"):
             log.info("%s: %s by %s (%s)", state.model, action, actor, reason)
-        return state
+        return decision
 
     def _record(self, state: RolloutState, action: str, actor: str, reason: str,
                 gates: list[GateResult] | None, before: RolloutState | None = None
@@ -407,13 +442,21 @@ class RolloutManager:
             "gates": [g.as_json() for g in gates or []],
         }
         if gates:  # a judgement: with what each variant served in the last minute
-            decision["traffic"] = self.traffic(state.model)
+            decision["traffic"] = self.source.traffic(state.model)
         self.persister.record(decision)
         self.metrics.decision(state.model, action)
         return decision
 
 
-def _p95(arm: ArmStats) -> float | None:
+def _promoted(state: RolloutState, reason: str) -> RolloutState:
+    """The candidate becomes the baseline, serving everything."""
+    if state.candidate is None:
+        raise Conflict(f"model {state.model!r} has no candidate to promote")
+    return state.evolve(phase=Phase.PROMOTED, baseline=state.candidate, candidate=None,
+                        weight=0.0, step=-1, resume_phase=None, reason=reason)
+
+
+def _p95(arm: VariantStepStats) -> float | None:
     if arm.latency.count < MIN_TAU_REQUESTS:
         return None
     return arm.latency.quantile(0.95)

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from canarygate.config import RolloutConfig
-from canarygate.rollout.judge import MIN_GATE_REQUESTS, GateResult, Verdict, comparative_gate
-from canarygate.stats import StepWindow
+from canarygate.drift.report import OutputComparison, VariantReport
+from canarygate.rollout.gates import MIN_GATE_REQUESTS, GateResult, Verdict, comparative_gate
+from canarygate.stats import StepStats
+
+if TYPE_CHECKING:
+    from canarygate.rollout.state import RolloutState
 
 MIN_ERROR_TAU_ROWS = 50  # baseline labelled rows before a regressor's "large error" is fixed
 
@@ -23,14 +27,35 @@ class Evidence:
     """The analysis loop's findings for one model, as the judge needs them."""
 
     classifier: bool = True
-    output_comparison: dict[str, Any] | None = None  # DriftMonitor.output_comparison
-    candidate_inputs: dict[str, Any] | None = None  # the candidate's input-drift entry
+    output_comparison: OutputComparison | None = None
+    candidate_inputs: VariantReport | None = None  # the candidate's inputs against its profile
     input_drift_action: str = "report"
     error_changes: list[dict[str, Any]] = field(default_factory=list)
     """Recent upward changes the detectors found in the candidate's error stream."""
 
 
-def accuracy_gate(window: StepWindow, evidence: Evidence, error_tau: float | None,
+class EvidenceSource(Protocol):
+    """What the analysis loop found about a model, for the judgement and its record."""
+
+    def evidence(self, name: str, state: RolloutState) -> Evidence:
+        """Drift and detector findings on the rollout's candidate, for the quality gates."""
+
+    def traffic(self, name: str) -> list[dict[str, Any]]:
+        """Each variant's last-minute latency percentiles, QPS and error rates, kept with
+        every judgement in the decision log."""
+
+
+class NoEvidence:
+    """A manager without an analysis loop judges on its step counters alone."""
+
+    def evidence(self, name: str, state: RolloutState) -> Evidence:
+        return Evidence()
+
+    def traffic(self, name: str) -> list[dict[str, Any]]:
+        return []
+
+
+def accuracy_gate(window: StepStats, evidence: Evidence, error_tau: float | None,
                   carried: float, alpha: float) -> tuple[GateResult, float]:
     """Wrong answers from feedback, candidate against baseline, with the errors gate's
     anytime-valid test: events are a classifier's wrong predictions, or a regressor's errors
@@ -69,7 +94,7 @@ def accuracy_gate(window: StepWindow, evidence: Evidence, error_tau: float | Non
     return gate, step
 
 
-def error_tau(window: StepWindow) -> float | None:
+def error_tau(window: StepStats) -> float | None:
     """A regressor's "large error": the baseline's 90th percentile absolute error."""
     errors = window.baseline.abs_errors
     return errors.quantile(0.9) if errors.count >= MIN_ERROR_TAU_ROWS else None
@@ -81,44 +106,44 @@ def output_drift_gate(schedule: RolloutConfig, evidence: Evidence,
     A different model legitimately answers differently, so by default this reports; the
     schedule may make an alert a pause or a rollback."""
     comparison = evidence.output_comparison
-    if comparison is None or comparison["candidate"]["version"] != candidate:
+    if comparison is None or comparison.candidate != candidate:
         return GateResult("output_drift", Verdict.NO_DATA,
                           detail="no window with both variants' outputs yet")
-    columns = {c["name"]: {k: c[k] for k in ("level", "psi", "p_adjusted") if k in c}
-               for c in comparison["outputs"]}
-    counts = {"state": comparison["state"], "alerts": comparison["alerts"],
-              "candidate_rows": comparison["candidate"]["window_rows"],
-              "baseline_rows": comparison["baseline"]["window_rows"], "outputs": columns,
+    columns = {c.name: {"level": c.level, **{k: c.scores[k] for k in ("psi", "p_adjusted")
+                                             if k in c.scores}}
+               for c in comparison.outputs}
+    counts = {"state": comparison.state, "alerts": comparison.alerts,
+              "candidate_rows": comparison.candidate_rows,
+              "baseline_rows": comparison.baseline_rows, "outputs": columns,
               "action": schedule.output_drift_action}
-    if comparison["state"] == "window_too_small":
+    if comparison.state == "window_too_small":
         return GateResult("output_drift", Verdict.NO_DATA, counts=counts)
-    if comparison["state"] != "alert" or schedule.output_drift_action == "report":
+    if comparison.state != "alert" or schedule.output_drift_action == "report":
         detail = ("outputs differ from the baseline's (reported only)"
-                  if comparison["state"] == "alert" else "")
+                  if comparison.state == "alert" else "")
         return GateResult("output_drift", Verdict.PASS, counts=counts, detail=detail)
     verdict = Verdict.FAIL if schedule.output_drift_action == "rollback" else Verdict.PAUSE
     return GateResult("output_drift", verdict, counts=counts,
                       detail="the candidate's outputs drifted from the baseline's: "
-                      + ", ".join(comparison["alerts"]))
+                      + ", ".join(comparison.alerts))
 
 
 def input_drift_gate(evidence: Evidence) -> GateResult | None:
     """Input drift reaches both variants alike, so it says nothing against the candidate:
     reported by the drift monitor, and a pause here only when the config asks for one."""
-    entry = evidence.candidate_inputs
-    if evidence.input_drift_action != "pause" or entry is None:
+    report = evidence.candidate_inputs
+    if evidence.input_drift_action != "pause" or report is None:
         return None
-    counts = {"state": entry["state"], "alerts": entry["alerts"],
-              "window_rows": entry["window_rows"]}
-    if entry["state"] == "alert":
+    counts = {"state": report.state, "alerts": report.alerts, "window_rows": report.window_rows}
+    if report.state == "alert":
         return GateResult("input_drift", Verdict.PAUSE, counts=counts,
                           detail="the candidate's inputs drifted from the profile: "
-                          + ", ".join(entry["alerts"]))
-    verdict = Verdict.NO_DATA if entry["state"] == "window_too_small" else Verdict.PASS
+                          + ", ".join(report.alerts))
+    verdict = Verdict.NO_DATA if report.state == "window_too_small" else Verdict.PASS
     return GateResult("input_drift", verdict, counts=counts)
 
 
-def quality_gates(schedule: RolloutConfig, window: StepWindow, evidence: Evidence, *,
+def quality_gates(schedule: RolloutConfig, window: StepStats, evidence: Evidence, *,
                   tau: float | None, carried: dict[str, float], alphas: dict[str, float],
                   candidate: str | None, shadow: bool) -> tuple[list[GateResult],
                                                                 dict[str, float]]:

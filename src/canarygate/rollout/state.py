@@ -12,13 +12,13 @@ from canarygate.config import RolloutConfig
 
 
 class Phase(StrEnum):
-    IDLE = "idle"
-    SHADOW = "shadow"
-    PROGRESSING = "progressing"
-    PAUSED = "paused"
-    AWAITING_PROMOTION = "awaiting_promotion"
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled_back"
+    IDLE = "idle"  # no candidate: the baseline serves everything
+    SHADOW = "shadow"  # the candidate answers mirrored requests only, compared, never served
+    PROGRESSING = "progressing"  # the candidate serves its step's weight; the ramp may advance
+    PAUSED = "paused"  # the candidate serves at its weight; only a person moves it on
+    AWAITING_PROMOTION = "awaiting_promotion"  # every step held; a person promotes
+    PROMOTED = "promoted"  # the candidate became the baseline
+    ROLLED_BACK = "rolled_back"  # the candidate serves nothing; the baseline everything
 
 
 ACTIVE = frozenset({Phase.SHADOW, Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_PROMOTION})

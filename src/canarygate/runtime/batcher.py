@@ -1,7 +1,7 @@
 """Micro-batching: concurrent runs of one model version coalesced into one onnxruntime call.
 
-Handing a run to a thread costs more than running these models (research/perf.md: +120 µs a
-request, the run itself 10-20 µs), so the hand-off is paid once per batch. A batch opens with its
+Handing a run to a thread costs more than running these models (docs/statistics.md §5: +120 µs
+a request, the run itself 10-20 µs), so the hand-off is paid once per batch. A batch opens with its
 first request and is dispatched when it holds ``max_rows`` rows or when ``max_wait`` has passed,
 and only while fewer than ``max_in_flight`` of this version's batches are running: under load,
 requests gather while a batch runs, which is when gathering costs no latency. uvloop's timers
@@ -28,7 +28,7 @@ import numpy as np
 
 from canarygate.errors import ModelFailure
 from canarygate.runtime.model import ModelVersion
-from canarygate.runtime.result import RunResult, finite, run_timeout
+from canarygate.runtime.result import Deadline, RunResult, finite
 
 TIMER_RESOLUTION = 0.001  # seconds; shorter waits mean "the next turn of the loop"
 
@@ -63,8 +63,7 @@ class _Call:
     rows: int
     future: asyncio.Future[RunResult]
     submitted: float
-    timeout: float | None
-    timer: asyncio.TimerHandle | None = None  # fails the call at its timeout, once started
+    deadline: Deadline | None  # fails the call at its timeout, once its batch started
 
 
 class Batcher:
@@ -94,7 +93,8 @@ class Batcher:
         first = next(iter(feeds.values()))
         rows = first.shape[0] if first.ndim else 1
         future: asyncio.Future[RunResult] = self._loop.create_future()
-        self._queue.append(_Call(feeds, names, rows, future, perf_counter(), timeout))
+        deadline = Deadline(self.version, timeout) if timeout is not None else None
+        self._queue.append(_Call(feeds, names, rows, future, perf_counter(), deadline))
         self._queued_rows += rows
         if self._timer is None and not self._due:
             if self.max_wait < TIMER_RESOLUTION:
@@ -135,7 +135,7 @@ class Batcher:
             self.inline_batches += 1
             self._finish(calls, _execute(self.version, calls, rows, None))
             return
-        timed = [c for c in calls if c.timeout is not None]
+        timed = [c for c in calls if c.deadline is not None]
         on_start = (partial(self._loop.call_soon_threadsafe, self._arm, timed)
                     if timed else None)
         done = self._loop.run_in_executor(self._pool, _execute, self.version, calls, rows,
@@ -152,14 +152,13 @@ class Batcher:
     def _arm(self, timed: list[_Call]) -> None:
         """On the loop, when the batch started: fail callers whose timeout passes first."""
         for call in timed:
-            if not call.future.done():
-                assert call.timeout is not None
-                call.timer = self._loop.call_later(call.timeout, self._expire, call)
+            if not call.future.done() and call.deadline is not None:
+                call.deadline.start(self._loop, partial(self._expire, call))
 
-    def _expire(self, call: _Call) -> None:
-        if not call.future.done():
-            assert call.timeout is not None
-            call.future.set_exception(run_timeout(self.version, call.timeout, None))
+    @staticmethod
+    def _expire(call: _Call) -> None:
+        if not call.future.done() and call.deadline is not None:
+            call.future.set_exception(call.deadline.error())
 
     def _finish(self, calls: list[_Call],
                 outcome: list[RunResult | Exception] | BaseException) -> None:
@@ -171,21 +170,18 @@ class Batcher:
                     and first.run_seconds == last.run_seconds and first.cpu_seconds is not None):
                 self.cost.learn(first.cpu_seconds, first.batch_rows)
         for i, call in enumerate(calls):
-            if call.timer is not None:
-                call.timer.cancel()
+            if call.deadline is not None:
+                call.deadline.cancel()
             if call.future.done():  # timed out, or its request went away
                 continue
-            if not isinstance(outcome, list):
-                call.future.set_exception(outcome)
-                continue
-            result = outcome[i]
-            if isinstance(result, Exception):
+            result = outcome[i] if isinstance(outcome, list) else outcome
+            if isinstance(result, BaseException):
                 call.future.set_exception(result)
-            elif call.timeout is not None and result.run_seconds > call.timeout:
-                call.future.set_exception(
-                    run_timeout(self.version, call.timeout, result.run_seconds))
-            else:
-                call.future.set_result(result)
+                continue
+            try:
+                call.future.set_result(call.deadline.settle(result) if call.deadline else result)
+            except TimeoutError as exc:
+                call.future.set_exception(exc)
         self._due = self._due or bool(self._queue)  # leftovers have waited already
         self._pump()
 

@@ -1,35 +1,28 @@
-"""The served models: for each name, its loaded versions and which one plays which role."""
+"""The served models: for each name, its loaded versions (which one plays which role is the
+routing table's business, not the registry's)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from canarygate.config import GatewayConfig, ModelConfig
 from canarygate.errors import ConfigError, NotFound
-from canarygate.router import Routing
 from canarygate.runtime.model import ModelVersion
-from canarygate.stats import StepWindow
 
 
 @dataclass
 class ServedModel:
-    """A model's versions, with what the request path reads: the routing table the rollout
-    controller installs, and the statistics window of the current step."""
-
     config: ModelConfig
     versions: dict[str, ModelVersion]
-    routing: Routing | None = None
-    window: StepWindow = field(default_factory=StepWindow.fresh)
 
     @property
     def name(self) -> str:
         return self.config.name
 
     @property
-    def baseline(self) -> ModelVersion:
-        if self.routing is not None:
-            return self.routing.baseline
+    def signature(self) -> ModelVersion:
+        """The version every other must match: the config's baseline (always loaded)."""
         return self.versions[self.config.baseline]
 
     def version(self, version: str) -> ModelVersion:
@@ -49,31 +42,15 @@ class ModelRegistry:
 
     @classmethod
     def load(cls, config: GatewayConfig) -> ModelRegistry:
+        """Every version the config names (ConfigError, naming the version, for one that
+        cannot be served)."""
         models: dict[str, ServedModel] = {}
         for mc in config.models:
-            versions = {
-                name: ModelVersion.load(
-                    mc.name,
-                    name,
-                    resolve_folder(config.models_dir, vc.path,
-                                   f"model {mc.name!r} version {name!r}"),
-                    intra_op_threads=config.server.intra_op_threads,
-                    max_batch_size=mc.max_batch_size or config.server.max_batch_size,
-                    allow_non_finite=mc.allow_non_finite,
-                    batching=mc.batching,
-                )
-                for name, vc in mc.versions.items()
-            }
-            base = versions[mc.baseline]
-            for name, version in versions.items():
-                if version.inputs != base.inputs or version.outputs != base.outputs:
-                    raise ConfigError(
-                        f"model {mc.name!r} version {name!r}: its inputs or outputs differ from "
-                        f"the baseline's ({mc.baseline!r}); versions of one model must have the "
-                        "same signature to share its traffic")
-            served = ServedModel(mc, versions)
-            served.routing = Routing(baseline=versions[mc.baseline], salt=mc.name.encode())
-            models[mc.name] = served
+            versions: dict[str, ModelVersion] = {}
+            for name in (mc.baseline, *(v for v in mc.versions if v != mc.baseline)):
+                versions[name] = load_version(config, mc, name, mc.versions[name].path,
+                                              versions.get(mc.baseline))
+            models[mc.name] = ServedModel(mc, {v: versions[v] for v in mc.versions})
         return cls(models)
 
     def get(self, name: str) -> ServedModel:
@@ -83,12 +60,38 @@ class ModelRegistry:
         return found
 
 
+def load_version(config: GatewayConfig, model: ModelConfig, version: str, path: str,
+                 baseline: ModelVersion | None) -> ModelVersion:
+    """The version in ``path`` (a folder under ``models_dir``), loaded with its model's
+    settings and checked against ``baseline``'s signature: versions of one model share its
+    traffic, so they take and give the same tensors. Blocking; ConfigError names the problem.
+    The one way a version is loaded, at start and through the admin API."""
+    where = f"model {model.name!r} version {version!r}"
+    folder = resolve_folder(config.models_dir, path, where)
+    loaded = ModelVersion.load(
+        model.name, version, folder,
+        intra_op_threads=config.server.intra_op_threads,
+        max_batch_size=model.max_batch_size or config.server.max_batch_size,
+        allow_non_finite=model.allow_non_finite,
+        batching=model.batching)
+    if baseline is not None and (loaded.inputs != baseline.inputs
+                                 or loaded.outputs != baseline.outputs):
+        raise ConfigError(
+            f"{where}: its inputs or outputs differ from the baseline's ({baseline.version!r}); "
+            "versions of one model must have the same signature to share its traffic")
+    return loaded
+
+
 def resolve_folder(models_dir: Path, path: str, where: str) -> Path:
     """A version folder, which must lie inside ``models_dir``."""
     root = models_dir.resolve()
-    folder = (root / path).resolve()
+    try:
+        folder = (root / path).resolve()
+        exists = folder.is_dir()
+    except (ValueError, OSError) as exc:  # a NUL byte, a name longer than the OS takes
+        raise ConfigError(f"{where}: path {path!r} cannot name a folder ({exc})") from None
     if not folder.is_relative_to(root):
         raise ConfigError(f"{where}: path {path!r} lies outside the models directory {root}")
-    if not folder.is_dir():
+    if not exists:
         raise ConfigError(f"{where}: folder {folder} does not exist")
     return folder

@@ -20,7 +20,7 @@ import numpy as np
 
 from canarygate.runtime.batcher import Batcher
 from canarygate.runtime.model import ModelVersion
-from canarygate.runtime.result import RunResult, run_timeout
+from canarygate.runtime.result import Deadline, RunResult
 
 __all__ = ["RunResult", "Runner"]
 
@@ -66,7 +66,7 @@ class Runner:
         if timeout is None:
             return await loop.run_in_executor(self._pool, _timed, version, feeds, names,
                                               perf_counter(), None)
-        timer: asyncio.TimerHandle | None = None
+        deadline = Deadline(version, timeout)
         expired = False
 
         def expire() -> None:
@@ -75,9 +75,8 @@ class Runner:
             future.cancel()
 
         def arm() -> None:
-            nonlocal timer
             if not future.done():
-                timer = loop.call_later(timeout, expire)
+                deadline.start(loop, expire)
 
         def started() -> None:  # on the worker thread
             loop.call_soon_threadsafe(arm)
@@ -88,15 +87,11 @@ class Runner:
             result = await future
         except asyncio.CancelledError:
             if expired:
-                raise run_timeout(version, timeout, None) from None
+                raise deadline.error() from None
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
-        # The timer only stops a wait that runs on; the run's own clock decides.
-        if result.run_seconds > timeout:
-            raise run_timeout(version, timeout, result.run_seconds)
-        return result
+            deadline.cancel()
+        return deadline.settle(result)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

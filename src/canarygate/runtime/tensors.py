@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,20 +41,41 @@ ONNX_TYPES: dict[str, str] = {
     "tensor(string)": "BYTES",
 }
 
-_KIND_TO_DATATYPE = {np.dtype(v).str: k for k, v in DATATYPES.items() if k != "BYTES"}
-
-
-_BY_DTYPE: dict[np.dtype[np.generic], str] = {}  # filled as dtypes are met: a dict lookup
+# numpy dtype (either byte order) -> V2 datatype name: one dict lookup per output encoded.
+_DTYPE_TO_DATATYPE = {
+    **{dtype.newbyteorder(">"): name for name, dtype in DATATYPES.items()},
+    **{dtype: name for name, dtype in DATATYPES.items()},
+}
 
 
 def datatype_of(array: np.ndarray) -> str:
-    dtype = array.dtype
-    found = _BY_DTYPE.get(dtype)
+    found = _DTYPE_TO_DATATYPE.get(array.dtype)
     if found is None:
-        found = ("BYTES" if dtype == np.object_ or dtype.kind in "SU"
-                 else _KIND_TO_DATATYPE[dtype.newbyteorder("<").str])
-        _BY_DTYPE[dtype] = found
+        if array.dtype.kind not in "SU":
+            raise ValueError(f"numpy dtype {array.dtype} has no V2 datatype")
+        found = "BYTES"  # fixed-width strings of any length
     return found
+
+
+def tensor_json(name: str, array: np.ndarray, with_data: bool = True) -> dict[str, Any]:
+    """A tensor as the V2 protocol writes it in JSON: name, datatype, shape and (unless the
+    caller sends it another way) its data, flat in row-major order. Text (BYTES) is decoded as
+    UTF-8, an undecodable byte replaced rather than failing the answer."""
+    entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array), "shape": array.shape}
+    if not with_data:
+        return entry
+    if array.dtype == np.object_:
+        entry["data"] = [x.decode(errors="replace") if isinstance(x, bytes) else str(x)
+                         for x in array.ravel()]
+    else:
+        entry["data"] = array.ravel()  # a view of C-ordered rows (orjson writes it); a copy else
+    return entry
+
+
+def rows_of(tensors: dict[str, np.ndarray] | None) -> int:
+    """Rows in a request: the first tensor's first axis (1 for a scalar, 0 for no tensor)."""
+    first = next(iter(tensors.values()), None) if tensors else None
+    return 0 if first is None else first.shape[0] if first.ndim else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +85,6 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
-
-    @property
-    def dtype(self) -> np.dtype[np.generic]:
-        return DATATYPES[self.datatype]
 
     def as_json(self) -> dict[str, object]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}

@@ -44,12 +44,6 @@ class LogHistogram:
         self.count += other.count
         self.sum += other.sum
 
-    def copy(self) -> LogHistogram:
-        out = LogHistogram(self.relative_accuracy)
-        out.buckets = dict(self.buckets)
-        out.zeros, out.count, out.sum = self.zeros, self.count, self.sum
-        return out
-
     def quantile(self, q: float) -> float | None:
         """The value of rank q (0..1), within the relative accuracy; None when empty."""
         if self.count == 0:

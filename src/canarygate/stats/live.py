@@ -107,7 +107,7 @@ class VariantStats:
             out.merge(slot)
         return out
 
-    def window(self, now: float, seconds: float) -> tuple[Slot, float]:
+    def last(self, now: float, seconds: float) -> tuple[Slot, float]:
         """The sub-windows that started in the last ``seconds``, merged, and the time they
         cover (less when the variant is younger than that)."""
         if now >= self.end:
@@ -142,7 +142,7 @@ class LiveStats:
         for (m, version, variant), stats in list(self.variants.items()):
             if m != model:
                 continue
-            slot, covered = stats.window(now, span)
+            slot, covered = stats.last(now, span)
             out.append({"version": version, "variant": variant, **describe(slot, covered)})
         return {"model": model, "window_seconds": span, "variants": out}
 

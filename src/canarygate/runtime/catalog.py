@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 from canarygate.config import GatewayConfig
 from canarygate.errors import ConfigError
-from canarygate.rollout.store import StateStore
-from canarygate.runtime import ModelRegistry, ModelVersion, ServedModel
-from canarygate.runtime.registry import resolve_folder
+from canarygate.runtime.model import ModelVersion
+from canarygate.runtime.registry import ModelRegistry, ServedModel, load_version
 
 if TYPE_CHECKING:
     from canarygate.drift import DriftMonitor
+    from canarygate.rollout.store import StateStore
 
-log = logging.getLogger("canarygate.rollout")
+log = logging.getLogger("canarygate.runtime")
 
 
 class VersionCatalog:
@@ -34,23 +34,7 @@ class VersionCatalog:
     def load(self, served: ServedModel, version: str, path: str) -> ModelVersion:
         """The version in ``path``, loaded as the model's other versions are; blocking (run it
         off the event loop). Raises ConfigError naming the problem; serves nothing."""
-        where = f"model {served.name!r} version {version!r}"
-        try:
-            folder = resolve_folder(self.config.models_dir, path, where)
-        except (ValueError, OSError) as exc:  # a NUL byte, a name longer than the OS takes
-            raise ConfigError(f"{where}: path {path!r} cannot name a folder ({exc})") from None
-        server = self.config.server
-        loaded = ModelVersion.load(
-            served.name, version, folder,
-            intra_op_threads=server.intra_op_threads,
-            max_batch_size=served.config.max_batch_size or server.max_batch_size,
-            allow_non_finite=served.config.allow_non_finite,
-            batching=served.config.batching)
-        base = served.baseline
-        if loaded.inputs != base.inputs or loaded.outputs != base.outputs:
-            raise ConfigError(f"{where}: its inputs or outputs differ from the baseline's "
-                              f"({base.version!r}); a candidate must have the same signature")
-        return loaded
+        return load_version(self.config, served.config, version, path, served.signature)
 
     def persist(self, served: ServedModel, loaded: ModelVersion, path: str) -> None:
         """Write a loaded version to the store (blocking), before ``install`` serves it. If

@@ -1,7 +1,7 @@
-"""What one variant of a model did during a rollout step: counters the request path bumps.
+"""What each variant of a model did during one rollout step: counters the request path bumps.
 
-The request path only increments; the controller swaps in a fresh ``StepWindow`` at each step
-and reads interval figures as differences of the counters between two ticks.
+The request path only increments; the controller publishes a fresh ``StepStats`` with each
+new step's routing and reads interval figures as differences of the counters between ticks.
 """
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from canarygate.stats.histogram import LogHistogram
 
 
-class ArmStats:
+class VariantStepStats:
     __slots__ = ("abs_errors", "errors", "first_output", "keyed", "labelled", "latency",
                  "over_slo", "requests", "slo_seconds", "varied", "wrong")
 
@@ -71,18 +73,26 @@ class ShadowStats:
     labelled: bool = False  # the first output is a class label, so agreement means something
     agreements: int = 0  # classifiers: same label
     abs_diff_sum: float = 0.0  # regressors: |candidate - baseline| summed
-    rel_diff_sum: float = 0.0
     dropped: int = 0  # shadow runs skipped because too many were in flight
 
 
 @dataclass
-class StepWindow:
-    """Both arms of one model over the current step (and the shadow comparisons)."""
+class StepStats:
+    """Both variants of one model over the current step (and the shadow comparisons)."""
 
-    baseline: ArmStats
-    candidate: ArmStats
+    baseline: VariantStepStats
+    candidate: VariantStepStats
     shadow: ShadowStats = field(default_factory=ShadowStats)
 
     @classmethod
-    def fresh(cls, slo_seconds: float | None = None) -> StepWindow:
-        return cls(ArmStats(slo_seconds), ArmStats(slo_seconds))
+    def fresh(cls, slo_seconds: float | None = None) -> StepStats:
+        return cls(VariantStepStats(slo_seconds), VariantStepStats(slo_seconds))
+
+
+def first_output(outputs: list[np.ndarray]) -> float | None:
+    """The first value of a run's last output: what the sanity gate compares across requests
+    to see a variant that always answers the same."""
+    last = outputs[-1] if outputs else None
+    if last is None or not last.size or last.dtype.kind not in "fiub":
+        return None
+    return float(last.flat[0])

@@ -2,8 +2,7 @@
 
 Numeric columns are binned on the reference's quantile edges (deciles for the divergences,
 percentiles for KS and Wasserstein); categorical columns by category, with an extra bin for
-values the reference never saw. Formulas and defaults follow research/drift-and-canary.md §1 and
-§6.2:
+values the reference never saw. Formulas and defaults: docs/statistics.md §3:
 
 - PSI = sum (q - p) ln(q / p) with add-0.5 smoothing of both count vectors; under no drift
   PSI ~ (1/N + 1/M) chi2(B - 1), which gives its p-value.

@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from canarygate.config import NAME_PATTERN, RolloutConfig
+from canarygate.config import NAME_PATTERN, GatewayConfig, RolloutConfig, validation_problems
+from canarygate.drift import DriftMonitor
+from canarygate.drift.sequential import SequentialMonitor
 from canarygate.errors import (
     BadRequest,
     ConfigError,
@@ -33,9 +34,12 @@ from canarygate.errors import (
     NotFound,
     Unauthorized,
 )
-from canarygate.gateway import Gateway
+from canarygate.feedback import FeedbackBook
+from canarygate.http.asgi import ClientGone, json_body, read_body
 from canarygate.rollout.manager import RolloutManager
-from canarygate.rollout.versions import VersionCatalog
+from canarygate.runtime import ModelRegistry
+from canarygate.runtime.catalog import VersionCatalog
+from canarygate.stats.live import LiveStats
 
 log = logging.getLogger("canarygate.admin")
 
@@ -43,14 +47,20 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class AdminAPI:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
-        assert gateway.rollouts is not None and gateway.catalog is not None
-        self.rollouts: RolloutManager = gateway.rollouts
-        self._token_env = gateway.config.admin.token_env
+    def __init__(self, config: GatewayConfig, registry: ModelRegistry, rollouts: RolloutManager,
+                 catalog: VersionCatalog, feedback: FeedbackBook, live: LiveStats, *,
+                 drift: DriftMonitor | None, detectors: SequentialMonitor | None) -> None:
+        self.registry = registry
+        self.rollouts = rollouts
+        self.catalog = catalog
+        self.feedback = feedback
+        self.live = live
+        self.drift_monitor = drift
+        self.detectors = detectors
+        self._limit = config.server.max_body_bytes
+        self._token_env = config.admin.token_env
         token = os.environ.get(self._token_env, "")
         self._token = token.encode() if token else None
-        self.catalog: VersionCatalog = gateway.catalog
         # One registration of a model at a time: the duplicate check and the install happen
         # on either side of a load that awaits, and two loads of one name must not both win.
         self._registering: dict[str, asyncio.Lock] = {}
@@ -105,13 +115,14 @@ class AdminAPI:
         """Drift against the profiles (per variant and column, and the candidate's outputs
         against the baseline's), and the sequential detectors' state per version."""
         name = self._model(request)
-        monitor, detectors = self.gw.drift, self.gw.sequential
+        monitor, detectors = self.drift_monitor, self.detectors
         if monitor is None and detectors is None:
             raise NotFound("drift and detectors are disabled in this gateway's config "
                            "(drift.enabled, detectors.enabled)")
         body: dict[str, Any] = {"model": name, "evaluated_at": None, "variants": []}
-        if monitor is not None:
-            body.update(monitor.results.get(name) or {})
+        report = monitor.reports.get(name) if monitor is not None else None
+        if report is not None:
+            body.update(report.as_json())
         body["detectors"] = detectors.state(name) if detectors is not None else None
         return JSONResponse(body)
 
@@ -119,7 +130,7 @@ class AdminAPI:
         """Latency percentiles, QPS and error rates per version and variant, over the last
         minute or ``?seconds=N`` (at most a minute)."""
         name = self._model(request)
-        live = self.gw.live
+        live = self.live
         span = live.width * live.slots
         raw = request.query_params.get("seconds", str(span))
         try:
@@ -131,9 +142,9 @@ class AdminAPI:
         return JSONResponse(live.summary(name, perf_counter(), seconds))
 
     def _view(self, name: str) -> dict[str, Any]:
-        served = self.gw.registry.get(name)
+        served = self.registry.get(name)
         state = self.rollouts.states[name]
-        window = served.window
+        window = self.rollouts.step_stats(name)
         arms = {
             arm: {"requests": stats.requests, "errors": stats.errors,
                   "p50_ms": _ms(stats.latency.quantile(0.5)),
@@ -149,7 +160,7 @@ class AdminAPI:
             shadow=vars(window.shadow),
             tau_ms=_ms(state.tau_seconds),
             last_verdicts=[g.as_json() for g in self.rollouts.last_gates.get(name, [])],
-            feedback=self.gw.feedback.summary(name),
+            feedback=self.feedback.summary(name),
         )
         return view
 
@@ -157,11 +168,11 @@ class AdminAPI:
 
     async def start(self, request: Request) -> Response:
         name = self._model(request)
-        body = await _body(request)
+        body = await self._body(request)
         candidate = body.get("candidate")
         if not isinstance(candidate, str | int) or isinstance(candidate, bool):
             raise BadRequest("'candidate' must name a version")
-        served = self.gw.registry.get(name)
+        served = self.registry.get(name)
         schedule_raw = body.get("schedule")
         if schedule_raw is None:
             schedule = served.config.rollout or RolloutConfig()
@@ -174,7 +185,7 @@ class AdminAPI:
 
     async def weight(self, request: Request) -> Response:
         name = self._model(request)
-        body = await _body(request)
+        body = await self._body(request)
         weight = body.get("weight")
         if not isinstance(weight, int | float) or isinstance(weight, bool):
             raise BadRequest("'weight' must be a number from 0 to 100")
@@ -184,7 +195,7 @@ class AdminAPI:
     async def act(self, request: Request) -> Response:
         name = self._model(request)
         action = request.path_params["action"]
-        body = await _body(request)
+        body = await self._body(request)
         actions = {"pause": self.rollouts.pause, "resume": self.rollouts.resume,
                    "promote": self.rollouts.promote, "rollback": self.rollouts.rollback}
         if action not in actions:
@@ -198,8 +209,8 @@ class AdminAPI:
         The version is written to the state store before it serves, so a rollout naming it
         finds it again after a restart."""
         name = self._model(request)
-        served = self.gw.registry.get(name)
-        body = await _body(request)
+        served = self.registry.get(name)
+        body = await self._body(request)
         version, path = body.get("version"), body.get("path")
         if not isinstance(version, str | int) or isinstance(version, bool) or not str(version):
             raise BadRequest("'version' must be a version name")
@@ -226,28 +237,25 @@ class AdminAPI:
                 raise GatewayError(f"model {name!r} version {version!r} was not registered: "
                                    f"the state store could not record it ({exc})") from None
             self.catalog.install(served, loaded)
-        self.rollouts.persister.record({
-            "time": self.rollouts.clock(), "model": name, "action": "register_version",
-            "actor": "admin", "reason": reason, "version": version, "path": path,
-        })
+        self.rollouts.registered(name, version, path, actor="admin", reason=reason)
         return JSONResponse({**loaded.describe(), "version": version,
                              "versions": list(served.versions)}, status_code=201)
 
     def _model(self, request: Request) -> str:
-        return self.gw.registry.get(request.path_params["model"]).name
+        return self.registry.get(request.path_params["model"]).name
 
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
+    async def _body(self, request: Request) -> dict[str, Any]:
+        """The body as a JSON object ({} when empty), read no further than the body limit."""
+        try:
+            raw = await read_body(request.receive, dict(request.scope["headers"]), self._limit)
+        except ClientGone:
+            raise BadRequest("the client went away before its request was whole") from None
+        if not raw:
+            return {}
+        body = json_body(raw)
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        return body
 
 
 def _reason(body: dict[str, Any]) -> str:
@@ -261,10 +269,7 @@ def _schedule(raw: dict[str, Any]) -> RolloutConfig:
     try:
         return RolloutConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'schedule'}: "
-            f"{str(err['msg']).removeprefix('Value error, ')}"
-            for err in exc.errors())
+        problems = "; ".join(validation_problems(exc, raw))
         raise BadRequest(f"invalid schedule: {problems}") from None
 
 

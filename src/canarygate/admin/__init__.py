@@ -1,0 +1,1 @@
+"""The release engineers' surface: the admin API (the CLI drives it)."""

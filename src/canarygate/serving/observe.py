@@ -1,0 +1,174 @@
+"""The one seam where an answer's telemetry leaves the request path.
+
+``Observer.answered`` is called once per prediction request, whatever its outcome, and hands it
+to every consumer: the Prometheus request counter, the rollout step's counters, the per-variant
+live statistics, the drift buffer, the latency detectors, the feedback index and the dataset
+recorder (through a shadow run when the candidate mirrors the request). Each consumer's part is
+O(1): counters, histogram inserts, bounded appends. Analysis happens later, off this path.
+
+The consumers that belong to the control path (drift, detectors) are reached through the small
+protocols below, so the request path imports none of their code.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any, Protocol
+
+import numpy as np
+
+from canarygate.feedback import FeedbackBook, Prediction, packed
+from canarygate.feedback.index import Joined
+from canarygate.metrics import Metrics
+from canarygate.recorder import FeedbackRecord, Record, Recorder
+from canarygate.router import RoutingTable
+from canarygate.serving.answer import Answer
+from canarygate.serving.shadow import Shadow
+from canarygate.stats.live import LiveStats
+from canarygate.stats.step import first_output
+
+
+class DriftSink(Protocol):
+    def observe(self, model: str, version: str, variant: str, inputs: dict[str, np.ndarray],
+                outputs: dict[str, np.ndarray]) -> None: ...
+
+
+class DetectorSink(Protocol):
+    def observe_latency(self, model: str, version: str, seconds: float) -> None: ...
+
+    def observe_errors(self, model: str, version: str, classifier: bool,
+                       errors: list[float], now: float | None = None) -> None: ...
+
+
+class Observer:
+    def __init__(self, metrics: Metrics, live: LiveStats, feedback: FeedbackBook,
+                 table: RoutingTable, *, recorder: Recorder | None = None,
+                 drift: DriftSink | None = None, detectors: DetectorSink | None = None,
+                 shadow: Shadow | None = None) -> None:
+        self.metrics = metrics
+        self.live = live
+        self.feedback = feedback
+        self.table = table
+        self.recorder = recorder
+        self.drift = drift
+        self.detectors = detectors
+        self.shadow = shadow
+
+    async def answered(self, answer: Answer) -> None:
+        """Every consumer's share of one answer (before it is sent: under the dataset's block
+        policy, a full queue holds the answer back rather than lose its record)."""
+        now = perf_counter()
+        elapsed = now - answer.started
+        model, version, variant = answer.model, answer.version_label, answer.variant
+        self.metrics.request(model, version, variant, answer.protocol, answer.status)
+        if answer.routing is not None:
+            self._step(answer)
+        run = answer.run
+        if version:
+            self.live.get(model, version, variant, now).record(
+                now, elapsed, answer.status, answer.rows, run.queue_seconds if run else None,
+                run.run_seconds if run else None, run.batch_rows if run else 0)
+            if answer.status == 200 and self.detectors is not None:
+                self.detectors.observe_latency(model, version, elapsed)
+        if answer.outputs is not None and answer.feeds is not None:
+            self._served(answer)
+        record = self._record(answer, elapsed)
+        if answer.mirror and self.shadow is not None:
+            await self.shadow.mirror(answer, record)
+        elif record is not None and self.recorder is not None:
+            await self.recorder.put_or_wait(record)
+
+    def abandoned(self, answer: Answer) -> None:
+        """The client went away before its request was whole: counted, nothing recorded."""
+        self.metrics.request(answer.model, answer.version_label, answer.variant,
+                             answer.protocol, 499)
+
+    def _step(self, answer: Answer) -> None:
+        """The rollout step's counters. A candidate that failed counts against the candidate,
+        whatever the baseline then did for it; the baseline's own failures count as the
+        candidate's do, or a candidate no worse than the baseline would look worse."""
+        routing, run, keyed = answer.routing, answer.run, answer.key is not None
+        assert routing is not None  # only routed answers come here
+        stats = routing.step_stats
+        if answer.fallback is not None:
+            assert routing.candidate is not None  # a fallback is from the candidate
+            self.metrics.candidate_failure(answer.model, routing.candidate.version,
+                                           answer.fallback)
+            stats.candidate.record(0.0, True, keyed, None)
+        elif answer.variant == "candidate" and run is not None:
+            stats.candidate.record(answer.ran - answer.started, False, keyed,
+                                   first_output(run.outputs))
+        elif answer.variant == "baseline":
+            failed = run is None or not run.all_finite() or (
+                routing.candidate is not None and run.run_seconds > routing.candidate_timeout)
+            stats.baseline.record(answer.ran - answer.started, failed, keyed,
+                                  first_output(run.outputs) if run is not None else None)
+
+    def _served(self, answer: Answer) -> None:
+        version = answer.version
+        assert version is not None and answer.outputs is not None and answer.feeds is not None
+        if self.drift is not None:
+            self.drift.observe(answer.model, version.version, answer.variant, answer.feeds,
+                               answer.outputs)
+        label = answer.outputs[version.output_names[version.label_index]]
+        self.feedback.remember(
+            answer.request_id, answer.arrived, answer.model, version.version, answer.variant,
+            version.classifier,
+            packed(label.reshape(label.shape[0], -1)[:, 0] if label.ndim else label.reshape(1)))
+
+    def _record(self, answer: Answer, elapsed: float) -> Record | None:
+        if self.recorder is None or not self.recorder.sampled():
+            return None
+        routing, run = answer.routing, answer.run
+        return Record(
+            time=answer.arrived, request_id=answer.request_id, model=answer.model,
+            version=answer.version_label, variant=answer.variant,
+            routing=routing_reason(answer), step=routing.step if routing else -1,
+            weight=routing.weight if routing else 0.0, protocol=answer.protocol,
+            status=answer.status, error=answer.error, inputs=answer.feeds,
+            outputs=answer.outputs, queue_ms=run.queue_seconds * 1000 if run else 0.0,
+            inference_ms=run.run_seconds * 1000 if run else 0.0, total_ms=elapsed * 1000,
+            batch_size=run.batch_rows if run else 0)
+
+    async def join_labels(self, model: str, items: list[Any], now: float) -> list[Joined]:
+        """Feedback items joined to their predictions (all checked before any applies; see
+        ``FeedbackBook.apply``); each new label goes to the judgement and the dataset."""
+        results = self.feedback.apply(model, items, now)
+        for joined in results:
+            if joined.outcome != "recorded":
+                continue
+            self.labelled(joined.prediction, joined.errors)
+            if self.recorder is not None:
+                # Under the block policy a full queue makes this wait, as a prediction would.
+                await self.recorder.put_or_wait(FeedbackRecord(
+                    now, joined.request_id, model, joined.prediction.version,
+                    joined.prediction.variant, list(joined.label),
+                    list(joined.prediction.predicted)))
+        return results
+
+    def labelled(self, prediction: Prediction, errors: list[float]) -> None:
+        """Feedback joined a prediction: its rows' errors (0/1 wrong, or absolute) go to the
+        version's detectors and, when the prediction was routed in the current rollout to a
+        version that still plays that part, to the step's counters."""
+        if self.detectors is not None:
+            self.detectors.observe_errors(prediction.model, prediction.version,
+                                          prediction.classifier, errors)
+        if prediction.model not in self.table:
+            return
+        routing = self.table.get(prediction.model)
+        if routing.candidate is None:
+            return
+        if prediction.variant == "candidate" and prediction.version == routing.candidate.version:
+            routing.step_stats.candidate.label(prediction.classifier, errors)
+        elif prediction.variant == "baseline" and prediction.version == routing.baseline.version:
+            routing.step_stats.baseline.label(prediction.classifier, errors)
+
+
+def routing_reason(answer: Answer) -> str:
+    """Why this version answered, as the dataset records it."""
+    if answer.variant in ("pinned", "fallback"):
+        return answer.variant
+    if not answer.variant:
+        return ""
+    return "sticky" if answer.key is not None else "weight"
+
