@@ -8,6 +8,7 @@ import sys
 
 from canarygate import __version__, rollout_cli
 from canarygate.errors import ConfigError
+from canarygate.replay import cli as replay_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     export = verbs.add_parser("export", help="every record as one Parquet file (pyarrow)")
     export.add_argument("path", help="the dataset folder (or one segment)")
     export.add_argument("--out", required=True, help="the Parquet file to write")
+    replay_cli.add_parser(commands)
     return parser
 
 
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return rollout_cli.run(args)
     if args.command == "dataset":
         return _dataset(args)
+    if args.command == "replay":
+        return replay_cli.run(args)
     parser.print_help()
     return 2
 
