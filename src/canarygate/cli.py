@@ -6,9 +6,8 @@ import argparse
 import logging
 import sys
 
-from canarygate import __version__, rollout_cli
+from canarygate import __version__, replay_cli, rollout_cli
 from canarygate.errors import ConfigError
-from canarygate.replay import cli as replay_cli
 
 
 def _parser() -> argparse.ArgumentParser:

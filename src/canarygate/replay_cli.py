@@ -1,7 +1,9 @@
 """``canarygate replay``: arguments, the run, the summary printed, and exit codes.
 
 Exit 0 when the verdict is ``pass``, 1 when it is anything else, 2 for input replay cannot work
-with (the message says what; never a traceback).
+with (the message says what; never a traceback). The replay package (onnxruntime, the drift
+and rollout code) is imported only when the command runs, so the other commands start as fast
+as before.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from canarygate.config import RolloutConfig
-from canarygate.replay.source import ReplayError
 
 
 def add_parser(commands: Any) -> None:
@@ -55,8 +56,8 @@ def _when(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from canarygate.replay import Options, ReplayError, replay
     from canarygate.replay.html import render
-    from canarygate.replay.report import Options, replay
 
     if (args.limit is not None and args.limit < 1) or args.batch_rows < 1:
         return _fail("--limit and --batch-rows must be at least 1")
