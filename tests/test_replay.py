@@ -284,6 +284,12 @@ def test_html_tables_hold_the_json_figures(captured: Captured) -> None:
     assert len(slices) == len(expected)
     for cells, values in zip(slices, expected, strict=True):
         assert all(same(c, v) for c, v in zip(cells, values, strict=True)), (cells, values)
+    hist = report["output_histogram"]
+    shown = t["output-histogram"][1:]
+    assert [int(r[2]) for r in shown] == hist["served"]
+    assert [int(r[3]) for r in shown] == hist["candidate"]
+    answered = report["dataset"]["replayed_rows"] - report["errors"]["candidate_failed_rows"]
+    assert sum(hist["candidate"]) == answered and sum(hist["served"]) == len(captured.x)
     skipped = dict(t["skipped"][1:])
     assert {k: int(v) for k, v in skipped.items()} == report["dataset"]["skipped"]
 

@@ -124,9 +124,38 @@ def summary(report: dict[str, Any]) -> str:
         o = report["output_drift"]
         lines.append("output drift: " + o["state"] + "; " + ", ".join(
             f"{x['name']} psi {x['psi']:.3f}" for x in o["outputs"] if "psi" in x))
+    lines += _where(report)
     for g in report["gates"]:
         stat = "" if g["statistic"] is None else f" {g['statistic']:.3f}/{g['threshold']:.3f}"
         lines.append(f"gate {g['gate']}: {g['verdict']}{stat} {g['detail']}".rstrip())
     lines.append(f"verdict: {report['verdict']}" + (
         " (" + "; ".join(report["reasons"]) + ")" if report["reasons"] else ""))
     return "\n".join(lines)
+
+
+def _where(report: dict[str, Any], shown: int = 3) -> list[str]:
+    """The feature deciles where the candidate fails most, and where it disagrees most."""
+    key = "agreement" if report["task"] == "classification" else "mean_abs_diff"
+    found = [(f["feature"], s) for f in report["slices"] for s in f["slices"]]
+    lines = []
+    failing = sorted((x for x in found if x[1]["candidate_failures"]),
+                     key=lambda x: -x[1]["candidate_failures"] / x[1]["rows"])
+    for name, s in failing[:shown]:
+        lines.append(f"  fails most where {name} is in {_range(s)}: "
+                     f"{s['candidate_failures']} of {s['rows']} rows")
+    rated = [x for x in found if x[1][key] is not None]
+    rated.sort(key=lambda x: x[1][key] if key == "agreement" else -x[1][key])
+    for name, s in rated[:shown]:
+        if key == "agreement" and s[key] == 1.0:
+            break
+        lines.append(f"  {'agrees least' if key == 'agreement' else 'differs most'} where "
+                     f"{name} is in {_range(s)}: {key.replace('_', ' ')} "
+                     f"{s[key]:.3f} over {s['pairs']} rows")
+    return lines
+
+
+def _range(part: dict[str, Any]) -> str:
+    def edge(v: float | str) -> str:
+        return v if isinstance(v, str) else f"{v:.4g}"
+
+    return f"[{edge(part['low'])}, {edge(part['high'])})"

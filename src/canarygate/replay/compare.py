@@ -180,6 +180,26 @@ def output_drift(profile: Profile | None, served: list[dict[str, np.ndarray]],
             "alerts": [e["name"] for e in scored if e["level"] == "alert"]}
 
 
+def histogram(profile: Profile | None, served: list[dict[str, np.ndarray]],
+              candidate: list[dict[str, np.ndarray]], bins: int = 20) -> dict[str, Any] | None:
+    """Both sides' values of the first numeric output (a classifier's score, a regressor's
+    prediction) over one set of equal-width bins, for a picture of how they differ."""
+    col = next((c for c in profile.outputs if c.kind == "numeric"), None) if profile else None
+    if col is None:
+        return None
+    parts = {side: [v for t in outputs if (v := col.values(t)) is not None]
+             for side, outputs in (("served", served), ("candidate", candidate))}
+    values = {side: np.concatenate(v) if v else np.empty(0) for side, v in parts.items()}
+    finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
+    if not finite.size:
+        return None
+    low, high = float(finite.min()), float(finite.max())
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    counts = {side: np.histogram(v[np.isfinite(v)], edges)[0].tolist()
+              for side, v in values.items()}
+    return {"output": col.name, "column": col.column, "edges": edges.tolist(), **counts}
+
+
 def _levels(scored: list[dict[str, Any]], cfg: DriftConfig) -> None:
     """The drift monitor's levels: significant after Benjamini-Hochberg and past the PSI (or
     L-infinity) threshold is an alert."""

@@ -62,6 +62,35 @@ def bars(title: str, labels: list[str], values: list[float | None], top: float =
     return "".join(parts)
 
 
+def paired(title: str, edges: list[float], first: list[int], second: list[int],
+           width: int = 520, height: int = 190) -> str:
+    """Two histograms over the same bins, side by side in each bin (served grey, candidate
+    blue)."""
+    top = max([*first, *second, 1])
+    step = (width - 40) / max(len(first), 1)
+    plot = height - 60
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'role="img" aria-label="{escape(title)}">',
+             f'<text x="4" y="14" font-size="12">{escape(title)}</text>',
+             '<rect x="300" y="5" width="10" height="10" fill="#aaa"/>'
+             '<text x="314" y="14" font-size="11">served</text>'
+             '<rect x="370" y="5" width="10" height="10" fill="#4a78b5"/>'
+             '<text x="384" y="14" font-size="11">candidate</text>',
+             f'<text x="2" y="30" font-size="10">{top}</text>',
+             f'<line x1="36" y1="{height - 30}" x2="{width}" y2="{height - 30}" stroke="#999"/>']
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        x = 38 + i * step
+        for k, (count, colour) in enumerate(((a, "#aaa"), (b, "#4a78b5"))):
+            h = plot * count / top
+            parts.append(f'<rect x="{x + k * step * 0.42:.1f}" y="{height - 30 - h:.1f}" '
+                         f'width="{step * 0.4:.1f}" height="{h:.1f}" fill="{colour}">'
+                         f"<title>{fmt(edges[i])} to {fmt(edges[i + 1])}: {count}</title></rect>")
+    parts.append(f'<text x="36" y="{height - 14}" font-size="10">{fmt(edges[0])}</text>'
+                 f'<text x="{width - 60}" y="{height - 14}" font-size="10">{fmt(edges[-1])}'
+                 "</text></svg>")
+    return "".join(parts)
+
+
 def _summary(r: dict[str, Any]) -> str:
     d, e = r["dataset"], r["errors"]
     rows = [["model", r["model"]], ["candidate", r["candidate"]["version"]],
@@ -114,6 +143,14 @@ def _cost_and_drift(r: dict[str, Any]) -> str:
         "cost", ["timed rows", "batches", "candidate µs/row", "baseline µs/row", "ratio"],
         [[c["timed_rows"], c["batches"], c["candidate_us_per_row"], c["baseline_us_per_row"],
           c["ratio"]]])
+    hist = r.get("output_histogram")
+    if hist:
+        out += "<h2>Outputs, served and candidate</h2>" + paired(
+            f"{hist['output']} (column {hist['column']})", hist["edges"], hist["served"],
+            hist["candidate"])
+        out += table("output-histogram", ["from", "to", "served", "candidate"],
+                     [[hist["edges"][i], hist["edges"][i + 1], a, b] for i, (a, b) in
+                      enumerate(zip(hist["served"], hist["candidate"], strict=True))])
     o = r["output_drift"]
     if o:
         out += f"<h2>Output drift, candidate against served: {escape(o['state'])}</h2>"

@@ -129,8 +129,9 @@ def _report(options: Options, captured: Captured, served: list[Served], runs: Ru
                     agreement=agreement, differences=differences, labelled=labelled)
     verdict, reasons = overall(results)
     profile = Profile.load(options.models_dir / options.model / baseline_name)
-    drift = compare.output_drift(profile, [s.outputs for s in served if s.outputs],
-                                 [a.outputs for a in runs.candidate if a.outputs])
+    served_out = [s.outputs for s in served if s.outputs]
+    cand_out = [a.outputs for a in runs.candidate if a.outputs]
+    drift = compare.output_drift(profile, served_out, cand_out)
     first_error = next((a.error for a in runs.candidate if a.error), None)
     return {
         "report": REPORT_FORMAT, "model": options.model,
@@ -146,6 +147,7 @@ def _report(options: Options, captured: Captured, served: list[Served], runs: Ru
         "accuracy": compare.accuracy(rows, classifier),
         "baseline_reproduced": _reproduced(rows),
         "output_drift": drift, "cost": _cost(runs, baseline is not None),
+        "output_histogram": compare.histogram(profile, served_out, cand_out),
         "slices": compare.slices(rows, classifier),
     }
 
