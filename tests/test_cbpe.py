@@ -16,6 +16,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.isotonic import IsotonicRegression
 
 from canarygate.estimate import AccuracyEstimator, Calibrator
+from canarygate.runtime import ModelVersion
 from conftest import MODELS, ort_outputs
 
 CLASSIFIERS = ["1", "2", "3", "5"]  # version 4 answers like 1 where it answers at all
@@ -169,3 +170,11 @@ def test_an_empty_estimator_says_nothing() -> None:
     assert AccuracyEstimator.from_folder(MODELS / "diabetes" / "1") is None
     with pytest.raises(ValueError, match="as many labels"):
         Calibrator.fit(np.array([0.1, 0.2]), np.array([1.0]))
+
+
+def test_for_a_loaded_version() -> None:
+    found = AccuracyEstimator.for_version(
+        ModelVersion.load("breast-cancer", "1", MODELS / "breast-cancer" / "1"))
+    assert found is not None and (found.label, found.probabilities) == ("label", "probabilities")
+    assert AccuracyEstimator.for_version(
+        ModelVersion.load("diabetes", "1", MODELS / "diabetes" / "1")) is None

@@ -18,7 +18,14 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from canarygate.cli import main
-from canarygate.replay import Options, ReplayError, model_digest, replay, replay_allows
+from canarygate.replay import (
+    Options,
+    ReplayError,
+    load_report,
+    model_digest,
+    replay,
+    replay_allows,
+)
 from canarygate.replay.html import render
 from conftest import MODELS, ort_outputs, start_server, v2_body
 
@@ -205,6 +212,21 @@ def test_replay_allows() -> None:
     assert not replay_allows({"verdict": "pass"}, "m", "2")[0]
     assert model_digest(MODELS / "breast-cancer" / "2") != model_digest(
         MODELS / "breast-cancer" / "3")
+
+
+def test_load_report(tmp_path: Path) -> None:
+    inline = {"report": "canarygate.replay/1"}
+    assert load_report(inline, tmp_path) is inline
+    (tmp_path / "r.json").write_text(json.dumps(inline))
+    assert load_report("r.json", tmp_path) == inline
+    assert load_report(str(tmp_path / "r.json"), tmp_path) == inline
+    with pytest.raises(ReplayError, match="outside"):
+        load_report("../r.json", tmp_path / "sub")
+    with pytest.raises(ReplayError, match="cannot read"):
+        load_report("absent.json", tmp_path)
+    (tmp_path / "bad.json").write_text("[1, 2")
+    with pytest.raises(ReplayError, match="not JSON"):
+        load_report("bad.json", tmp_path)
 
 
 class Tables(HTMLParser):

@@ -24,9 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from canarygate.runtime.model import ModelVersion
 
 Z95 = NormalDist().inv_cdf(0.975)
 BINS = 20  # confidence histogram over [0, 1]
@@ -121,6 +124,19 @@ class AccuracyEstimator:
                 return None
             calibrator = Calibrator.fit(data[key][:, 1], data["labels"])
         return cls(calibrator, label=label, probabilities=probabilities)
+
+    @classmethod
+    def for_version(cls, version: ModelVersion) -> AccuracyEstimator | None:
+        """For a loaded version: its label output and its two-column float output (the
+        class probabilities) by name; None when it has no such pair or no calibration."""
+        if not version.classifier:
+            return None
+        label = version.outputs[version.label_index].name
+        proba = next((o.name for o in version.outputs if o.datatype.startswith("FP")
+                      and len(o.shape) == 2 and o.shape[1] == 2), None)
+        if proba is None:
+            return None
+        return cls.from_folder(version.folder, label=label, probabilities=proba)
 
     def fresh(self) -> AccuracyEstimator:
         """An empty estimator with the same calibration (a new window)."""

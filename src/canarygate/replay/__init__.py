@@ -5,7 +5,7 @@ Off the request path entirely: it reads the inference dataset and runs onnxrunti
 
 from canarygate.replay.report import Options, model_digest, replay
 from canarygate.replay.source import ReplayError
-from canarygate.replay.verdict import REPORT_FORMAT, replay_allows
+from canarygate.replay.verdict import REPORT_FORMAT, load_report, replay_allows
 
-__all__ = ["REPORT_FORMAT", "Options", "ReplayError", "model_digest", "replay",
+__all__ = ["REPORT_FORMAT", "Options", "ReplayError", "load_report", "model_digest", "replay",
            "replay_allows"]

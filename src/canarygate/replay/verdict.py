@@ -10,10 +10,13 @@ e-processes are valid at any look, so one look at the end is valid too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from canarygate.config import RolloutConfig
+from canarygate.replay.source import ReplayError
 from canarygate.rollout.judge import GateResult, Verdict, agreement_gate, comparative_gate
 from canarygate.rollout.quality import Evidence, accuracy_gate, error_tau
 from canarygate.stats import StepWindow
@@ -94,3 +97,24 @@ def replay_allows(report: Mapping[str, Any], model: str, candidate: str,
         return False, f"replay verdict {verdict!r}: {reasons}"
     rows = (report.get("dataset") or {}).get("replayed_rows", 0)
     return True, f"replay passed on {rows} rows"
+
+
+def load_report(source: str | Mapping[str, Any], root: Path) -> Mapping[str, Any]:
+    """A report given inline (a JSON object) or as a path inside ``root`` (relative paths are
+    taken from there): a caller of the admin API must not be able to make the gateway read
+    any file it can. ReplayError says what is wrong."""
+    if isinstance(source, Mapping):
+        return source
+    base = root.resolve()
+    path = (base / source).resolve()
+    if not path.is_relative_to(base):
+        raise ReplayError(f"replay report {source!r} lies outside {base}")
+    try:
+        report = json.loads(path.read_text())
+    except OSError as exc:
+        raise ReplayError(f"cannot read replay report {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ReplayError(f"replay report {path} is not JSON: {exc}") from None
+    if not isinstance(report, dict):
+        raise ReplayError(f"replay report {path} is not a JSON object")
+    return report
