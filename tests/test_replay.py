@@ -172,8 +172,10 @@ def test_candidate_failing_on_large_radius_fails_on_errors(captured: Captured) -
     assert [s["candidate_failures"] for s in slices] == expected.astype(int).tolist()
     assert slices[-1]["candidate_failures"] == slices[-1]["rows"]
     assert slices[0]["candidate_failures"] < slices[0]["rows"] / 4
-    # Where it answers, it answers as version 1 does.
+    # Where it answers, it answers as version 1 does, and its cost is timed on those rows.
     assert report["agreement"]["rate"] == 1.0
+    answered = len(captured.x) - report["errors"]["candidate_failed_rows"]
+    assert report["cost"]["timed_rows"] == answered and report["cost"]["ratio"] > 0
 
 
 def test_regressor_differences(captured: Captured) -> None:

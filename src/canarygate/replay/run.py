@@ -1,9 +1,11 @@
 """Running captured inputs through a version offline, in batches, timed on the same batches.
 
 The candidate and the baseline run each batch in turn (which goes first alternates, so neither
-always finds the caches warm); the run cost per row counts only batches both ran whole. A batch
-that fails is run again one record at a time, as the gateway does, so a record that breaks the
-model fails alone; outputs that are NaN or infinite count as failures, as they do online.
+always finds the caches warm); the run cost per row counts batches both ran whole. A batch that
+fails is run again one record at a time, as the gateway does, so a record that breaks the model
+fails alone; outputs that are NaN or infinite count as failures, as they do online. The records
+both versions answered in such a batch are batched again afterwards and timed on both, so a
+candidate that fails on some rows still gets a run cost, on the rows it can answer.
 """
 
 from __future__ import annotations
@@ -117,29 +119,54 @@ def run_all(candidate: ModelVersion, baseline: ModelVersion | None, served: list
         for version in (candidate, baseline):
             if version is not None:
                 _run_batch(version, groups[0][:1])
+    split: list[Served] = []  # records of split batches that both versions answered
     for i, group in enumerate(groups):
-        order = [("candidate", candidate), ("baseline", baseline)]
-        if i % 2:
-            order.reverse()
-        seconds: dict[str, float | None] = {}
-        for role, version in order:
-            if version is None:
-                continue
-            answers, took = _run_batch(version, group)
-            getattr(runs, role).extend(answers)
-            seconds[role] = took
-            runs.retried_batches += took is None
-        runs.batches += 1
+        first = len(runs.candidate)
+        seconds = _run_group(runs, candidate, baseline, group, swap=bool(i % 2))
         cand, base = seconds.get("candidate"), seconds.get("baseline")
         if cand is not None and (baseline is None or base is not None):
-            runs.candidate_seconds += cand
-            runs.baseline_seconds += base or 0.0
-            runs.timed_rows += sum(r.rows for r in group)
+            _timed(runs, cand, base or 0.0, group)
+        elif baseline is not None:
+            answered = zip(group, runs.candidate[first:], runs.baseline[first:], strict=True)
+            split += [r for r, a, b in answered if a.outputs is not None and b.outputs]
         if progress is not None:
             progress.add(sum(r.rows for r in group))
+    # A candidate that fails on some rows splits every batch holding one: its cost is then
+    # measured again on batches of the records both versions answer.
+    for i, group in enumerate(batches(split, batch_rows)):
+        timing = Runs()
+        seconds = _run_group(timing, candidate, baseline, group, swap=bool(i % 2))
+        cand, base = seconds.get("candidate"), seconds.get("baseline")
+        if cand is not None and base is not None:
+            _timed(runs, cand, base, group)
     if progress is not None:
         progress.close()
     return runs
+
+
+def _run_group(runs: Runs, candidate: ModelVersion, baseline: ModelVersion | None,
+               group: list[Served], swap: bool) -> dict[str, float | None]:
+    """Both versions on one batch, in turn (``swap``: the baseline first); each one's run
+    time, None for one that had to split the batch."""
+    order = [("candidate", candidate), ("baseline", baseline)]
+    if swap:
+        order.reverse()
+    seconds: dict[str, float | None] = {}
+    for role, version in order:
+        if version is None:
+            continue
+        answers, took = _run_batch(version, group)
+        getattr(runs, role).extend(answers)
+        seconds[role] = took
+        runs.retried_batches += took is None
+    runs.batches += 1
+    return seconds
+
+
+def _timed(runs: Runs, candidate: float, baseline: float, group: list[Served]) -> None:
+    runs.candidate_seconds += candidate
+    runs.baseline_seconds += baseline
+    runs.timed_rows += sum(r.rows for r in group)
 
 
 def _run_batch(version: ModelVersion, group: list[Served]) -> tuple[list[Answer], float | None]:
