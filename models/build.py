@@ -6,7 +6,12 @@ Each model version lands in ``models/<model>/<version>/`` with:
 - ``metadata.json``: task, feature names, input/output signature, training and held-out metrics;
 - ``profile.json``: the reference profile the drift work compares live traffic against, per
   input feature and per output, computed on the training split;
-- ``reference.npz``: the training split's inputs and this version's outputs on them (compressed).
+- ``reference.npz``: the training split's inputs and this version's outputs on them (compressed);
+- ``calibration.npz``: the held-out split's inputs, labels and this version's outputs on them
+  (the rows its graph can answer), which label-free performance estimation calibrates on.
+  Written with fixed zip timestamps, so it is byte-identical from run to run; ``python
+  models/build.py --calibration`` writes only these, from the committed ``model.onnx`` files,
+  without fitting anything again.
 
 Everything is seeded, so running this twice with the same library versions gives the same models.
 Run it with ``make models``.
@@ -15,6 +20,8 @@ Run it with ``make models``.
 from __future__ import annotations
 
 import json
+import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,8 +353,32 @@ def build(spec: VersionSpec, data: Dataset) -> None:
     (folder / "profile.json").write_text(dump_profile(profile))
     np.savez_compressed(folder / "reference.npz", inputs=data.x_train[~fails],
                         **{f"output_{k}": v for k, v in train_out.items()})
+    write_calibration(folder, model_bytes, data)
     shown = ", ".join(f"{k}={v:.4f}" for k, v in metadata["metrics"]["test"].items())
     print(f"{spec.model}/{spec.version}: {spec.description}; held-out {shown}")
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Like ``numpy.savez_compressed``, with a fixed timestamp on every member: numpy stamps
+    them with the time of writing, so two builds of the same arrays would differ."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w") as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array),
+                                          allow_pickle=False)
+
+
+def write_calibration(folder: Path, model_bytes: bytes, data: Dataset) -> None:
+    """The held-out split with its labels and this version's outputs: the reference split
+    reference.npz holds is the one the model was fitted on, so its scores there are
+    overconfident and would calibrate nothing."""
+    fails = _fails(model_bytes, data.x_test)
+    out = run_onnx(model_bytes, data.x_test[~fails])
+    save_npz(folder / "calibration.npz", {
+        "inputs": data.x_test[~fails], "labels": data.y_test[~fails],
+        **{f"output_{k}": v for k, v in out.items()}})
 
 
 def main() -> None:
@@ -355,7 +386,12 @@ def main() -> None:
     for spec in SPECS:
         if spec.model not in datasets:
             datasets[spec.model] = load_dataset(spec.model)
-        build(spec, datasets[spec.model])
+        if "--calibration" in sys.argv[1:]:
+            folder = HERE / spec.model / spec.version
+            write_calibration(folder, (folder / "model.onnx").read_bytes(), datasets[spec.model])
+            print(f"{spec.model}/{spec.version}: wrote calibration.npz")
+        else:
+            build(spec, datasets[spec.model])
 
 
 if __name__ == "__main__":

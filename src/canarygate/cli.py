@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from canarygate import __version__, rollout_cli
+from canarygate import __version__, replay_cli, rollout_cli
 from canarygate.errors import ConfigError
 
 
@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     export = verbs.add_parser("export", help="every record as one Parquet file (pyarrow)")
     export.add_argument("path", help="the dataset folder (or one segment)")
     export.add_argument("--out", required=True, help="the Parquet file to write")
+    replay_cli.add_parser(commands)
     return parser
 
 
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return rollout_cli.run(args)
     if args.command == "dataset":
         return _dataset(args)
+    if args.command == "replay":
+        return replay_cli.run(args)
     parser.print_help()
     return 2
 
