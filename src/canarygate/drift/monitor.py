@@ -229,16 +229,8 @@ class DriftMonitor:
             entry["p_adjusted"] = adjusted
         return tuple(
             ColumnScore(col.name, col.kind, int(c.primary.sum()), c.missing,
-                        "window_too_small" if too_small else self._level(entry), entry)
+                        "window_too_small" if too_small else level(entry, cfg), entry)
             for col, c, entry, too_small in zip(cols, counts, scores, small, strict=True))
-
-    def _level(self, scores: dict[str, float]) -> str:
-        cfg = self.config
-        significant = scores["p_adjusted"] < cfg.fdr_q
-        alarming = scores["psi"] >= cfg.alert_psi or scores.get("l_infinity", 0.0) >= (
-            cfg.alert_l_infinity)
-        return ("alert" if significant and alarming else
-                "warn" if significant and scores["psi"] >= cfg.warn_psi else "ok")
 
     def _compare(self, model: str) -> OutputComparison | None:
         """The candidate with the most rows in the window against the current baseline."""
@@ -264,6 +256,17 @@ class DriftMonitor:
         return OutputComparison(base_version, version, sum(s.rows for s in base_ring), rows,
                                 self.config.min_window,
                                 self._columns(cols, candidate, against=baseline))
+
+
+def level(scores: dict[str, float], cfg: DriftConfig) -> str:
+    """A scored column's level: ``alert`` when significant after Benjamini-Hochberg
+    (``p_adjusted``) and past the PSI (or L-infinity) alert threshold, ``warn`` when
+    significant and past the PSI warning, ``ok`` otherwise."""
+    significant = scores["p_adjusted"] < cfg.fdr_q
+    alarming = scores["psi"] >= cfg.alert_psi or scores.get("l_infinity", 0.0) >= (
+        cfg.alert_l_infinity)
+    return ("alert" if significant and alarming else
+            "warn" if significant and scores["psi"] >= cfg.warn_psi else "ok")
 
 
 def _scores(col: Column, counts: Counts, base: Counts | None) -> dict[str, float]:

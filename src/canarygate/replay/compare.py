@@ -10,16 +10,17 @@ from typing import Any
 import numpy as np
 
 from canarygate.config import DriftConfig
-from canarygate.drift.metrics import (
+from canarygate.drift.distances import (
     benjamini_hochberg,
     categorical,
     divergences,
     ks_and_wasserstein,
 )
-from canarygate.drift.monitor import Column, Counts, Profile
+from canarygate.drift.monitor import level
+from canarygate.drift.profile import Column, Counts, Profile
 from canarygate.replay.run import Answer
 from canarygate.replay.source import Served
-from canarygate.rollout.judge import wilson
+from canarygate.rollout.evalues import wilson
 
 MIN_SLICE_PAIRS = 5  # a slice's rate is shown from this many pairs on
 # Offline both sides hold the same rows, so a smaller window than the online default (500)
@@ -207,10 +208,7 @@ def _levels(scored: list[dict[str, Any]], cfg: DriftConfig) -> None:
     for e, adjusted in zip(tested, benjamini_hochberg([e["p_value"] for e in tested]),
                            strict=True):
         e["p_adjusted"] = adjusted
-        significant = adjusted < cfg.fdr_q
-        alarming = e["psi"] >= cfg.alert_psi or e.get("l_infinity", 0.0) >= cfg.alert_l_infinity
-        e["level"] = ("alert" if significant and alarming else
-                      "warn" if significant and e["psi"] >= cfg.warn_psi else "ok")
+        e["level"] = level(e, cfg)
 
 
 def _counts(col: Column, outputs: list[dict[str, np.ndarray]]) -> Counts:

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from canarygate.config import RolloutConfig
-from canarygate.drift.monitor import Profile
+from canarygate.drift.profile import Profile
 from canarygate.errors import ConfigError
 from canarygate.replay import compare
 from canarygate.replay.run import Progress, Runs, check_inputs, run_all

@@ -1,7 +1,7 @@
 """The replay's verdict from the gateway's own gates, and the check a rollout start can make.
 
 Offline, both versions answered every replayed record, so each comparative gate sees the two
-arms with equal shares. The gates are the rollout's (``rollout/judge.py``,
+arms with equal shares. The gates are the rollout's (``rollout/gates.py``,
 ``rollout/quality.py``), fed one window holding the whole replay: errors (records the candidate
 failed against records the served version failed), agreement (the shadow gate, on label pairs)
 and accuracy (wrong answers on labelled rows). Each gets a third of the schedule's alpha. The
@@ -17,9 +17,9 @@ from typing import Any
 
 from canarygate.config import RolloutConfig
 from canarygate.replay.source import ReplayError
-from canarygate.rollout.judge import GateResult, Verdict, agreement_gate, comparative_gate
+from canarygate.rollout.gates import GateResult, Verdict, agreement_gate, comparative_gate
 from canarygate.rollout.quality import Evidence, accuracy_gate, error_tau
-from canarygate.stats import StepWindow
+from canarygate.stats import StepStats
 
 REPORT_FORMAT = "canarygate.replay/1"
 GATES = ("errors", "agreement", "accuracy")
@@ -33,7 +33,7 @@ def gates(schedule: RolloutConfig, *, classifier: bool, records: int,
     alpha = schedule.alpha / len(GATES)
     errors, _ = comparative_gate("errors", candidate_failed, records, served_failed, records,
                                  0.0, alpha)
-    window = StepWindow.fresh()
+    window = StepStats.fresh()
     if agreement is not None:
         window.shadow.pairs = int(agreement["pairs"])
         window.shadow.agreements = int(agreement["agreements"])
