@@ -31,7 +31,9 @@ ErrorHook = Callable[[int], None]
 # Where the parser is in the current request; timers are armed per phase.
 WAITING, HEADERS, BODY = 0, 1, 2
 # What the armed timer is for.
-NO_TIMER, IDLE_TIMER, HEADER_TIMER, BODY_TIMER = 0, 1, 2, 3
+NO_TIMER, IDLE_TIMER, HEADER_TIMER, BODY_TIMER, LINGER_TIMER = 0, 1, 2, 3, 4
+LINGER_SECONDS = 2.0
+"""After an error answer, how long what the client still sends is read and dropped."""
 
 
 def ignore_error(status: int) -> None:
@@ -99,6 +101,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_for = NO_TIMER
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -117,6 +120,8 @@ class GatewayProtocol(HttpToolsProtocol):
         # The client shut its sending side. With a request in flight, keep ours open for the
         # answer (returning True) and close after it; otherwise nothing more can come.
         # Over TLS asyncio closes regardless (and warns if asked not to).
+        if self._lingering:
+            return False
         cycle = self.cycle
         if (self._phase == WAITING and cycle is not None and not cycle.response_complete
                 and self.scheme == "http"):
@@ -127,6 +132,8 @@ class GatewayProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         # Uvicorn's own, plus the header count and the phase timers; its error answers are
         # replaced by JSON ones that are counted.
+        if self._lingering:
+            return  # dropped: the connection is closing after an error answer
         self._unset_keepalive_if_required()
         if self._timer_for == IDLE_TIMER:
             self._cancel_timer()
@@ -198,8 +205,8 @@ class GatewayProtocol(HttpToolsProtocol):
         self._timer_for = NO_TIMER
         if self.transport.is_closing():
             return
-        if kind == IDLE_TIMER:
-            self.transport.close()  # nothing was asked, so nothing is answered
+        if kind in (IDLE_TIMER, LINGER_TIMER):
+            self.transport.close()  # nothing was asked, or the answer is on its way
         elif kind == HEADER_TIMER:
             self._reject(408, "request headers not received within "
                               f"{self.limits.header_timeout:g} s")
@@ -208,28 +215,42 @@ class GatewayProtocol(HttpToolsProtocol):
                               f"{self.limits.body_timeout:g} s")
 
     def _reject(self, status: int, message: str) -> None:
-        """Answer ``status`` with a JSON error and close, reading nothing more.
+        """Answer ``status`` with a JSON error and close, parsing nothing more.
 
         If the app has begun answering this request, or an earlier one is still being answered
         (pipelining), no error can be slipped in: an earlier answer finishes first and the
         connection closes after it; this one's is cut short.
         """
         self.limits.on_error(status)
-        self._cancel_timer()
-        self.flow.pause_reading()
         cycle = self.cycle
         if cycle is not None and self._phase == BODY:
             if cycle.response_started or self.pipeline:
-                self.transport.close()
+                self._close_after(None)
                 return
             # The app is waiting for this body: it sees a disconnect and its answer is dropped.
             cycle.disconnected = True
             cycle.message_event.set()
         elif cycle is not None and not cycle.response_complete:
             cycle.keep_alive = False
+            self._cancel_timer()
+            self._lingering = True
             return
-        self.transport.write(error_response(status, message, self.server_state.default_headers))
-        self.transport.close()
+        self._close_after(error_response(status, message, self.server_state.default_headers))
+
+    def _close_after(self, answer: bytes | None) -> None:
+        """Send ``answer``, close our side, and drop what the client still sends for a while
+        before closing: closing a socket with unread data makes the kernel send a reset, which
+        can destroy the answer before the client reads it (a lingering close, as nginx's)."""
+        self._lingering = True
+        self.flow.resume_reading()
+        if answer is not None:
+            self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._arm(LINGER_TIMER, LINGER_SECONDS)
+        else:
+            self._cancel_timer()
+            self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         self._reject(400, msg)
