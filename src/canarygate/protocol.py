@@ -33,7 +33,9 @@ WAITING, HEADERS, BODY = 0, 1, 2
 # What the armed timer is for.
 NO_TIMER, IDLE_TIMER, HEADER_TIMER, BODY_TIMER, LINGER_TIMER = 0, 1, 2, 3, 4
 LINGER_SECONDS = 2.0
-"""After an error answer, how long what the client still sends is read and dropped."""
+LINGER_BYTES = 64 * 1024
+"""After an error answer, what the client still sends is read and dropped for this long and up
+to this much; a client that sends on regardless is cut off (read no further)."""
 
 
 def ignore_error(status: int) -> None:
@@ -102,6 +104,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_for = NO_TIMER
         self._lingering = False
+        self._dropped = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -132,8 +135,12 @@ class GatewayProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         # Uvicorn's own, plus the header count and the phase timers; its error answers are
         # replaced by JSON ones that are counted.
-        if self._lingering:
-            return  # dropped: the connection is closing after an error answer
+        if self._lingering:  # closing after an error answer: drop it, up to a point
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self._cancel_timer()
+                self.transport.close()
+            return
         self._unset_keepalive_if_required()
         if self._timer_for == IDLE_TIMER:
             self._cancel_timer()
