@@ -20,7 +20,8 @@ import httpx
 import pytest
 import yaml
 
-from canarygate.config import ServerConfig
+from canarygate.config import ServerConfig, load_config
+from canarygate.errors import ConfigError
 from canarygate.server import build_server
 from conftest import GOOD_ROW_BODY, MODELS, Server, free_port, wait_ready
 
@@ -383,3 +384,20 @@ def test_server_settings_have_protective_defaults() -> None:
     assert server.max_header_bytes == 16384 and server.max_connections == 4096
     assert (server.header_timeout_seconds, server.body_timeout_seconds,
             server.idle_timeout_seconds, server.keep_alive_seconds) == (10, 30, 10, 5)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("max_header_bytes", 100), ("header_timeout_seconds", 0), ("body_timeout_seconds", -1),
+    ("idle_timeout_seconds", 1e9), ("max_connections", 0), ("keep_alive_seconds", 0)])
+def test_an_out_of_range_limit_is_refused_naming_its_key(tmp_path: Path, key: str,
+                                                         value: float) -> None:
+    with pytest.raises(ConfigError, match=f"server.{key}"):
+        load_config(gateway_config(tmp_path, **{key: value}))
+
+
+def test_tls_paths_are_taken_from_the_configs_folder(tmp_path: Path) -> None:
+    config = load_config(gateway_config(tmp_path, tls={"certfile": "c.pem",
+                                                       "keyfile": "/abs/k.pem"}))
+    assert config.server.tls is not None
+    assert config.server.tls.certfile == tmp_path / "c.pem"
+    assert config.server.tls.keyfile == Path("/abs/k.pem")
