@@ -104,6 +104,13 @@ def test_headers_just_under_the_limit_are_served(launch: Callable[..., Server],
     server = launch(gateway_config(tmp_path, max_header_bytes=16384))
     r = httpx.get(server.url + "/v2/health/ready", headers={"x-pad": "a" * 15000}, timeout=10)
     assert r.status_code == 200
+    # A large body read along with the headers is not counted against them.
+    rows = [17.99] * 30 * 1000
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1000, 30], "datatype": "FP32",
+                                   "data": rows}]}).encode()
+    with connect(server) as sock:
+        sock.sendall(infer_request(body, extra=b"connection: close\r\n"))
+        assert parse(read_all(sock))[0] == 200
 
 
 # Finding 3: timeouts, the connection cap and the open-file limit.
@@ -401,3 +408,13 @@ def test_tls_paths_are_taken_from_the_configs_folder(tmp_path: Path) -> None:
     assert config.server.tls is not None
     assert config.server.tls.certfile == tmp_path / "c.pem"
     assert config.server.tls.keyfile == Path("/abs/k.pem")
+
+
+def test_a_header_block_too_large_in_one_write_with_its_body_gets_431(
+        in_process: InProcess) -> None:
+    # The block ends inside the read, so the byte count alone cannot tell it from a body.
+    request = infer_request(extra=b"x-pad: " + b"a" * 20000 + b"\r\n")
+    status, _, body = parse(in_process.exchange(request))
+    assert status == 431
+    assert json.loads(body) == {"error": "request headers exceed 16384 bytes"}
+    assert in_process.errors == [431]

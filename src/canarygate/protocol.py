@@ -53,6 +53,10 @@ def error_response(status: int, message: str, headers: list[tuple[bytes, bytes]]
     return b"".join(head)
 
 
+class HeadersTooLarge(Exception):
+    """Raised in a parser callback to stop parsing a request whose headers are too large."""
+
+
 class Limits:
     """The transport limits the protocol reads (ServerConfig's, in plain numbers), and the hook
     that counts the errors the transport answers by itself."""
@@ -105,13 +109,18 @@ class GatewayProtocol(HttpToolsProtocol):
         self._timer_for = NO_TIMER
         self._lingering = False
         self._dropped = 0
+        self._too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # Checked after accepting: asyncio offers no way to stop accepting for a while, and
         # an answer tells the client why (the open-file limit leaves room for these).
         if len(self.connections) > self.limits.max_connections:
-            self._reject(503, "too many connections; try again later")
+            # No lingering here: each refused connection would hold a descriptor for longer.
+            self.limits.on_error(503)
+            self.transport.write(error_response(503, "too many connections; try again later",
+                                                self.server_state.default_headers))
+            self.transport.close()
             return
         self._arm(IDLE_TIMER, self.limits.idle_timeout)
 
@@ -149,15 +158,17 @@ class GatewayProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed HTTP request: {exc}")
+            if self._too_large:
+                self._reject(431, self._too_large_message())
+            else:
+                self._reject(400, f"malformed HTTP request: {exc}")
             return
         except httptools.HttpParserUpgrade:
             self._refuse_upgrade()
             return
         if self._phase == HEADERS:
             if self._header_bytes > self.limits.max_header_bytes:
-                self._reject(431, "request headers exceed "
-                                  f"{self.limits.max_header_bytes} bytes")
+                self._reject(431, self._too_large_message())
             elif self._timer_for != HEADER_TIMER:
                 self._arm(HEADER_TIMER, self.limits.header_timeout)
         elif self._phase == BODY and self._timer_for != BODY_TIMER:
@@ -178,6 +189,12 @@ class GatewayProtocol(HttpToolsProtocol):
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
+        if self._header_bytes > self.limits.max_header_bytes and self._header_size() > (
+                self.limits.max_header_bytes):
+            # The block ended inside a large read: the byte count alone cannot tell, so the
+            # block is measured (only then). Raising stops the parser; data_received answers.
+            self._too_large = True
+            raise HeadersTooLarge
         self._phase = BODY
         self._header_bytes = 0
         if self._timer_for == HEADER_TIMER:
@@ -189,6 +206,13 @@ class GatewayProtocol(HttpToolsProtocol):
         if self._timer_for == BODY_TIMER:
             self._cancel_timer()
         super().on_message_complete()
+
+    def _header_size(self) -> int:
+        """The request line's and headers' size as sent, give or take the method and spaces."""
+        return len(self.url) + 16 + sum(len(n) + len(v) + 4 for n, v in self.headers)
+
+    def _too_large_message(self) -> str:
+        return f"request headers exceed {self.limits.max_header_bytes} bytes"
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         # Uvicorn builds the cycle inline (no factory to override); giving it our subclass's
