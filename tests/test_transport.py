@@ -329,9 +329,26 @@ def test_the_error_hook_sees_every_error_the_transport_answers(in_process: InPro
 # Finding 10: SIGTERM after a clean drain exits 0.
 
 def test_sigterm_with_a_clean_drain_exits_0(demo_like: Server) -> None:
-    assert_good_request_works(demo_like)
-    demo_like.process.send_signal(signal.SIGTERM)
+    request = infer_request()
+    with connect(demo_like) as sock:
+        sock.sendall(request[:-20])  # in flight when the signal comes: its body is not all here
+        time.sleep(0.2)
+        demo_like.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(request[-20:])
+        status, headers, _ = parse(read_all(sock))
+    assert status == 200 and headers["connection"] == "close"  # drained: answered, then closed
     assert demo_like.process.wait(timeout=30) == 0
+
+
+def test_a_drain_cut_short_is_not_a_clean_exit(launch: Callable[..., Server],
+                                               tmp_path: Path) -> None:
+    server = launch(gateway_config(tmp_path, drain_timeout_seconds=0.5))
+    with connect(server) as sock:
+        sock.sendall(infer_request()[:-20])  # and never the rest
+        time.sleep(0.2)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == -signal.SIGTERM
 
 
 # TLS.

@@ -176,8 +176,9 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def _refuse_upgrade(self) -> None:
         # The gateway speaks no WebSocket (Config(ws="none")); RFC 9110 §7.8 lets a server
-        # ignore Upgrade, so the request is answered as plain HTTP by the app. The parser
-        # reads nothing after an upgrade request, so the connection closes after the answer.
+        # ignore Upgrade, so the request is answered as plain HTTP by the app. httptools drops
+        # whatever followed the upgrade request in its read, so the connection cannot go on:
+        # it closes after the answer.
         if self.cycle is not None:
             self.cycle.keep_alive = False
         self._cancel_timer()
