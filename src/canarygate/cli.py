@@ -62,6 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         app = create_app(config)
+        # The transport's own error answers (400, 408, 431, 503) go uncounted until on_error
+        # is given the app's metrics (build_server's docstring).
         server = build_server(
             app, config.server, host=args.host or config.server.host,
             port=args.port if args.port is not None else config.server.port,
