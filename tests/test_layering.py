@@ -8,7 +8,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src" / "canarygate"
 HOT = ["router.py", "http/infer.py", "http/asgi.py", "http/codec.py", "http/v1.py",
        "http/v2.py", "runtime/model.py", "runtime/runner.py", "runtime/tensors.py",
-       "stats/arm.py", "stats/histogram.py"]
+       "stats/arm.py", "stats/histogram.py", "protocol.py"]
 COLD = ("canarygate.rollout.judge", "canarygate.rollout.manager", "canarygate.rollout.persist",
         "canarygate.rollout.store", "canarygate.http.admin", "scipy")
 
