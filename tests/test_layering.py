@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # The request path: parse -> route -> run -> respond, and the O(1) telemetry it hands over.
 HOT = ("canarygate.http", "canarygate.serving", "canarygate.runtime", "canarygate.stats",
        "canarygate.feedback", "canarygate.router", "canarygate.recorder.queue",
-       "canarygate.metrics", "canarygate.errors")
+       "canarygate.metrics", "canarygate.errors", "canarygate.transport")
 # The control path, and what it alone may use.
 COLD = ("canarygate.rollout", "canarygate.drift", "canarygate.admin", "canarygate.analysis",
         "canarygate.app", "canarygate.cli", "canarygate.recorder.writer",

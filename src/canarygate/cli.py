@@ -57,31 +57,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from canarygate.app import create_app
     from canarygate.config import load_config
+    from canarygate.server import build_server
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
         app = create_app(config)
+        # The transport's own error answers (400, 408, 431, 503) count as any other.
+        server = build_server(
+            app, config.server, host=args.host or config.server.host,
+            port=args.port if args.port is not None else config.server.port,
+            log_level=args.log_level, on_error=app.state.gateway.metrics.http_error)
     except ConfigError as exc:
         print(f"canarygate: {exc}", file=sys.stderr)
         return 2
-    server = uvicorn.Server(uvicorn.Config(
-        app,
-        host=args.host or config.server.host,
-        port=args.port if args.port is not None else config.server.port,
-        log_level=args.log_level,
-        access_log=False,
-        lifespan="on",
-        # Neither is needed by the gateway; each costs every request some work.
-        proxy_headers=config.server.proxy_headers,
-        server_header=False,
-    ))
     server.run()
-    return 0
+    # Uvicorn re-raises SIGTERM itself when the drain was cut short (status 143).
+    return 0 if server.drained else 1
 
 
 def _dataset(args: argparse.Namespace) -> int:

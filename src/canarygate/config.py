@@ -24,6 +24,15 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
+class TlsConfig(_Frozen):
+    """HTTPS on the gateway's own port, for when no proxy in front terminates TLS."""
+
+    certfile: Path
+    """PEM certificate chain; relative paths are taken from the config file's folder."""
+    keyfile: Path
+    """PEM private key (unencrypted) for ``certfile``."""
+
+
 class ServerConfig(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -49,6 +58,26 @@ class ServerConfig(_Frozen):
     sticky_header: str = "x-user-id"
     """A request carrying this header is routed by a hash of its value: the same key always
     gets the same variant at a given weight, and keeps the candidate as the weight rises."""
+    # Transport limits (server.py, transport.py). The defaults are for a gateway an untrusted
+    # network can reach: a client gets a few seconds for each part of a request, and no client
+    # can hold more than its share of file descriptors or memory.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request line plus headers; beyond it 431 and the connection is closed."""
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """A request's line and headers must arrive within this (in total, not between reads,
+    so sending a byte at a time does not help); else 408."""
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """A request's body must arrive within this after its headers; else 408."""
+    idle_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """A new connection that sends nothing for this long is closed."""
+    keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    """An idle connection between requests is closed after this."""
+    max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+    """Open connections at most; one more gets 503 and is closed. The open-file limit is
+    raised at start to fit (up to the hard limit; below it, this cap shrinks, with a warning)."""
+    drain_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """On SIGTERM, requests in flight get this long to finish; exit 0 when all did."""
+    tls: TlsConfig | None = None
 
 
 class AdminConfig(_Frozen):
@@ -306,6 +335,12 @@ def load_config(path: str | Path) -> GatewayConfig:
     for key in ("models_dir", "state_dir"):
         folder = getattr(config, key)
         folders[key] = folder if folder.is_absolute() else (path.parent / folder).resolve()
+    tls = config.server.tls
+    if tls is not None:
+        folders["server"] = config.server.model_copy(update={"tls": tls.model_copy(update={
+            key: getattr(tls, key) if getattr(tls, key).is_absolute()
+            else (path.parent / getattr(tls, key)).resolve()
+            for key in ("certfile", "keyfile")})})
     data_dir = config.dataset.dir
     if not data_dir.is_absolute():
         folders["dataset"] = config.dataset.model_copy(

@@ -1,0 +1,294 @@
+"""Uvicorn's httptools protocol with the limits a server facing the internet needs.
+
+Uvicorn bounds none of these (uvicorn 0.54): the request-header block, the time a request's
+headers or body may take, how long a new connection may stay silent, or how many connections
+are open. It also closes a connection whose client shut its sending side (a half close, which
+HTTP allows) before the answer is written, and answers malformed HTTP with plain text.
+
+The subclass keeps httptools (the fast parser) and adds O(1) work per request: a byte count
+and three assignments while a request is parsed. Timers are armed only when a request does
+not arrive in one read, so a typical request arms none; the idle timer is per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+ErrorHook = Callable[[int], None]
+"""Called with the status of every error the transport answers by itself (400, 408, 431, 500,
+503), for the app's metrics."""
+
+# Where the parser is in the current request; timers are armed per phase.
+WAITING, HEADERS, BODY = 0, 1, 2
+# What the armed timer is for.
+NO_TIMER, IDLE_TIMER, HEADER_TIMER, BODY_TIMER, LINGER_TIMER = 0, 1, 2, 3, 4
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024
+"""After an error answer, what the client still sends is read and dropped for this long and up
+to this much; a client that sends on regardless is cut off (read no further)."""
+
+
+def ignore_error(status: int) -> None:
+    """The default hook: count nothing."""
+
+
+def error_response(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A whole ``{"error": ...}`` answer that closes the connection, as raw bytes."""
+    body = orjson.dumps({"error": message})
+    head = [STATUS_LINE[status]]
+    for name, value in headers:
+        head += [name, b": ", value, b"\r\n"]
+    head += [b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(),
+             b"\r\nconnection: close\r\n\r\n", body]
+    return b"".join(head)
+
+
+class HeadersTooLarge(Exception):
+    """Raised in a parser callback to stop parsing a request whose headers are too large."""
+
+
+class Limits:
+    """The transport limits the protocol reads (ServerConfig's, in plain numbers), and the hook
+    that counts the errors the transport answers by itself."""
+
+    def __init__(self, max_header_bytes: int, header_timeout: float, body_timeout: float,
+                 idle_timeout: float, max_connections: int,
+                 on_error: ErrorHook = ignore_error) -> None:
+        self.on_error = on_error
+        self.max_header_bytes = max_header_bytes
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+
+
+class GatewayCycle(RequestResponseCycle):
+    """One request's cycle: a 500 closes the connection and says so, and Uvicorn's own 500
+    (the app raised before answering) is JSON."""
+
+    limits: ClassVar[Limits]
+
+    async def send(self, message: Any) -> None:
+        # After a 500 the connection's state is unknown to the client; close it, and say so
+        # in the answer rather than leave the client to find a dead connection.
+        if not self.response_started and message.get("status") == 500:
+            self.keep_alive = False
+        await super().send(message)
+
+    async def send_500_response(self) -> None:
+        self.limits.on_error(500)
+        body = b'{"error":"internal error"}'
+        await self.send({"type": "http.response.start", "status": 500, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close")]})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    """Set ``limits`` in a subclass (``protocol_class`` does)."""
+
+    limits: ClassVar[Limits]
+    cycle_class: ClassVar[type[GatewayCycle]] = GatewayCycle
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._phase = WAITING
+        self._header_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_for = NO_TIMER
+        self._lingering = False
+        self._dropped = 0
+        self._too_large = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Checked after accepting: asyncio offers no way to stop accepting for a while, and
+        # an answer tells the client why (the open-file limit leaves room for these).
+        if len(self.connections) > self.limits.max_connections:
+            # No lingering here: each refused connection would hold a descriptor for longer.
+            self.limits.on_error(503)
+            self.transport.write(error_response(503, "too many connections; try again later",
+                                                self.server_state.default_headers))
+            self.transport.close()
+            return
+        self._arm(IDLE_TIMER, self.limits.idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's: bool | None
+        # The client shut its sending side. With a request in flight, keep ours open for the
+        # answer (returning True) and close after it; otherwise nothing more can come.
+        # Over TLS asyncio closes regardless (and warns if asked not to).
+        if self._lingering:
+            return False
+        cycle = self.cycle
+        if (self._phase == WAITING and cycle is not None and not cycle.response_complete
+                and self.scheme == "http"):
+            cycle.keep_alive = False
+            return True
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        # Uvicorn's own, plus the header count and the phase timers; its error answers are
+        # replaced by JSON ones that are counted.
+        if self._lingering:  # closing after an error answer: drop it, up to a point
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self._cancel_timer()
+                self.transport.close()
+            return
+        self._unset_keepalive_if_required()
+        if self._timer_for == IDLE_TIMER:
+            self._cancel_timer()
+        if self._phase != BODY:
+            self._header_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self._too_large:
+                self._reject(431, self._too_large_message())
+            else:
+                self._reject(400, f"malformed HTTP request: {exc}")
+            return
+        except httptools.HttpParserUpgrade:
+            self._refuse_upgrade()
+            return
+        if self._phase == HEADERS:
+            if self._header_bytes > self.limits.max_header_bytes:
+                self._reject(431, self._too_large_message())
+            elif self._timer_for != HEADER_TIMER:
+                self._arm(HEADER_TIMER, self.limits.header_timeout)
+        elif self._phase == BODY and self._timer_for != BODY_TIMER:
+            self._arm(BODY_TIMER, self.limits.body_timeout)
+
+    def _refuse_upgrade(self) -> None:
+        # The gateway speaks no WebSocket (Config(ws="none")); RFC 9110 §7.8 lets a server
+        # ignore Upgrade, so the request is answered as plain HTTP by the app. httptools drops
+        # whatever followed the upgrade request in its read, so the connection cannot go on:
+        # it closes after the answer.
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
+        self._cancel_timer()
+        self.flow.pause_reading()
+
+    # Parser callbacks: keep the phase; the data_received that fed them arms the timers.
+    def on_message_begin(self) -> None:
+        self._phase = HEADERS
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        if self._header_bytes > self.limits.max_header_bytes and self._header_size() > (
+                self.limits.max_header_bytes):
+            # The block ended inside a large read: the byte count alone cannot tell, so the
+            # block is measured (only then). Raising stops the parser; data_received answers.
+            self._too_large = True
+            raise HeadersTooLarge
+        self._phase = BODY
+        self._header_bytes = 0
+        if self._timer_for == HEADER_TIMER:
+            self._cancel_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._phase = WAITING
+        if self._timer_for == BODY_TIMER:
+            self._cancel_timer()
+        super().on_message_complete()
+
+    def _header_size(self) -> int:
+        """The request line's and headers' size as sent, give or take the method and spaces."""
+        return len(self.url) + 16 + sum(len(n) + len(v) + 4 for n, v in self.headers)
+
+    def _too_large_message(self) -> str:
+        return f"request headers exceed {self.limits.max_header_bytes} bytes"
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # Uvicorn builds the cycle inline (no factory to override); giving it our subclass's
+        # methods is one assignment per request.
+        cycle.__class__ = self.cycle_class
+        super()._start_asgi_task(cycle, app)
+
+    def _arm(self, kind: int, seconds: float) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(seconds, self._expired, kind)
+        self._timer_for = kind
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_for = NO_TIMER
+
+    def _expired(self, kind: int) -> None:
+        self._timer = None
+        self._timer_for = NO_TIMER
+        if self.transport.is_closing():
+            return
+        if kind in (IDLE_TIMER, LINGER_TIMER):
+            self.transport.close()  # nothing was asked, or the answer is on its way
+        elif kind == HEADER_TIMER:
+            self._reject(408, "request headers not received within "
+                              f"{self.limits.header_timeout:g} s")
+        else:
+            self._reject(408, "request body not received within "
+                              f"{self.limits.body_timeout:g} s")
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answer ``status`` with a JSON error and close, parsing nothing more.
+
+        If the app has begun answering this request, or an earlier one is still being answered
+        (pipelining), no error can be slipped in: an earlier answer finishes first and the
+        connection closes after it; this one's is cut short.
+        """
+        self.limits.on_error(status)
+        cycle = self.cycle
+        if cycle is not None and self._phase == BODY:
+            if cycle.response_started or self.pipeline:
+                self._close_after(None)
+                return
+            # The app is waiting for this body: it sees a disconnect and its answer is dropped.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        elif cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            self._cancel_timer()
+            self._lingering = True
+            return
+        self._close_after(error_response(status, message, self.server_state.default_headers))
+
+    def _close_after(self, answer: bytes | None) -> None:
+        """Send ``answer``, close our side, and drop what the client still sends for a while
+        before closing: closing a socket with unread data makes the kernel send a reset, which
+        can destroy the answer before the client reads it (a lingering close, as nginx's)."""
+        self._lingering = True
+        self.flow.resume_reading()
+        if answer is not None:
+            self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._arm(LINGER_TIMER, LINGER_SECONDS)
+        else:
+            self._cancel_timer()
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        self._reject(400, msg)
+
+
+def protocol_class(limits: Limits) -> type[GatewayProtocol]:
+    """The protocol to give ``uvicorn.Config(http=...)``, with its limits and error hook."""
+    cycle = type("ConfiguredCycle", (GatewayCycle,), {"limits": limits})
+    return type("ConfiguredProtocol", (GatewayProtocol,), {"limits": limits, "cycle_class": cycle})
