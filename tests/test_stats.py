@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,33 @@ models:
     assert server.metric("canarygate_request_duration_seconds_count", model="breast-cancer",
                          version="1", variant="baseline") == 60
     assert server.metric("canarygate_inference_duration_seconds_count", version="2") == 25
+
+
+def test_step_counts_of_two_workers_merge_to_those_of_one() -> None:
+    """Each worker ships a cumulative snapshot of its step's counts; merging the snapshots
+    gives what one process would have counted seeing every request."""
+    from canarygate.stats import StepStats
+
+    rng = np.random.default_rng(3)
+    one, a, b = StepStats.fresh(0.01), StepStats.fresh(0.01), StepStats.fresh(0.01)
+    for i in range(2000):
+        worker = a if i % 3 else b
+        variant = "candidate" if rng.random() < 0.3 else "baseline"
+        seconds, error, keyed = float(rng.lognormal(-6, 1)), rng.random() < 0.02, i % 5 == 0
+        output = float(i % 7 == 0)
+        for stats in (one, worker):
+            getattr(stats, variant).record(seconds, error, keyed, output)
+            if i % 10 == 0:
+                getattr(stats, variant).label(True, [float(error)])
+        for stats in (one, worker):
+            stats.shadow.pairs += 1
+    shipped = [StepStats.from_json(json.loads(json.dumps(s.to_json()))) for s in (a, b)]
+    merged = StepStats.fresh(0.01).merged(shipped)
+    for variant in ("baseline", "candidate"):
+        mine, theirs = getattr(merged, variant), getattr(one, variant)
+        assert mine.counters() == theirs.counters()
+        assert (mine.keyed, mine.labelled, mine.wrong, mine.varied) == (
+            theirs.keyed, theirs.labelled, theirs.wrong, theirs.varied)
+        assert mine.latency.buckets == theirs.latency.buckets
+        assert mine.latency.quantile(0.95) == theirs.latency.quantile(0.95)
+    assert merged.shadow.pairs == one.shadow.pairs == 2000

@@ -294,6 +294,31 @@ class ModelConfig(_Frozen):
         return self
 
 
+class StateConfig(_Frozen):
+    """Where rollout state lives. ``file`` (the default) is a JSON file in ``state_dir``, for
+    one process. ``redis`` shares one rollout among worker processes and replicas: state,
+    decision log, the controller's lease, telemetry and the feedback index, in the Redis the
+    environment variable ``url_env`` names (``redis://host:6379/0``)."""
+
+    backend: Literal["file", "redis"] = "file"
+    url_env: str = "CANARYGATE_REDIS_URL"
+    """Environment variable holding the Redis URL (never the URL itself: it may hold a
+    password)."""
+    prefix: str = Field(default="canarygate", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    """Key prefix: one gateway (one set of rollouts) per prefix on a Redis."""
+    lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+    """The acting controller's lease: renewed every tick; when its holder dies, another
+    worker takes over within this time."""
+    sync_seconds: float = Field(default=1.0, ge=0.05, le=30.0)
+    """How often a worker ships its telemetry and reads the rollout state (a change is also
+    pushed at once, by publish/subscribe)."""
+    timeout_seconds: float = Field(default=0.5, gt=0, le=10.0)
+    """One Redis command's time limit: past it the store counts as away."""
+    telemetry_buffer: int = Field(default=10_000, ge=10, le=10_000_000)
+    """Feedback entries waiting to be shipped while Redis is away, at most; what overflows is
+    dropped and counted."""
+
+
 class GatewayConfig(_Frozen):
     server: ServerConfig = ServerConfig()
     admin: AdminConfig = AdminConfig()
@@ -305,6 +330,7 @@ class GatewayConfig(_Frozen):
     detectors: DetectorsConfig = DetectorsConfig()
     state_dir: Path = Path("var/state")
     """Rollout state and the decision log; relative paths are taken from the config's folder."""
+    state: StateConfig = StateConfig()
     models: list[ModelConfig] = Field(min_length=1)
 
     @field_validator("models")

@@ -31,7 +31,7 @@ from canarygate.rollout.judge import (
     alpha_shares,
     judge_step,
 )
-from canarygate.rollout.persist import Persister
+from canarygate.rollout.persist import StateWriter
 from canarygate.rollout.quality import EvidenceSource, NoEvidence, error_tau, quality_gates
 from canarygate.rollout.state import ACTIVE, Phase, RolloutState
 from canarygate.router import Routing, RoutingTable
@@ -49,10 +49,11 @@ WATCHED = frozenset({Phase.SHADOW, Phase.PROGRESSING, Phase.AWAITING_PROMOTION, 
 # holds go to the decision log when a gate's verdict changes and every this many intervals
 # otherwise (5 minutes at the default interval), not every interval.
 QUIET_HOLD_EVERY = 30
+AUTOMATIC = frozenset({"controller", "gateway"})  # actors whose writes need the lease
 
 
 class RolloutManager:
-    def __init__(self, registry: ModelRegistry, table: RoutingTable, persister: Persister,
+    def __init__(self, registry: ModelRegistry, table: RoutingTable, persister: StateWriter,
                  metrics: Metrics, evidence: EvidenceSource | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
@@ -219,7 +220,7 @@ class RolloutManager:
         """A version registered at run time goes to the decision log like any action."""
         decision = {"time": self.clock(), "model": name, "action": "register_version",
                     "actor": actor, "reason": reason, "version": version, "path": path}
-        self.persister.record(decision)
+        self.persister.commit(None, decision)
         self.metrics.decision(name, "register_version")
 
     # -- the controller ---------------------------------------------------------------------
@@ -418,21 +419,30 @@ class RolloutManager:
     def _transition(self, state: RolloutState, action: str, actor: str, reason: str,
                     gates: list[GateResult] | None = None,
                     fresh_window: bool = False) -> dict[str, Any]:
-        """Install ``state``, save it, and log the decision that made it (returned)."""
+        """Install ``state``, save it with the decision that made it (returned)."""
         before = self.states[state.model]
+        if fresh_window:  # every worker counts the new step under this revision
+            state = dataclasses.replace(state, window=state.revision)
         self._install(state, fresh_window)
         if actor != "controller" and state.model in self._wakes:
             self._wakes[state.model].set()
-        self.persister.save(state)
-        decision = self._record(state, action, actor, reason, gates, before)
+        decision = self._decision(state, action, actor, reason, gates, before)
+        self.persister.commit(state, decision, fenced=actor in AUTOMATIC)
+        self.metrics.decision(state.model, action)
         if action in ("rollback", "promote", "pause", "start", "advance"):
             log.info("%s: %s by %s (%s)", state.model, action, actor, reason)
         return decision
 
     def _record(self, state: RolloutState, action: str, actor: str, reason: str,
-                gates: list[GateResult] | None, before: RolloutState | None = None
-                ) -> dict[str, Any]:
-        before = before or state
+                gates: list[GateResult] | None) -> dict[str, Any]:
+        """A decision that changes no state (a hold)."""
+        decision = self._decision(state, action, actor, reason, gates, state)
+        self.persister.commit(None, decision, fenced=actor in AUTOMATIC)
+        self.metrics.decision(state.model, action)
+        return decision
+
+    def _decision(self, state: RolloutState, action: str, actor: str, reason: str,
+                  gates: list[GateResult] | None, before: RolloutState) -> dict[str, Any]:
         decision = {
             "time": self.clock(), "model": state.model, "action": action, "actor": actor,
             "reason": reason, "phase": state.phase.value, "phase_before": before.phase.value,
@@ -443,8 +453,6 @@ class RolloutManager:
         }
         if gates:  # a judgement: with what each variant served in the last minute
             decision["traffic"] = self.source.traffic(state.model)
-        self.persister.record(decision)
-        self.metrics.decision(state.model, action)
         return decision
 
 

@@ -15,7 +15,7 @@ import queue
 import threading
 from collections import deque
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from canarygate.errors import ConfigError
 from canarygate.rollout.state import RolloutState
@@ -25,6 +25,26 @@ log = logging.getLogger("canarygate.rollout")
 
 RECENT_DECISIONS = 1000
 SHUTDOWN_SECONDS = 10.0
+
+
+class StateWriter(Protocol):
+    """Where the controller's and people's decisions go: the file persister below for one
+    process, the Redis cluster link for several."""
+
+    def commit(self, state: RolloutState | None, decision: dict[str, Any] | None,
+               fenced: bool = False) -> None:
+        """Write a new state and the decision that made it (either may be None); ``fenced``:
+        a controller's write, refused once its lease has passed to another worker."""
+
+    def decisions(self, model: str) -> list[dict[str, Any]]:
+        """The recent decisions of a model, oldest first."""
+
+    def writable(self) -> bool:
+        """Whether a person's action can be written now (else it is refused, 503)."""
+
+    def flush(self, timeout: float = ...) -> bool: ...
+
+    def close(self, timeout: float = ...) -> None: ...
 
 
 class Persister:
@@ -51,6 +71,17 @@ class Persister:
     def record(self, decision: dict[str, Any]) -> None:
         self.recent.setdefault(decision["model"], deque(maxlen=RECENT_DECISIONS)).append(decision)
         self._put(("decision", decision))
+
+    def commit(self, state: RolloutState | None, decision: dict[str, Any] | None,
+               fenced: bool = False) -> None:
+        """One process holds no lease: nothing is ever fenced off."""
+        if state is not None:
+            self.save(state)
+        if decision is not None:
+            self.record(decision)
+
+    def writable(self) -> bool:
+        return True
 
     def decisions(self, model: str) -> list[dict[str, Any]]:
         return list(self.recent.get(model, ()))

@@ -45,6 +45,9 @@ class RolloutState:
     error_tau: float | None = None  # a regressor's frozen "large error" (baseline p90)
     reason: str = ""
     figures: dict[str, Any] = field(default_factory=dict)  # the decisive gate's figures
+    window: int = 0
+    """The revision whose change started the current step's counters: every worker counts
+    the step under this number, so their counts can be merged."""
 
     @property
     def active(self) -> bool:

@@ -36,6 +36,22 @@ class LogHistogram:
         buckets = self.buckets
         buckets[key] = buckets.get(key, 0) + 1
 
+    def to_json(self) -> dict[str, object]:
+        return {"a": self.relative_accuracy, "b": {str(k): n for k, n in self.buckets.items()},
+                "z": self.zeros, "n": self.count, "s": self.sum}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> LogHistogram:
+        """A histogram as ``to_json`` wrote it (ValueError or TypeError for anything else)."""
+        out = cls(float(data["a"]))  # type: ignore[arg-type]
+        buckets = data["b"]
+        if not isinstance(buckets, dict):
+            raise TypeError("histogram buckets must be an object")
+        out.buckets = {int(k): int(n) for k, n in buckets.items()}
+        out.zeros, out.count = int(data["z"]), int(data["n"])  # type: ignore[call-overload]
+        out.sum = float(data["s"])  # type: ignore[arg-type]
+        return out
+
     def merge(self, other: LogHistogram) -> None:
         self._check(other)
         for key, n in other.buckets.items():

@@ -6,8 +6,10 @@ new step's routing and reads interval figures as differences of the counters bet
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +66,43 @@ class VariantStepStats:
     def counters(self) -> tuple[int, int, int]:
         return self.requests, self.errors, self.over_slo
 
+    def to_json(self) -> dict[str, object]:
+        """Every field, histograms included: a worker's cumulative snapshot, which another
+        process merges (``merge``) without counting anything twice."""
+        return {name: (value.to_json() if isinstance(value, LogHistogram) else value)
+                for name in self.__slots__
+                if not isinstance(value := getattr(self, name), float) or math.isfinite(value)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> VariantStepStats:
+        out = cls()
+        for name in cls.__slots__:
+            if name not in data:
+                continue
+            current, value = getattr(out, name), data[name]
+            if isinstance(current, LogHistogram):
+                if not isinstance(value, dict):
+                    raise TypeError(f"{name} must be a histogram")
+                setattr(out, name, LogHistogram.from_json(value))
+            else:
+                setattr(out, name, value)
+        return out
+
+    def merge(self, other: VariantStepStats) -> None:
+        """Add another worker's counts of the same step."""
+        for name in self.__slots__:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, LogHistogram):
+                mine.merge(theirs)
+            elif isinstance(mine, int) and not isinstance(mine, bool):
+                setattr(self, name, mine + theirs)
+        if other.first_output is not None:
+            if self.first_output is None:
+                self.first_output = other.first_output
+            elif other.first_output != self.first_output:
+                self.varied = True
+        self.varied = self.varied or other.varied
+
 
 @dataclass
 class ShadowStats:
@@ -87,6 +126,29 @@ class StepStats:
     @classmethod
     def fresh(cls, slo_seconds: float | None = None) -> StepStats:
         return cls(VariantStepStats(slo_seconds), VariantStepStats(slo_seconds))
+
+    def to_json(self) -> dict[str, object]:
+        return {"baseline": self.baseline.to_json(), "candidate": self.candidate.to_json(),
+                "shadow": dataclasses.asdict(self.shadow)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepStats:
+        return cls(VariantStepStats.from_json(data["baseline"]),
+                   VariantStepStats.from_json(data["candidate"]), ShadowStats(**data["shadow"]))
+
+    def merged(self, others: list[StepStats]) -> StepStats:
+        """These counts plus other workers' of the same step, as a new value."""
+        out = StepStats.from_json(self.to_json())
+        out.baseline.slo_seconds = self.baseline.slo_seconds
+        out.candidate.slo_seconds = self.candidate.slo_seconds
+        for other in others:
+            out.baseline.merge(other.baseline)
+            out.candidate.merge(other.candidate)
+            for f in dataclasses.fields(ShadowStats):
+                mine, theirs = getattr(out.shadow, f.name), getattr(other.shadow, f.name)
+                setattr(out.shadow, f.name, (mine or theirs) if isinstance(mine, bool)
+                        else mine + theirs)
+        return out
 
 
 def first_output(outputs: list[np.ndarray]) -> float | None:
