@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,7 +26,7 @@ from canarygate.analysis import Analysis
 from canarygate.config import GatewayConfig
 from canarygate.drift import DriftMonitor
 from canarygate.drift.sequential import SequentialMonitor
-from canarygate.errors import GatewayError
+from canarygate.errors import ConfigError, GatewayError
 from canarygate.feedback import FeedbackBook
 from canarygate.http.asgi import JSON, error_answer, error_json
 from canarygate.http.dispatch import PredictionDispatch
@@ -34,9 +38,11 @@ from canarygate.http.v2 import V2Codec
 from canarygate.metrics import Metrics
 from canarygate.recorder import Recorder
 from canarygate.recorder.writer import Writer
+from canarygate.rollout.cluster import Cluster
 from canarygate.rollout.manager import RolloutManager
-from canarygate.rollout.persist import Persister
-from canarygate.rollout.store import FileStateStore
+from canarygate.rollout.persist import Persister, StateWriter
+from canarygate.rollout.redis_store import RedisStore
+from canarygate.rollout.store import FileStateStore, StateStore
 from canarygate.router import RoutingTable
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.catalog import VersionCatalog
@@ -44,9 +50,11 @@ from canarygate.runtime.runner import Runner
 from canarygate.serving import Observer, ServingPlane
 from canarygate.serving.shadow import Shadow
 from canarygate.stats.live import LiveStats
+from canarygate.workers import GROUP_DIR_ENV
 
 log = logging.getLogger("canarygate")
 GC_THRESHOLD = 50_000
+PUBLISH_SECONDS = 1.0
 
 
 class ModelRoute(Route):
@@ -84,9 +92,10 @@ class Parts:
     observer: Observer
     plane: ServingPlane
     analysis: Analysis
-    persister: Persister
+    persister: StateWriter
     catalog: VersionCatalog
     rollouts: RolloutManager
+    cluster: Cluster | None  # the link to the other workers, with the Redis store
     ready: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # controllers, analysis
 
@@ -95,8 +104,10 @@ def build(config: GatewayConfig) -> Parts:
     """Every part, wired; models loaded and rollout state restored (ConfigError before
     anything starts when the config or a model folder cannot be served)."""
     registry = ModelRegistry.load(config)
-    runner, metrics, table, live = (Runner(config.server.inference_threads), Metrics(),
-                                    RoutingTable(), LiveStats())
+    group = os.environ.get(GROUP_DIR_ENV)  # set by the parent of a --workers group
+    runner, metrics, table, live = (Runner(config.server.inference_threads),
+                                    Metrics(Path(group) if group else None), RoutingTable(),
+                                    LiveStats())
     feedback = FeedbackBook(config.feedback.max_entries, config.feedback.ttl_seconds)
     feedback.reserve()
     drift = DriftMonitor(config.drift) if config.drift.enabled else None
@@ -111,12 +122,12 @@ def build(config: GatewayConfig) -> Parts:
     observer = Observer(metrics, live, feedback, table, recorder=recorder, drift=drift,
                         detectors=detectors, shadow=shadow)
     analysis = Analysis(config.drift, registry, live, drift, detectors)
-    store = FileStateStore(config.state_dir / "rollouts.json")
-    persister = Persister(store, config.state_dir / "decisions.jsonl")
-    persister.load_decisions()
+    store, persister, cluster = state_store(config, list(registry.models))
     catalog = VersionCatalog(config, registry, store, drift)
-    rollouts = RolloutManager(registry, table, persister, metrics, analysis)
+    rollouts = RolloutManager(registry, table, persister, metrics, analysis, shared=cluster)
     rollouts.restore(store.load(), catalog)
+    if cluster is not None:
+        metrics.watch_cluster(cluster)
     metrics.watch_runner(runner)
     metrics.watch_latency(live)
     metrics.watch_feedback(feedback)
@@ -127,8 +138,27 @@ def build(config: GatewayConfig) -> Parts:
     if recorder is not None:
         metrics.watch_recorder(recorder)
     return Parts(config, registry, runner, metrics, table, live, feedback, drift, detectors,
-                   recorder, writer, shadow, observer, ServingPlane(registry, table, runner),
-                   analysis, persister, catalog, rollouts)
+                 recorder, writer, shadow, observer, ServingPlane(registry, table, runner),
+                 analysis, persister, catalog, rollouts, cluster)
+
+
+def state_store(config: GatewayConfig, models: list[str]
+                ) -> tuple[StateStore, StateWriter, Cluster | None]:
+    """The file store for one process; Redis (and this worker's link to it) for several."""
+    if config.state.backend == "file":
+        store = FileStateStore(config.state_dir / "rollouts.json")
+        persister = Persister(store, config.state_dir / "decisions.jsonl")
+        persister.load_decisions()
+        return store, persister, None
+    url = os.environ.get(config.state.url_env, "")
+    if not url:
+        raise ConfigError(f"state.backend is redis: set the environment variable "
+                          f"{config.state.url_env} to the Redis URL (redis://host:6379/0)")
+    redis_store = RedisStore.connect(url, config.state.prefix, config.state.timeout_seconds)
+    worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    cluster = Cluster(redis_store, config.state, worker)
+    cluster.load_decisions(models)
+    return redis_store, cluster, cluster
 
 
 async def start(gw: Parts) -> None:
@@ -138,8 +168,22 @@ async def start(gw: Parts) -> None:
         gw.recorder.bind(loop)
         gw.writer.start()
     gw.tasks = [loop.create_task(gw.rollouts.run(name)) for name in gw.registry.models]
+    if gw.cluster is not None:
+        gw.tasks.append(loop.create_task(gw.cluster.run(gw.rollouts, gw.catalog)))
     gw.tasks.append(loop.create_task(gw.analysis.run()))
+    if gw.metrics.group is not None:
+        gw.tasks.append(loop.create_task(publish_metrics(gw.metrics)))
     gw.ready = True
+
+
+async def publish_metrics(metrics: Metrics) -> None:
+    """A --workers group's /metrics adds up what each worker wrote in the last second."""
+    while True:
+        try:
+            await asyncio.to_thread(metrics.publish, metrics.render())
+        except OSError:
+            log.exception("could not write this worker's metrics for its group")
+        await asyncio.sleep(PUBLISH_SECONDS)
 
 
 async def stop(gw: Parts) -> None:

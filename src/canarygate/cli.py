@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="path of the gateway's YAML config")
     serve.add_argument("--host", help="address to listen on (overrides server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes serving on one port (more than 1 needs state.backend: "
+                            "redis)")
     serve.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug"])
     rollout_cli.add_parser(commands)
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from canarygate import workers
     from canarygate.app import create_app
     from canarygate.config import load_config
     from canarygate.server import build_server
@@ -64,6 +68,12 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, not {args.workers}")
+        if (why := workers.refuse_reason(config, args.workers)) is not None:
+            raise ConfigError(why)
+        if args.workers > 1:
+            return workers.serve_group(args, config, args.workers)
         app = create_app(config)
         # The transport's own error answers (400, 408, 431, 503) count as any other.
         server = build_server(

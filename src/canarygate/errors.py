@@ -45,6 +45,12 @@ class NotReady(GatewayError):
     status = 503
 
 
+class StoreUnavailable(GatewayError):
+    """The shared state store is away: an action that must be written cannot be."""
+
+    status = 503
+
+
 class ModelFailure(GatewayError):
     """The model itself failed at run time (not the caller's input)."""
 

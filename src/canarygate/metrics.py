@@ -5,8 +5,10 @@ Label children are cached on first use, so a request pays a dict lookup, not a l
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -15,12 +17,15 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from canarygate.drift import DriftMonitor
     from canarygate.drift.sequential import SequentialMonitor
     from canarygate.feedback import FeedbackBook
     from canarygate.recorder import Recorder
+    from canarygate.rollout.cluster import Cluster
     from canarygate.runtime.runner import Runner
     from canarygate.stats.live import LiveStats
 
@@ -31,10 +36,18 @@ LATENCY_BUCKETS = (
 )
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STALE_SECONDS = 5.0  # a worker's gauges older than this are a dead worker's: left out
+# Gauges every worker of a group reports alike (or the worst of): their largest, not their sum.
+SAME_ON_EVERY_WORKER = frozenset({
+    "canarygate_rollout_weight", "canarygate_rollout_phase", "canarygate_drift_level",
+    "canarygate_drift_score", "canarygate_detector_warning",
+    "canarygate_dataset_writer_lag_seconds", "canarygate_rollout_gate_statistic",
+    "canarygate_rollout_gate_threshold"})
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, group: Path | None = None) -> None:
+        self.group = group  # the folder a --workers group's figures meet in (workers.py)
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "canarygate_requests",
@@ -119,11 +132,42 @@ class Metrics:
     def watch_feedback(self, book: FeedbackBook) -> None:
         self.registry.register(_FeedbackCollector(book))
 
+    def watch_cluster(self, cluster: Cluster) -> None:
+        """The shared store's health and this worker's part in it, read at scrape time."""
+        self.registry.register(_ClusterCollector(cluster))
+
     def http_error(self, code: int) -> None:
         self._http_errors.labels(str(code)).inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+    def with_group(self, own: bytes) -> bytes:
+        """This worker's figures (``own``, rendered on the event loop, which the collectors'
+        figures belong to), with every other worker's of its group added in (file reads: call
+        it off the loop)."""
+        if self.group is None:
+            return own
+        mine = f"{os.getpid()}.prom"
+        others = []
+        now = time.time()
+        for path in self.group.glob("*.prom"):
+            if path.name == mine:
+                continue
+            try:
+                others.append((path.read_text(), now - path.stat().st_mtime < STALE_SECONDS))
+            except OSError:  # a worker replacing its file: its figures are a second old
+                continue
+        return merge_expositions([(own.decode(), True), *others])
+
+    def publish(self, own: bytes) -> None:
+        """Write this worker's figures where its group reads them (off the event loop)."""
+        if self.group is None:
+            return
+        target = self.group / f"{os.getpid()}.prom"
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(own)
+        tmp.replace(target)
 
 
 class _RecorderCollector:
@@ -289,3 +333,76 @@ class _DetectorCollector:
         yield drifts
         yield warning
         yield seen
+
+
+class _ClusterCollector:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def collect(self) -> Iterator[Any]:
+        c = self.cluster
+        yield GaugeMetricFamily("canarygate_store_up",
+                                "1 while the shared state store (Redis) answers, else 0.",
+                                value=1.0 if c.available else 0.0)
+        yield GaugeMetricFamily("canarygate_controller_lease",
+                                "1 while this worker holds the controller's lease.",
+                                value=1.0 if c.acting() else 0.0)
+        yield CounterMetricFamily("canarygate_store_outages",
+                                  "Times the shared state store went away.", value=c.outages)
+        yield CounterMetricFamily("canarygate_store_errors",
+                                  "Shared state store commands that failed.", value=c.errors)
+        writes = CounterMetricFamily(
+            "canarygate_store_writes_lost",
+            "Rollout writes not stored: refused (a lost lease, a newer state) or dropped "
+            "(the store away through every retry).", labels=["outcome"])
+        writes.add_metric(["refused"], c.refused)
+        writes.add_metric(["dropped"], c.dropped)
+        yield writes
+
+
+def merge_expositions(texts: list[tuple[str, bool]]) -> bytes:
+    """Several workers' /metrics as one: counters and histograms added up, gauges added up
+    too (queue depths, rows) except those every worker reports alike (their largest) and the
+    store's health (the worst). ``texts`` pairs each exposition with whether it is fresh: a
+    dead worker's counts still count (a counter never goes down), its gauges no longer."""
+    families: dict[str, tuple[str, str]] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text, fresh in texts:
+        for family in text_string_to_metric_families(text):
+            if family.type == "gauge" and not fresh:
+                continue
+            families.setdefault(family.name, (family.type, family.documentation))
+            merged = values.setdefault(family.name, {})
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                merged[key] = _combine(family.name, family.type, sample.name, merged.get(key),
+                                       sample.value)
+    lines = []
+    for name, (kind, doc) in families.items():
+        # The client library names a counter's family with its samples' _total, as here.
+        header = f"{name}_total" if kind == "counter" else name
+        lines.append(f"# HELP {header} {_escape(doc, help_text=True)}")
+        lines.append(f"# TYPE {header} {kind}")
+        for (sample_name, labels), value in values[name].items():
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            number = floatToGoString(value)  # type: ignore[no-untyped-call]
+            lines.append(f"{sample_name}{{{label_text}}} {number}" if labels
+                         else f"{sample_name} {number}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _combine(family: str, kind: str, sample: str, old: float | None, new: float) -> float:
+    if old is None:
+        return new
+    if sample.endswith("_created"):
+        return min(old, new)
+    if family == "canarygate_store_up":
+        return min(old, new)
+    if kind == "gauge" and family in SAME_ON_EVERY_WORKER:
+        return max(old, new)
+    return old + new
+
+
+def _escape(text: str, help_text: bool = False) -> str:
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return text if help_text else text.replace('"', '\\"')

@@ -34,6 +34,7 @@ class Routing:
     # The current step's counters: a request adds to the step it was routed in, even when the
     # controller has moved on to the next one by the time it is answered.
     step_stats: StepStats = field(default_factory=StepStats.fresh)
+    window: int = 0  # names the step's counters for every worker (RolloutState.window)
 
     @property
     def cutoff(self) -> float:

@@ -223,6 +223,7 @@ class AdminAPI:
         if "\x00" in path:
             raise BadRequest("'path' must not contain a NUL character")
         reason = _reason(body)
+        self.rollouts.require_store()
         async with self._registering.setdefault(name, asyncio.Lock()):
             if version in served.versions:
                 raise Conflict(f"model {name!r} already has a version {version!r}")

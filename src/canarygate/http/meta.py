@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -58,4 +59,7 @@ class MetaEndpoints:
         return JSONResponse({"name": model.name, "ready": self.is_ready()})
 
     async def metrics_text(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+        own = self.metrics.render()
+        if self.metrics.group is not None:
+            own = await asyncio.to_thread(self.metrics.with_group, own)
+        return Response(own, media_type=CONTENT_TYPE)

@@ -18,10 +18,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from canarygate.config import RolloutConfig
-from canarygate.errors import BadRequest, Conflict
+from canarygate.errors import BadRequest, Conflict, StoreUnavailable
 from canarygate.metrics import Metrics
 from canarygate.rollout.gates import GateResult, Verdict
 from canarygate.rollout.judge import (
@@ -52,15 +52,24 @@ QUIET_HOLD_EVERY = 30
 AUTOMATIC = frozenset({"controller", "gateway"})  # actors whose writes need the lease
 
 
+class Shared(Protocol):
+    """Other workers of the same rollouts (the Redis link): who acts, and their counts."""
+
+    def acting(self) -> bool: ...
+
+    def remote_steps(self, model: str, window: int) -> list[StepStats]: ...
+
+
 class RolloutManager:
     def __init__(self, registry: ModelRegistry, table: RoutingTable, persister: StateWriter,
                  metrics: Metrics, evidence: EvidenceSource | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, shared: Shared | None = None) -> None:
         self.registry = registry
         self.table = table
         self.persister = persister
         self.metrics = metrics
         self.source: EvidenceSource = evidence or NoEvidence()
+        self.shared = shared
         self.clock = clock
         self.states: dict[str, RolloutState] = {}
         self.memory: dict[str, IntervalMemory] = {}
@@ -71,8 +80,41 @@ class RolloutManager:
         self._wakes: dict[str, asyncio.Event] = {}  # a controller task's wait, to cut short
 
     def step_stats(self, name: str) -> StepStats:
-        """The current step's counters of a model, as the request path fills them."""
-        return self.table.get(name).step_stats
+        """The current step's counters of a model, as the judge sees them: this worker's, and
+        every other worker's merged in when several share the rollout."""
+        routing = self.table.get(name)
+        others = self.shared.remote_steps(name, routing.window) if self.shared else []
+        return routing.step_stats.merged(others) if others else routing.step_stats
+
+    def acting(self) -> bool:
+        """Whether this worker's controller acts (the only one, or the lease holder)."""
+        return self.shared is None or self.shared.acting()
+
+    def adopt(self, stored: dict[str, RolloutState], force: frozenset[str] = frozenset()
+              ) -> None:
+        """Follow the stored states: install each one newer than what runs here, or of the
+        same revision but different (another worker's write won), or any different one for
+        the models in ``force`` (this worker's own write was refused). Its routing at once;
+        the step's counters afresh when it started a new step."""
+        for name, state in stored.items():
+            current = self.states.get(name)
+            if name not in self.registry.models or current == state or (
+                    current is not None and state.revision < current.revision
+                    and name not in force):
+                continue
+            if state.baseline not in self.registry.models[name].versions or (
+                    state.active and state.candidate not in self.registry.models[name].versions):
+                log.error("%s: the stored rollout names a version this worker has not loaded "
+                          "(%s, %s); keeping revision %s", name, state.baseline,
+                          state.candidate, current.revision if current else None)
+                continue
+            self._install(state, fresh_window=current is None or state.window != current.window)
+
+    def require_store(self) -> None:
+        if not self.persister.writable():
+            raise StoreUnavailable("the rollout state store (Redis) cannot be reached: the "
+                                   "gateway serves with the last routing it knew, and takes "
+                                   "no action on rollouts until the store is back")
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -141,6 +183,7 @@ class RolloutManager:
 
     def start(self, name: str, candidate: str, schedule: RolloutConfig, *, actor: str,
               reason: str) -> RolloutState:
+        self.require_store()
         served, state = self._get(name)
         if state.active:
             raise Conflict(f"model {name!r} already has a rollout ({state.phase.value}); "
@@ -164,6 +207,7 @@ class RolloutManager:
 
     def set_weight(self, name: str, weight: float, *, actor: str, reason: str) -> RolloutState:
         """A person takes the wheel: the weight holds (paused) until they resume."""
+        self.require_store()
         served, state = self._get(name)
         self._require_active(state, "set its weight")
         self._require_candidate(served, state, "set its weight")
@@ -178,6 +222,7 @@ class RolloutManager:
         return new
 
     def pause(self, name: str, *, actor: str, reason: str) -> RolloutState:
+        self.require_store()
         _, state = self._get(name)
         self._require_active(state, "pause it")
         if state.phase == Phase.PAUSED:
@@ -188,6 +233,7 @@ class RolloutManager:
         return new
 
     def resume(self, name: str, *, actor: str, reason: str) -> RolloutState:
+        self.require_store()
         served, state = self._get(name)
         if state.phase != Phase.PAUSED:
             raise Conflict(f"the rollout of {name!r} is {state.phase.value}, not paused")
@@ -198,6 +244,7 @@ class RolloutManager:
         return new
 
     def promote(self, name: str, *, actor: str, reason: str) -> RolloutState:
+        self.require_store()
         served, state = self._get(name)
         self._require_active(state, "promote it")
         self._require_candidate(served, state, "promote it")
@@ -208,6 +255,7 @@ class RolloutManager:
     def rollback(self, name: str, *, actor: str, reason: str,
                  figures: dict[str, Any] | None = None,
                  gates: list[GateResult] | None = None) -> RolloutState:
+        self.require_store()
         _, state = self._get(name)
         self._require_active(state, "roll it back")
         new = state.evolve(phase=Phase.ROLLED_BACK, weight=0.0, resume_phase=None,
@@ -234,9 +282,9 @@ class RolloutManager:
         now = self.clock()
         window = self.step_stats(name)
         if state.tau_seconds is None and (tau := _p95(window.baseline)) is not None:
-            state = self._install(state.evolve(tau_seconds=tau))
+            state = self._settle(state.evolve(tau_seconds=tau))
         if state.error_tau is None and (etau := error_tau(window)) is not None:
-            state = self._install(state.evolve(error_tau=etau))
+            state = self._settle(state.evolve(error_tau=etau))
         elapsed = now - (state.step_started_at or now)
         judgement = self._judge(state, window, elapsed, self.memory.get(name, IntervalMemory()))
         self.memory[name] = judgement.memory
@@ -333,6 +381,8 @@ class RolloutManager:
                 continue
             except TimeoutError:
                 pass
+            if not self.acting():
+                continue
             try:
                 self.tick(name)
             except Exception:
@@ -386,6 +436,13 @@ class RolloutManager:
             carried[gate] = carried.get(gate, 0.0) + value
         return carried
 
+    def _settle(self, state: RolloutState) -> RolloutState:
+        """A threshold the step froze: installed and saved like any change of state (every
+        revision is stored, so workers agree on what each one means), with no decision."""
+        self._install(state)
+        self.persister.commit(state, None, fenced=True)
+        return state
+
     def _install(self, state: RolloutState, fresh_window: bool = False) -> RolloutState:
         """Publish the routing ``state`` asks for; ``fresh_window`` starts a step's counters."""
         served = self.registry.get(state.model)
@@ -409,6 +466,7 @@ class RolloutManager:
             salt=state.model.encode(),
             candidate_timeout=state.schedule.candidate_timeout_ms / 1000,
             step_stats=step_stats,
+            window=state.window,
         )
         self.table.set(state.model, routing)
         self.states[state.model] = state

@@ -44,6 +44,12 @@ class VersionCatalog:
         if self.drift is not None:
             self.drift.add_profile(served.name, loaded.version, loaded.folder)
 
+    def adopt(self, served: ServedModel, loaded: ModelVersion) -> None:
+        """Serve a version another worker registered (already in the store)."""
+        if self.drift is not None:
+            self.drift.add_profile(served.name, loaded.version, loaded.folder)
+        self.install(served, loaded)
+
     @staticmethod
     def install(served: ServedModel, loaded: ModelVersion) -> None:
         """Serve a registered version (on the event loop: the request path reads the dict)."""

@@ -1,0 +1,182 @@
+"""Rollout state in Redis, shared by every worker and replica of one gateway (one key prefix).
+
+Keys, under the prefix ``p``:
+
+- ``p:state``: a hash, model -> the ``RolloutState`` as JSON;
+- ``p:versions:<model>``: a hash, version -> folder, for versions registered at run time;
+- ``p:decisions:<model>``: a list, the decision log (the newest ``KEEP_DECISIONS``);
+- ``p:lease`` and ``p:fence``: the acting controller's lease, ``"<token>:<worker>"`` with an
+  expiry, and the counter its fencing tokens come from;
+- ``p:step:<model>:<window>``: a hash, worker -> that worker's cumulative counts of one step;
+- ``p:events``: the channel a state change is announced on.
+
+Every write of state goes through one script that compares and sets on the revision (as the
+file store does for one process) and, for the controller's writes, checks the fencing token: a
+worker whose lease has passed to another cannot write, even if it has not noticed yet. A state
+and the decision that made it are written together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from canarygate.errors import ConfigError
+from canarygate.rollout.state import RolloutState
+
+KEEP_DECISIONS = 10_000
+STEP_TTL_SECONDS = 7 * 86_400  # a step's counts outlive any step
+
+# KEYS: state hash, lease, decisions list. ARGV: model, state JSON or "", revision, token or "",
+# decision JSON or "", channel, decisions kept.
+_COMMIT = """
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return -1 end
+if ARGV[2] ~= '' then
+  local current = redis.call('HGET', KEYS[1], ARGV[1])
+  if current and cjson.decode(current)['revision'] >= tonumber(ARGV[3]) then return 0 end
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', KEYS[3], ARGV[5])
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[7]), -1)
+end
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[1]) end
+return 1
+"""
+# KEYS: lease, fence. ARGV: worker, milliseconds.
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local holder = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[1]
+redis.call('SET', KEYS[1], holder, 'PX', ARGV[2])
+return holder
+"""
+# KEYS: lease. ARGV: holder, milliseconds (0 releases).
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+
+class Fenced(Exception):
+    """The write carried a lease that is no longer the current one."""
+
+
+class StaleRevision(Exception):
+    """The stored state is at this revision or newer."""
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.channel = f"{prefix}:events"
+        self._commit = client.register_script(_COMMIT)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+
+    @classmethod
+    def connect(cls, url: str, prefix: str, timeout: float) -> RedisStore:
+        """A store on ``url``, checked by a PING (ConfigError naming the URL's host when
+        Redis cannot be reached at start)."""
+        client = redis.Redis.from_url(url, socket_timeout=timeout,
+                                      socket_connect_timeout=timeout, decode_responses=True)
+        try:
+            client.ping()
+        except (redis.RedisError, OSError) as exc:
+            where = url.rpartition("@")[2]  # never the password
+            raise ConfigError(f"cannot reach Redis at {where} (state.backend is redis): "
+                              f"{exc}") from None
+        return cls(client, prefix)
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # -- the StateStore interface (start-up and the catalog) ----------------------------------
+
+    def load(self) -> dict[str, RolloutState]:
+        raw: dict[str, str] = self.client.hgetall(self.key("state"))  # type: ignore[assignment]
+        try:
+            return {model: RolloutState.from_json(json.loads(text))
+                    for model, text in raw.items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"Redis key {self.key('state')} holds an invalid rollout state "
+                              f"({exc})") from None
+
+    def save(self, state: RolloutState) -> None:
+        self.commit(state, None, None)
+
+    def load_versions(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for key in self.client.scan_iter(self.key("versions", "*")):
+            versions: dict[str, str] = self.client.hgetall(key)  # type: ignore[assignment]
+            out[str(key).rpartition(":")[2]] = versions
+        return out
+
+    def save_version(self, model: str, version: str, path: str) -> None:
+        try:
+            self.client.hset(self.key("versions", model), version, path)
+        except redis.RedisError as exc:  # the catalog's callers handle OSError
+            raise OSError(f"Redis: {exc}") from exc
+
+    # -- writes of the controller and of people ------------------------------------------------
+
+    def commit(self, state: RolloutState | None, decision: dict[str, Any] | None,
+               holder: str | None) -> None:
+        """Write ``state`` (compare-and-set on its revision) and append ``decision``, both or
+        neither; with ``holder`` (the controller's lease), only while that lease holds.
+        Raises Fenced or StaleRevision when refused, redis.RedisError when Redis is away."""
+        model = state.model if state is not None else (decision or {}).get("model", "")
+        result = self._commit(
+            keys=[self.key("state"), self.key("lease"), self.key("decisions", model)],
+            args=[model, json.dumps(state.to_json()) if state is not None else "",
+                  state.revision if state is not None else 0, holder or "",
+                  json.dumps(decision) if decision is not None else "", self.channel,
+                  KEEP_DECISIONS])
+        if result == -1:
+            raise Fenced(f"the controller's lease {holder!r} is no longer the current one")
+        if result == 0:
+            raise StaleRevision(f"the stored rollout of {model!r} is at revision "
+                                f"{state.revision if state else 0} or newer")
+
+    def decisions(self, model: str, limit: int) -> list[dict[str, Any]]:
+        return [json.loads(text)
+                for text in self.client.lrange(self.key("decisions", model), -limit, -1)]
+
+    # -- the lease -------------------------------------------------------------------------
+
+    def acquire(self, worker: str, seconds: float) -> str | None:
+        """The lease (``"<token>:<worker>"``) if nobody holds it, else None."""
+        holder = self._acquire(keys=[self.key("lease"), self.key("fence")],
+                               args=[worker, int(seconds * 1000)])
+        return str(holder) if holder else None
+
+    def renew(self, holder: str, seconds: float) -> bool:
+        return bool(self._renew(keys=[self.key("lease")], args=[holder, int(seconds * 1000)]))
+
+    def release(self, holder: str) -> None:
+        self._renew(keys=[self.key("lease")], args=[holder, 0])
+
+    def holder(self) -> str | None:
+        found = self.client.get(self.key("lease"))
+        return str(found) if found is not None else None
+
+    # -- telemetry ---------------------------------------------------------------------------
+
+    def put_steps(self, worker: str, steps: dict[tuple[str, int], str]) -> None:
+        """This worker's cumulative counts of each (model, window)."""
+        pipe = self.client.pipeline(transaction=False)
+        for (model, window), text in steps.items():
+            key = self.key("step", model, str(window))
+            pipe.hset(key, worker, text)
+            pipe.expire(key, STEP_TTL_SECONDS)
+        pipe.execute()
+
+    def get_steps(self, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], dict[str, str]]:
+        """Every worker's counts of each (model, window)."""
+        pipe = self.client.pipeline(transaction=False)
+        for model, window in wanted:
+            pipe.hgetall(self.key("step", model, str(window)))
+        return dict(zip(wanted, pipe.execute(), strict=True))
