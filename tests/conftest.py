@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -67,13 +68,14 @@ class Server:
                 self.process.wait()
 
 
-def start_server(config: Path, tmp: Path, env: dict[str, str] | None = None) -> Server:
+def start_server(config: Path, tmp: Path, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> Server:
     port = free_port()
     log = tmp / f"server-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "canarygate", "serve", "--config", str(config),
-             "--port", str(port), "--log-level", "warning"],
+             "--port", str(port), "--log-level", "warning", *args],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
     server = Server(f"http://127.0.0.1:{port}", process, log)
@@ -128,8 +130,9 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start gateways for one test; all are stopped afterwards."""
     started: list[Server] = []
 
-    def _launch(config: Path, env: dict[str, str] | None = None) -> Server:
-        server = start_server(config, tmp_path, env)
+    def _launch(config: Path, env: dict[str, str] | None = None,
+                args: tuple[str, ...] = ()) -> Server:
+        server = start_server(config, tmp_path, env, args)
         started.append(server)
         return server
 
@@ -244,3 +247,53 @@ def drive(server: Server, rows: np.ndarray, until: Callable[[dict[str, object]],
 
     asyncio.run(main())
     return result
+
+
+@dataclass
+class RedisServer:
+    """A real redis-server on a free loopback port, its data in a folder of the test's (with
+    an append-only file, so a restart keeps what it held, as a production Redis does)."""
+
+    port: int
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is missing: `make test` installs it (Debian's "
+                        "redis-server package)")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(free_port(), folder)
+    server.start()
+    yield server
+    server.stop()

@@ -119,10 +119,10 @@ def build(config: GatewayConfig) -> Parts:
     recorder = Recorder(config.dataset) if config.dataset.enabled else None
     writer = Writer(recorder, config.dataset) if recorder is not None else None
     shadow = Shadow(runner, metrics, recorder, drift)
-    observer = Observer(metrics, live, feedback, table, recorder=recorder, drift=drift,
-                        detectors=detectors, shadow=shadow)
-    analysis = Analysis(config.drift, registry, live, drift, detectors)
     store, persister, cluster = state_store(config, list(registry.models))
+    observer = Observer(metrics, live, feedback, table, recorder=recorder, drift=drift,
+                        detectors=detectors, shadow=shadow, shared=cluster)
+    analysis = Analysis(config.drift, registry, live, drift, detectors)
     catalog = VersionCatalog(config, registry, store, drift)
     rollouts = RolloutManager(registry, table, persister, metrics, analysis, shared=cluster)
     rollouts.restore(store.load(), catalog)
@@ -156,7 +156,7 @@ def state_store(config: GatewayConfig, models: list[str]
                           f"{config.state.url_env} to the Redis URL (redis://host:6379/0)")
     redis_store = RedisStore.connect(url, config.state.prefix, config.state.timeout_seconds)
     worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-    cluster = Cluster(redis_store, config.state, worker)
+    cluster = Cluster(redis_store, config.state, worker, config.feedback)
     cluster.load_decisions(models)
     return redis_store, cluster, cluster
 

@@ -126,6 +126,10 @@ class FeedbackConfig(_Frozen):
     """Recent predictions that can take feedback; the oldest are forgotten past this."""
     ttl_seconds: float = Field(default=3600.0, gt=0)
     """How long after a prediction its label is accepted."""
+    shared_budget_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    """With state.backend redis: the Redis memory the shared index of predictions may use.
+    A prediction is kept ``ttl_seconds``, or less when the request rate would pass this
+    budget in that time (the README gives the arithmetic)."""
 
 
 class DriftConfig(_Frozen):

@@ -358,6 +358,17 @@ class _ClusterCollector:
         writes.add_metric(["refused"], c.refused)
         writes.add_metric(["dropped"], c.dropped)
         yield writes
+        shipped = CounterMetricFamily(
+            "canarygate_feedback_shared_predictions",
+            "Predictions put in the shared feedback index (shipped), or not: the outbox was "
+            "full while the store was away (dropped).", labels=["outcome"])
+        shipped.add_metric(["shipped"], c.shipped)
+        shipped.add_metric(["dropped"], c.outbox_dropped)
+        yield shipped
+        yield GaugeMetricFamily(
+            "canarygate_feedback_shared_reach_seconds",
+            "How long the shared index keeps a prediction: the feedback TTL, or less when the "
+            "request rate would pass feedback.shared_budget_bytes.", value=c.reach_seconds)
 
 
 def merge_expositions(texts: list[tuple[str, bool]]) -> bytes:

@@ -39,6 +39,9 @@ class Joined(NamedTuple):
     outcome: str  # "recorded", or "duplicate" for a label given before
 
 
+Checked = tuple[Prediction, str, tuple[float, ...]]  # prediction, request id, label
+
+
 def row_errors(prediction: Prediction, label: tuple[float, ...]) -> list[float]:
     """Per row, how far the prediction was from its label: 0/1 for a classifier's wrong
     answers, the absolute error for a regressor."""
@@ -145,7 +148,12 @@ class FeedbackBook:
 
     def apply(self, model: str, items: list[Any], now: float) -> list[Joined]:
         """Check every item, then join them all (or none)."""
-        checked: list[tuple[Prediction, str, tuple[float, ...]]] = []
+        return self.join(self.check(model, items, now))
+
+    def check(self, model: str, items: list[Any], now: float) -> list[Checked]:
+        """Every item parsed and matched to its prediction (NotFound, BadRequest or Conflict
+        for the first that cannot join); nothing is joined yet."""
+        checked: list[Checked] = []
         seen: dict[str, tuple[float, ...]] = {}
         for i, item in enumerate(items):
             rid, label = _parse(item, i)
@@ -164,6 +172,11 @@ class FeedbackBook:
                 raise Conflict(f"the prediction {rid!r} already has a different label")
             seen[rid] = label
             checked.append((prediction, rid, label))
+        return checked
+
+    def join(self, checked: list[Checked]) -> list[Joined]:
+        """Join checked labels: a label this book has seen before is a duplicate (it counts
+        once); the others are scored."""
         out = []
         for prediction, rid, label in checked:
             errors = row_errors(prediction, label)

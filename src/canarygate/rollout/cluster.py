@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from canarygate.config import StateConfig
+from canarygate.config import FeedbackConfig, StateConfig
 from canarygate.errors import ConfigError
 from canarygate.rollout.redis_store import Fenced, RedisStore, StaleRevision
 from canarygate.rollout.state import RolloutState
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("canarygate.cluster")
 
 RECENT_DECISIONS = 1000
+SHIP_SECONDS = 0.05  # how often predictions go to the shared feedback index
+ENTRY_OVERHEAD = 100  # bytes Redis spends on a key with an expiry, besides key and value
+RATE_WINDOW = 10.0  # seconds over which the prediction rate (for the index's reach) is taken
 WRITE_TRIES = 3
 SHUTDOWN_SECONDS = 10.0
 
@@ -59,7 +62,8 @@ class Exchange:
 
 
 class Cluster:
-    def __init__(self, store: RedisStore, config: StateConfig, worker: str) -> None:
+    def __init__(self, store: RedisStore, config: StateConfig, worker: str,
+                 feedback: FeedbackConfig | None = None) -> None:
         self.store = store
         self.config = config
         self.worker = worker
@@ -84,6 +88,16 @@ class Cluster:
                                         daemon=True)
         self._writer.start()
         self.wake: asyncio.Event | None = None
+        # The shared feedback index: predictions waiting to be shipped, bounded.
+        self.feedback = feedback or FeedbackConfig()
+        self.outbox: deque[tuple[Any, ...]] = deque()
+        self.outbox_dropped = 0  # predictions not shipped: the outbox was full (Redis away)
+        self.shipped = 0
+        self.reach_seconds = self.feedback.ttl_seconds  # how long a prediction is kept
+        self._rate = (time.monotonic(), 0)
+        self._shipper = threading.Thread(target=self._ship_loop, name="canarygate-feedback",
+                                         daemon=True)
+        self._shipper.start()
 
     # -- what the manager asks ---------------------------------------------------------------
 
@@ -93,6 +107,72 @@ class Cluster:
 
     def remote_steps(self, model: str, window: int) -> list[StepStats]:
         return self.remote.get((model, window), [])
+
+    # -- the shared feedback index -------------------------------------------------------------
+
+    def offer(self, request_id: str, arrived: float, model: str, version: str, variant: str,
+              classifier: bool, predicted: list[Any]) -> None:
+        """The request path's part: one bounded append (the shipper thread does the rest)."""
+        if len(self.outbox) >= self.config.telemetry_buffer:
+            self.outbox_dropped += 1
+            return
+        self.outbox.append((request_id, arrived, model, version, variant, classifier,
+                            predicted))
+
+    def _ship_loop(self) -> None:
+        while not self._stop.wait(SHIP_SECONDS):
+            self._ship()
+        self._ship()
+
+    def _ship(self) -> None:
+        batch: list[tuple[Any, ...]] = []
+        while self.outbox and len(batch) < 5000:
+            batch.append(self.outbox.popleft())
+        if not batch:
+            return
+        entries = {self.store.key("pred", rid): json.dumps(rest) for rid, *rest in batch}
+        try:
+            self.store.put_predictions(entries, self._reach(entries))
+            self.shipped += len(batch)
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            for item in reversed(batch):  # kept for the next try, within the outbox's bound
+                if len(self.outbox) >= self.config.telemetry_buffer:
+                    self.outbox_dropped += 1
+                else:
+                    self.outbox.appendleft(item)
+
+    def _reach(self, entries: dict[str, str]) -> float:
+        """Seconds a prediction is kept: the feedback TTL, or less when this worker's rate
+        times the bytes of an entry would pass its share of the memory budget."""
+        started, counted = self._rate
+        now = time.monotonic()
+        counted += len(entries)
+        if now - started >= RATE_WINDOW:
+            rate = counted / (now - started)
+            size = ENTRY_OVERHEAD + sum(len(k) + len(v) for k, v in entries.items()) / len(
+                entries)
+            budget = self.feedback.shared_budget_bytes
+            self.reach_seconds = min(self.feedback.ttl_seconds,
+                                     budget / max(rate * size, 1e-9))
+            started, counted = now, 0
+        self._rate = (started, counted)
+        return self.reach_seconds
+
+    def fetch_predictions(self, rids: list[str]) -> dict[str, list[Any]]:
+        """Predictions another worker answered (blocking: call it off the event loop)."""
+        found = self.store.get_predictions([self.store.key("pred", r) for r in rids])
+        return {rid: json.loads(text) for rid, text in zip(rids, found, strict=True)
+                if text is not None}
+
+    def claim_labels(self, labels: dict[str, tuple[float, ...]]) -> dict[str, list[float]]:
+        """Claim each label for its request id across the group; the labels some worker
+        had already joined (they count once), by request id."""
+        claims = {self.store.key("label", rid): json.dumps(list(label))
+                  for rid, label in labels.items()}
+        earlier = self.store.claim(claims, self.feedback.ttl_seconds)
+        return {rid: json.loads(text) for rid, text in zip(labels, earlier, strict=True)
+                if text is not None}
 
     # -- the StateWriter interface -------------------------------------------------------------
 
@@ -120,6 +200,7 @@ class Cluster:
         self._stop.set()
         self._writes.put(None)
         self._writer.join(timeout)
+        self._shipper.join(timeout)
         if self.holder is not None:
             with contextlib.suppress(redis.RedisError, OSError):
                 self.store.release(self.holder)  # the next controller need not wait it out

@@ -163,6 +163,28 @@ class RedisStore:
         found = self.client.get(self.key("lease"))
         return str(found) if found is not None else None
 
+    # -- the shared feedback index -------------------------------------------------------------
+
+    def put_predictions(self, entries: dict[str, str], seconds: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, text in entries.items():
+            pipe.set(key, text, px=max(int(seconds * 1000), 1))
+        pipe.execute()
+
+    def get_predictions(self, keys: list[str]) -> list[str | None]:
+        found: list[str | None] = self.client.mget(keys)  # type: ignore[assignment]
+        return found
+
+    def claim(self, claims: dict[str, str], seconds: float) -> list[str | None]:
+        """Set each key that is not set yet; for each, what was there before (None: ours)."""
+        pipe = self.client.pipeline(transaction=True)  # each SET with its GET, atomically
+        for key, text in claims.items():
+            pipe.set(key, text, nx=True, px=max(int(seconds * 1000), 1))
+            pipe.get(key)
+        replies = pipe.execute()
+        return [None if set_ else got for set_, got in zip(replies[::2], replies[1::2],
+                                                            strict=True)]
+
     # -- telemetry ---------------------------------------------------------------------------
 
     def put_steps(self, worker: str, steps: dict[tuple[str, int], str]) -> None:

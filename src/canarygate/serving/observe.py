@@ -12,11 +12,13 @@ protocols below, so the request path imports none of their code.
 
 from __future__ import annotations
 
+import asyncio
 from time import perf_counter
 from typing import Any, Protocol
 
 import numpy as np
 
+from canarygate.errors import Conflict
 from canarygate.feedback import FeedbackBook, Prediction, packed
 from canarygate.feedback.index import Joined
 from canarygate.metrics import Metrics
@@ -40,11 +42,27 @@ class DetectorSink(Protocol):
                        errors: list[float], now: float | None = None) -> None: ...
 
 
+class SharedFeedback(Protocol):
+    """The feedback index other workers and replicas share (Redis): predictions go in off
+    the request path, and a label may arrive at a worker that did not answer."""
+
+    def offer(self, request_id: str, arrived: float, model: str, version: str, variant: str,
+              classifier: bool, predicted: list[Any]) -> None: ...
+
+    def fetch_predictions(self, rids: list[str]) -> dict[str, list[Any]]: ...
+
+    def claim_labels(self, labels: dict[str, tuple[float, ...]]) -> dict[str, list[float]]: ...
+
+
+FETCH_TRIES = 4  # a label sent right after its answer may beat the prediction's shipping
+FETCH_PAUSE = 0.1  # seconds between two looks
+
+
 class Observer:
     def __init__(self, metrics: Metrics, live: LiveStats, feedback: FeedbackBook,
                  table: RoutingTable, *, recorder: Recorder | None = None,
                  drift: DriftSink | None = None, detectors: DetectorSink | None = None,
-                 shadow: Shadow | None = None) -> None:
+                 shadow: Shadow | None = None, shared: SharedFeedback | None = None) -> None:
         self.metrics = metrics
         self.live = live
         self.feedback = feedback
@@ -53,6 +71,7 @@ class Observer:
         self.drift = drift
         self.detectors = detectors
         self.shadow = shadow
+        self.shared = shared
 
     async def answered(self, answer: Answer) -> None:
         """Every consumer's share of one answer (before it is sent: under the dataset's block
@@ -111,10 +130,12 @@ class Observer:
             self.drift.observe(answer.model, version.version, answer.variant, answer.feeds,
                                answer.outputs)
         label = answer.outputs[version.output_names[version.label_index]]
-        self.feedback.remember(
-            answer.request_id, answer.arrived, answer.model, version.version, answer.variant,
-            version.classifier,
-            packed(label.reshape(label.shape[0], -1)[:, 0] if label.ndim else label.reshape(1)))
+        rows = label.reshape(label.shape[0], -1)[:, 0] if label.ndim else label.reshape(1)
+        self.feedback.remember(answer.request_id, answer.arrived, answer.model, version.version,
+                               answer.variant, version.classifier, packed(rows))
+        if self.shared is not None:
+            self.shared.offer(answer.request_id, answer.arrived, answer.model, version.version,
+                              answer.variant, version.classifier, rows.tolist())
 
     def _record(self, answer: Answer, elapsed: float) -> Record | None:
         if self.recorder is None or not self.recorder.sampled():
@@ -133,7 +154,10 @@ class Observer:
     async def join_labels(self, model: str, items: list[Any], now: float) -> list[Joined]:
         """Feedback items joined to their predictions (all checked before any applies; see
         ``FeedbackBook.apply``); each new label goes to the judgement and the dataset."""
-        results = self.feedback.apply(model, items, now)
+        if self.shared is None:
+            results = self.feedback.apply(model, items, now)
+        else:
+            results = await self._join_shared(model, items, now)
         for joined in results:
             if joined.outcome != "recorded":
                 continue
@@ -145,6 +169,33 @@ class Observer:
                     joined.prediction.variant, list(joined.label),
                     list(joined.prediction.predicted)))
         return results
+
+    async def _join_shared(self, model: str, items: list[Any], now: float) -> list[Joined]:
+        """Predictions another worker answered are fetched into this one's index first; a
+        label some worker joined already is a duplicate here too (it counts once)."""
+        assert self.shared is not None  # only with a shared index
+        rids = {item.get("request_id") for item in items if isinstance(item, dict)}
+        missing = [r for r in rids if isinstance(r, str) and self.feedback.get(r) is None]
+        for attempt in range(FETCH_TRIES if missing else 0):
+            for rid, entry in (await asyncio.to_thread(self.shared.fetch_predictions,
+                                                       missing)).items():
+                arrived, model_, version, variant, classifier, predicted = entry
+                values = np.asarray(predicted)
+                self.feedback.remember(rid, arrived, model_, version, variant, classifier,
+                                       packed(values))
+            missing = [r for r in missing if self.feedback.get(r) is None]
+            if not missing or attempt == FETCH_TRIES - 1:
+                break
+            await asyncio.sleep(FETCH_PAUSE)
+        checked = self.feedback.check(model, items, now)
+        earlier = await asyncio.to_thread(self.shared.claim_labels,
+                                          {rid: label for _, rid, label in checked})
+        for _, rid, label in checked:
+            if rid in earlier:
+                if tuple(earlier[rid]) != label:
+                    raise Conflict(f"the prediction {rid!r} already has a different label")
+                self.feedback.labels[rid] = label  # joined on another worker: a duplicate
+        return self.feedback.join(checked)
 
     def labelled(self, prediction: Prediction, errors: list[float]) -> None:
         """Feedback joined a prediction: its rows' errors (0/1 wrong, or absolute) go to the
