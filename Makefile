@@ -40,7 +40,10 @@ lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check src tests models loadtests
 	$(VENV)/bin/mypy
 
+# redis-server (the shared-state tests start their own) comes from Debian's packages;
+# installed here when missing (needs root, as make bench does for wrk).
 test: lint
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	$(PY) -m pytest
 
 models: $(VENV)/.dev-installed
