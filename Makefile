@@ -61,6 +61,8 @@ clean:
 # sets up wrk (apt) and MLServer (its own venv) when missing. See loadtests/README.md.
 # BENCH_ARGS=--quick for a 1 x 5 s smoke run.
 BENCH_ARGS ?=
+SCALEOUT_ARGS ?=
 .PHONY: bench
 bench: $(VENV)/.bench-installed
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
+	$(PY) -m loadtests.scaleout $(SCALEOUT_ARGS)

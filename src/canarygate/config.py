@@ -127,9 +127,9 @@ class FeedbackConfig(_Frozen):
     ttl_seconds: float = Field(default=3600.0, gt=0)
     """How long after a prediction its label is accepted."""
     shared_budget_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
-    """With state.backend redis: the Redis memory the shared index of predictions may use.
-    A prediction is kept ``ttl_seconds``, or less when the request rate would pass this
-    budget in that time (the README gives the arithmetic)."""
+    """With state.backend redis: the Redis memory one worker's predictions may use in the
+    shared index. A prediction is kept ``ttl_seconds``, or less when the worker's request
+    rate would pass this budget in that time (the README gives the arithmetic)."""
 
 
 class DriftConfig(_Frozen):

@@ -180,7 +180,9 @@ class AdminAPI:
             schedule = _schedule(schedule_raw)
         else:
             raise BadRequest("'schedule' must be an object")
-        self.rollouts.start(name, str(candidate), schedule, actor="admin", reason=_reason(body))
+        reason = _reason(body)
+        await self._apply(name, lambda: self.rollouts.start(name, str(candidate), schedule,
+                                                           actor="admin", reason=reason))
         return JSONResponse(self._view(name))
 
     async def weight(self, request: Request) -> Response:
@@ -189,7 +191,9 @@ class AdminAPI:
         weight = body.get("weight")
         if not isinstance(weight, int | float) or isinstance(weight, bool):
             raise BadRequest("'weight' must be a number from 0 to 100")
-        self.rollouts.set_weight(name, float(weight), actor="admin", reason=_reason(body))
+        reason = _reason(body)
+        await self._apply(name, lambda: self.rollouts.set_weight(name, float(weight),
+                                                                actor="admin", reason=reason))
         return JSONResponse(self._view(name))
 
     async def act(self, request: Request) -> Response:
@@ -200,7 +204,8 @@ class AdminAPI:
                    "promote": self.rollouts.promote, "rollback": self.rollouts.rollback}
         if action not in actions:
             raise BadRequest(f"unknown action {action!r}; use one of: " + ", ".join(actions))
-        actions[action](name, actor="admin", reason=_reason(body))
+        reason = _reason(body)
+        await self._apply(name, lambda: actions[action](name, actor="admin", reason=reason))
         return JSONResponse(self._view(name))
 
     async def register(self, request: Request) -> Response:
@@ -241,6 +246,17 @@ class AdminAPI:
         self.rollouts.registered(name, version, path, actor="admin", reason=reason)
         return JSONResponse({**loaded.describe(), "version": version,
                              "versions": list(served.versions)}, status_code=201)
+
+    async def _apply(self, name: str, action: Callable[[], object]) -> None:
+        """Act, and answer once the change is stored. With several workers another may have
+        changed the rollout just before: this one then follows the store and acts once more
+        on what it now holds (which may refuse, as the action would on that state)."""
+        for _ in range(2):
+            action()
+            if await self.rollouts.confirmed(name):
+                return
+        raise Conflict(f"the rollout of {name!r} kept changing on another worker; look at it "
+                       "again and retry")
 
     def _model(self, request: Request) -> str:
         return self.registry.get(request.path_params["model"]).name

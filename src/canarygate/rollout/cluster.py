@@ -25,6 +25,7 @@ import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ import redis
 
 from canarygate.config import FeedbackConfig, StateConfig
 from canarygate.errors import ConfigError
-from canarygate.rollout.redis_store import Fenced, RedisStore, StaleRevision
+from canarygate.rollout.redis_store import BUCKET_SECONDS, Fenced, RedisStore, StaleRevision
 from canarygate.rollout.state import RolloutState
 from canarygate.runtime.registry import ServedModel
 from canarygate.stats import StepStats
@@ -45,7 +46,9 @@ log = logging.getLogger("canarygate.cluster")
 
 RECENT_DECISIONS = 1000
 SHIP_SECONDS = 0.05  # how often predictions go to the shared feedback index
-ENTRY_OVERHEAD = 100  # bytes Redis spends on a key with an expiry, besides key and value
+# Bytes Redis spends on a hash field besides the request id and the prediction themselves
+# (measured: see the README's "Scale out").
+ENTRY_OVERHEAD = 72
 RATE_WINDOW = 10.0  # seconds over which the prediction rate (for the index's reach) is taken
 WRITE_TRIES = 3
 SHUTDOWN_SECONDS = 10.0
@@ -79,8 +82,8 @@ class Cluster:
         self._seen: dict[str, int] = {}  # per model, decisions read from Redis so far
         self._diverged: set[str] = set()  # models whose write was refused: follow the store
         self._ids = 0
-        self._writes: queue.Queue[tuple[RolloutState | None, dict[str, Any] | None, bool]
-                                  | None] = queue.Queue()
+        self._writes: queue.Queue[tuple[RolloutState | None, dict[str, Any] | None, bool,
+                                        Future[bool]] | None] = queue.Queue()
         self._pending = 0
         self._idle = threading.Condition()
         self._stop = threading.Event()
@@ -88,6 +91,7 @@ class Cluster:
                                         daemon=True)
         self._writer.start()
         self.wake: asyncio.Event | None = None
+        self.synced: asyncio.Event | None = None  # set after each sync
         # The shared feedback index: predictions waiting to be shipped, bounded.
         self.feedback = feedback or FeedbackConfig()
         self.outbox: deque[tuple[Any, ...]] = deque()
@@ -130,9 +134,10 @@ class Cluster:
             batch.append(self.outbox.popleft())
         if not batch:
             return
-        entries = {self.store.key("pred", rid): json.dumps(rest) for rid, *rest in batch}
+        entries = {rid: json.dumps(rest) for rid, *rest in batch}
         try:
-            self.store.put_predictions(entries, self._reach(entries))
+            self.store.put_predictions(int(time.time() // BUCKET_SECONDS), entries,
+                                       self._reach(entries))
             self.shipped += len(batch)
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
@@ -160,10 +165,12 @@ class Cluster:
         return self.reach_seconds
 
     def fetch_predictions(self, rids: list[str]) -> dict[str, list[Any]]:
-        """Predictions another worker answered (blocking: call it off the event loop)."""
-        found = self.store.get_predictions([self.store.key("pred", r) for r in rids])
-        return {rid: json.loads(text) for rid, text in zip(rids, found, strict=True)
-                if text is not None}
+        """Predictions another worker answered (blocking: call it off the event loop): the
+        newest minute first, back as far as a label may come."""
+        now = int(time.time() // BUCKET_SECONDS)
+        back = int(self.feedback.ttl_seconds // BUCKET_SECONDS) + 1
+        found = self.store.get_predictions(rids, list(range(now, now - back - 1, -1)))
+        return {rid: json.loads(text) for rid, text in found.items()}
 
     def claim_labels(self, labels: dict[str, tuple[float, ...]]) -> dict[str, list[float]]:
         """Claim each label for its request id across the group; the labels some worker
@@ -177,14 +184,26 @@ class Cluster:
     # -- the StateWriter interface -------------------------------------------------------------
 
     def commit(self, state: RolloutState | None, decision: dict[str, Any] | None,
-               fenced: bool = False) -> None:
+               fenced: bool = False) -> Future[bool]:
+        """Queue the write; the future says whether Redis took it."""
         if decision is not None:
             self._ids += 1
             decision.setdefault("id", f"{self.worker}/{self._ids}")
             self._remember(decision)
         with self._idle:
             self._pending += 1
-        self._writes.put((state, decision, fenced))
+        done: Future[bool] = Future()
+        self._writes.put((state, decision, fenced, done))
+        return done
+
+    async def resync(self) -> None:
+        """Wait for a sync that starts now (a refused write's model then follows the store)."""
+        if self.wake is None or self.synced is None:
+            return
+        self.synced.clear()
+        self.wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.synced.wait(), 5 * self.config.sync_seconds + 5)
 
     def decisions(self, model: str) -> list[dict[str, Any]]:
         return list(self.recent.get(model, ()))
@@ -220,32 +239,34 @@ class Cluster:
 
     def _write_loop(self) -> None:
         while (item := self._writes.get()) is not None:
+            state, decision, fenced, done = item
             try:
-                self._write(*item)
+                done.set_result(self._write(state, decision, fenced))
             finally:
                 with self._idle:
                     self._pending -= 1
                     self._idle.notify_all()
 
     def _write(self, state: RolloutState | None, decision: dict[str, Any] | None,
-               fenced: bool) -> None:
+               fenced: bool) -> bool:
         for attempt in range(WRITE_TRIES):
             holder = self.holder if fenced else None
             if fenced and holder is None:
                 self._refused(state, decision, "this worker no longer holds the lease")
-                return
+                return False
             try:
                 self.store.commit(state, decision, holder)
-                return
+                return True
             except (Fenced, StaleRevision) as exc:
                 self._refused(state, decision, str(exc))
-                return
+                return False
             except (redis.RedisError, OSError) as exc:
                 self._failed(exc)
                 if self._stop.wait(0.2 * 2 ** attempt):
                     break
         self.dropped += 1
         log.error("a rollout write was given up after %d tries (Redis away)", WRITE_TRIES)
+        return False
 
     def _refused(self, state: RolloutState | None, decision: dict[str, Any] | None,
                  why: str) -> None:
@@ -277,6 +298,7 @@ class Cluster:
         table, models = manager.table, list(manager.registry.models)
         loop = asyncio.get_running_loop()
         self.wake = asyncio.Event()
+        self.synced = asyncio.Event()
         listener = threading.Thread(target=self._listen, args=(loop, self.wake),
                                     name="canarygate-events", daemon=True)
         listener.start()
@@ -294,6 +316,7 @@ class Cluster:
                         self._remember(decision)
                 await _load_new_versions(catalog, exchange.versions)
                 manager.adopt(exchange.states, diverged)
+            self.synced.set()
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.config.sync_seconds)
@@ -303,7 +326,7 @@ class Cluster:
             self._lease()
             self.store.put_steps(self.worker, counts)
             exchange = Exchange(states=self.store.load(), versions=self.store.load_versions())
-            if self.acting():
+            if counts:  # every worker shows the merged figures, not only the controller
                 found = self.store.get_steps(list(counts))
                 exchange.steps = {
                     key: [StepStats.from_json(json.loads(text))

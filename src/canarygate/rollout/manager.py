@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from canarygate.config import RolloutConfig
@@ -59,6 +60,8 @@ class Shared(Protocol):
 
     def remote_steps(self, model: str, window: int) -> list[StepStats]: ...
 
+    async def resync(self) -> None: ...
+
 
 class RolloutManager:
     def __init__(self, registry: ModelRegistry, table: RoutingTable, persister: StateWriter,
@@ -70,6 +73,7 @@ class RolloutManager:
         self.metrics = metrics
         self.source: EvidenceSource = evidence or NoEvidence()
         self.shared = shared
+        self._writes: dict[str, Future[bool]] = {}  # a person's last write, per model
         self.clock = clock
         self.states: dict[str, RolloutState] = {}
         self.memory: dict[str, IntervalMemory] = {}
@@ -109,6 +113,22 @@ class RolloutManager:
                           state.candidate, current.revision if current else None)
                 continue
             self._install(state, fresh_window=current is None or state.window != current.window)
+
+    async def confirmed(self, name: str, timeout: float = 5.0) -> bool:
+        """Whether a person's last action on ``name`` was stored (always, with one process's
+        store). When it was refused (another worker changed the rollout first), this worker
+        follows the store again before it answers False."""
+        write = self._writes.pop(name, None)
+        if write is None:
+            return True
+        try:
+            taken = await asyncio.wait_for(asyncio.wrap_future(write), timeout)
+        except TimeoutError:
+            raise StoreUnavailable("the rollout state store (Redis) did not take the change "
+                                   f"within {timeout:g} s") from None
+        if not taken and self.shared is not None:
+            await self.shared.resync()
+        return taken
 
     def require_store(self) -> None:
         if not self.persister.writable():
@@ -485,7 +505,9 @@ class RolloutManager:
         if actor != "controller" and state.model in self._wakes:
             self._wakes[state.model].set()
         decision = self._decision(state, action, actor, reason, gates, before)
-        self.persister.commit(state, decision, fenced=actor in AUTOMATIC)
+        write = self.persister.commit(state, decision, fenced=actor in AUTOMATIC)
+        if write is not None and actor not in AUTOMATIC:
+            self._writes[state.model] = write
         self.metrics.decision(state.model, action)
         if action in ("rollback", "promote", "pause", "start", "advance"):
             log.info("%s: %s by %s (%s)", state.model, action, actor, reason)

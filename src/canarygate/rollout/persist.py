@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 from collections import deque
+from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -32,9 +33,11 @@ class StateWriter(Protocol):
     process, the Redis cluster link for several."""
 
     def commit(self, state: RolloutState | None, decision: dict[str, Any] | None,
-               fenced: bool = False) -> None:
+               fenced: bool = False) -> Future[bool] | None:
         """Write a new state and the decision that made it (either may be None); ``fenced``:
-        a controller's write, refused once its lease has passed to another worker."""
+        a controller's write, refused once its lease has passed to another worker. A shared
+        store returns a future saying whether the write was taken; one process's, None (its
+        writes are never refused)."""
 
     def decisions(self, model: str) -> list[dict[str, Any]]:
         """The recent decisions of a model, oldest first."""
@@ -74,7 +77,7 @@ class Persister:
 
     def commit(self, state: RolloutState | None, decision: dict[str, Any] | None,
                fenced: bool = False) -> None:
-        """One process holds no lease: nothing is ever fenced off."""
+        """One process holds no lease and nobody else writes: nothing is ever refused."""
         if state is not None:
             self.save(state)
         if decision is not None:

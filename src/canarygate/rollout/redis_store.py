@@ -8,6 +8,8 @@ Keys, under the prefix ``p``:
 - ``p:lease`` and ``p:fence``: the acting controller's lease, ``"<token>:<worker>"`` with an
   expiry, and the counter its fencing tokens come from;
 - ``p:step:<model>:<window>``: a hash, worker -> that worker's cumulative counts of one step;
+- ``p:preds:<minute>``: a hash, request id -> a prediction that feedback may join, expiring;
+- ``p:label:<request id>``: the label that joined a prediction (it counts once);
 - ``p:events``: the channel a state change is announced on.
 
 Every write of state goes through one script that compares and sets on the revision (as the
@@ -28,6 +30,7 @@ from canarygate.rollout.state import RolloutState
 
 KEEP_DECISIONS = 10_000
 STEP_TTL_SECONDS = 7 * 86_400  # a step's counts outlive any step
+BUCKET_SECONDS = 60  # the shared feedback index keeps a hash of predictions per minute
 
 # KEYS: state hash, lease, decisions list. ARGV: model, state JSON or "", revision, token or "",
 # decision JSON or "", channel, decisions kept.
@@ -165,14 +168,25 @@ class RedisStore:
 
     # -- the shared feedback index -------------------------------------------------------------
 
-    def put_predictions(self, entries: dict[str, str], seconds: float) -> None:
+    def put_predictions(self, minute: int, entries: dict[str, str], seconds: float) -> None:
+        """Predictions shipped in one minute go to one hash: two commands a batch, however
+        many predictions it holds (the commands a worker sends do not grow with its rate)."""
+        key = self.key("preds", str(minute))
         pipe = self.client.pipeline(transaction=False)
-        for key, text in entries.items():
-            pipe.set(key, text, px=max(int(seconds * 1000), 1))
+        pipe.hset(key, mapping=entries)  # type: ignore[arg-type]  # a dict[str, str] is one
+        pipe.pexpire(key, max(int((seconds + BUCKET_SECONDS) * 1000), 1), gt=True)
         pipe.execute()
 
-    def get_predictions(self, keys: list[str]) -> list[str | None]:
-        found: list[str | None] = self.client.mget(keys)  # type: ignore[assignment]
+    def get_predictions(self, rids: list[str], minutes: list[int]) -> dict[str, str]:
+        """The predictions of ``rids`` found in the buckets of ``minutes`` (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for minute in minutes:
+            pipe.hmget(self.key("preds", str(minute)), rids)
+        found: dict[str, str] = {}
+        for values in pipe.execute():
+            for rid, text in zip(rids, values, strict=True):
+                if text is not None:
+                    found.setdefault(rid, text)
         return found
 
     def claim(self, claims: dict[str, str], seconds: float) -> list[str | None]:
