@@ -58,6 +58,7 @@ class AdminAPI:
         self.drift_monitor = drift
         self.detectors = detectors
         self._limit = config.server.max_body_bytes
+        self._models_dir = config.models_dir.resolve()
         self._token_env = config.admin.token_env
         token = os.environ.get(self._token_env, "")
         self._token = token.encode() if token else None
@@ -75,6 +76,7 @@ class AdminAPI:
             Route("/admin/rollouts/{model}/weight", guard(self.weight), methods=["POST"]),
             Route("/admin/rollouts/{model}/{action:str}", guard(self.act), methods=["POST"]),
             Route("/admin/models/{model}/versions", guard(self.register), methods=["POST"]),
+            Route("/admin/models/{model}/versions", guard(self.versions), methods=["GET"]),
             Route("/admin/drift/{model}", guard(self.drift)),
             Route("/admin/stats/{model}", guard(self.stats)),
         ]
@@ -141,6 +143,20 @@ class AdminAPI:
             raise BadRequest(f"seconds must be a number in (0, {span:g}], not {raw!r}")
         return JSONResponse(live.summary(name, perf_counter(), seconds))
 
+    async def versions(self, request: Request) -> Response:
+        """A model's loaded versions, each with its folder and the part it plays."""
+        served = self.registry.get(self._model(request))
+        state = self.rollouts.states[served.name]
+        roles = {state.baseline: "baseline"}
+        if state.candidate is not None and state.active:
+            roles[state.candidate] = "candidate"
+        root = self._models_dir
+        return JSONResponse({"model": served.name, "versions": [
+            {"version": v, "role": roles.get(v, ""),
+             "path": str(m.folder.relative_to(root)) if m.folder.is_relative_to(root)
+             else str(m.folder)}
+            for v, m in served.versions.items()]})
+
     def _view(self, name: str) -> dict[str, Any]:
         served = self.registry.get(name)
         state = self.rollouts.states[name]
@@ -159,6 +175,8 @@ class AdminAPI:
             step_counts=arms,
             shadow=vars(window.shadow),
             tau_ms=_ms(state.tau_seconds),
+            step_number=state.step + 1 if state.step >= 0 else None,  # "step 2 of 6"
+            waiting=self.rollouts.waiting(name),
             last_verdicts=[g.as_json() for g in self.rollouts.last_gates.get(name, [])],
             feedback=self.feedback.summary(name),
         )

@@ -73,6 +73,23 @@ class RolloutManager:
         """The current step's counters of a model, as the request path fills them."""
         return self.table.get(name).step_stats
 
+    def waiting(self, name: str) -> dict[str, Any] | None:
+        """What the current step still waits for before it may advance (None without a
+        rollout under way): the same figures and words the controller's holds log."""
+        state = self.states[name]
+        if not state.active:
+            return None
+        window = self.step_stats(name)
+        elapsed = self.clock() - (state.step_started_at or self.clock())
+        shadow = state.phase == Phase.SHADOW
+        waits = step_waits(state, window, elapsed)
+        return {"candidate_requests": window.shadow.pairs if shadow
+                else window.candidate.requests,
+                "min_step_requests": state.schedule.min_step_requests,
+                "step_seconds": round(elapsed, 1),
+                "min_step_seconds": state.schedule.min_step_seconds,
+                "text": ", ".join(waits) if waits else "nothing: the next judgement decides"}
+
     # -- start-up ---------------------------------------------------------------------------
 
     def restore(self, stored: dict[str, RolloutState],
@@ -147,6 +164,8 @@ class RolloutManager:
         served.version(candidate)
         if candidate == state.baseline:
             raise BadRequest(f"version {candidate!r} is already the baseline of {name!r}")
+        # Verdicts of the rollout before belong to it: a new one starts with none.
+        self.last_gates.pop(name, None)
         now = self.clock()
         shadow = schedule.shadow_percent > 0
         new = state.evolve(
@@ -265,12 +284,7 @@ class RolloutManager:
 
         marginal = [g.gate for g in gates if g.verdict == Verdict.MARGINAL]
         shadow = state.phase == Phase.SHADOW
-        done = window.shadow.pairs if shadow else window.candidate.requests
-        waiting = []
-        if elapsed < state.schedule.min_step_seconds:
-            waiting.append(f"{elapsed:.0f} of {state.schedule.min_step_seconds:.0f} s")
-        if done < state.schedule.min_step_requests:
-            waiting.append(f"{done} of {state.schedule.min_step_requests} candidate requests")
+        waiting = step_waits(state, window, elapsed)
         if marginal:
             waiting.append("marginal: " + ", ".join(marginal))
         if state.phase == Phase.AWAITING_PROMOTION or (shadow and state.schedule.shadow_only):
@@ -454,6 +468,18 @@ def _promoted(state: RolloutState, reason: str) -> RolloutState:
         raise Conflict(f"model {state.model!r} has no candidate to promote")
     return state.evolve(phase=Phase.PROMOTED, baseline=state.candidate, candidate=None,
                         weight=0.0, step=-1, resume_phase=None, reason=reason)
+
+
+def step_waits(state: RolloutState, window: StepStats, elapsed: float) -> list[str]:
+    """What a step lacks of its minimum time and candidate requests (shadow pairs in shadow),
+    in the words of the decision log: "66 of 200 candidate requests", "12 of 30 s"."""
+    done = window.shadow.pairs if state.phase == Phase.SHADOW else window.candidate.requests
+    waits = []
+    if done < state.schedule.min_step_requests:
+        waits.append(f"{done} of {state.schedule.min_step_requests} candidate requests")
+    if elapsed < state.schedule.min_step_seconds:
+        waits.append(f"{elapsed:.0f} s of {state.schedule.min_step_seconds:.0f}")
+    return waits
 
 
 def _p95(arm: VariantStepStats) -> float | None:
