@@ -34,6 +34,7 @@ from canarygate.http.v2 import V2Codec
 from canarygate.metrics import Metrics
 from canarygate.recorder import Recorder
 from canarygate.recorder.writer import Writer
+from canarygate.rollout.history import History
 from canarygate.rollout.manager import RolloutManager
 from canarygate.rollout.persist import Persister
 from canarygate.rollout.store import FileStateStore
@@ -87,6 +88,7 @@ class Parts:
     persister: Persister
     catalog: VersionCatalog
     rollouts: RolloutManager
+    history: History
     ready: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # controllers, analysis
 
@@ -117,6 +119,8 @@ def build(config: GatewayConfig) -> Parts:
     catalog = VersionCatalog(config, registry, store, drift)
     rollouts = RolloutManager(registry, table, persister, metrics, analysis)
     rollouts.restore(store.load(), catalog)
+    history = History(rollouts, live, feedback, drift)
+    rollouts.tick_hooks.append(history.sample)
     metrics.watch_runner(runner)
     metrics.watch_latency(live)
     metrics.watch_feedback(feedback)
@@ -128,7 +132,7 @@ def build(config: GatewayConfig) -> Parts:
         metrics.watch_recorder(recorder)
     return Parts(config, registry, runner, metrics, table, live, feedback, drift, detectors,
                    recorder, writer, shadow, observer, ServingPlane(registry, table, runner),
-                   analysis, persister, catalog, rollouts)
+                   analysis, persister, catalog, rollouts, history)
 
 
 async def start(gw: Parts) -> None:
@@ -164,7 +168,7 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
     pinned = InferEndpoint(gw.plane, gw.observer, v2, config.server, pinned=True)
     predict = InferEndpoint(gw.plane, gw.observer, v1, config.server, pinned=False)
     admin = AdminAPI(config, gw.registry, gw.rollouts, gw.catalog, gw.feedback, gw.live,
-                     drift=gw.drift, detectors=gw.detectors)
+                     drift=gw.drift, detectors=gw.detectors, history=gw.history)
     routes = [
         Route("/v2/health/live", meta.live),
         Route("/v2/health/ready", meta.ready),

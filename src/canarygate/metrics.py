@@ -69,6 +69,14 @@ class Metrics:
         self._shadow = Counter("canarygate_shadow_runs",
                                "Mirrored candidate runs, by outcome (ok, failed, dropped).",
                                ["model", "outcome"], registry=self.registry)
+        self._gate_statistic = Gauge(
+            "canarygate_rollout_gate_statistic",
+            "Each gate's statistic at the controller's last judgement (NaN when it has none).",
+            ["model", "gate"], registry=self.registry)
+        self._gate_threshold = Gauge(
+            "canarygate_rollout_gate_threshold",
+            "The threshold each gate's statistic is judged against at the last judgement.",
+            ["model", "gate"], registry=self.registry)
         self._request_children: dict[tuple[str, str, str, str, int], Counter] = {}
 
     def request(self, model: str, version: str, variant: str, protocol: str, code: int) -> None:
@@ -92,6 +100,12 @@ class Metrics:
 
     def verdict(self, model: str, gate: str, verdict: str) -> None:
         self._verdicts.labels(model, gate, verdict).inc()
+
+    def gate_figures(self, model: str, gate: str, statistic: float | None,
+                     threshold: float | None) -> None:
+        nan = float("nan")
+        self._gate_statistic.labels(model, gate).set(nan if statistic is None else statistic)
+        self._gate_threshold.labels(model, gate).set(nan if threshold is None else threshold)
 
     def decision(self, model: str, action: str) -> None:
         self._decisions.labels(model, action).inc()

@@ -36,6 +36,7 @@ from canarygate.errors import (
 )
 from canarygate.feedback import FeedbackBook
 from canarygate.http.asgi import ClientGone, json_body, read_body
+from canarygate.rollout.history import History
 from canarygate.rollout.manager import RolloutManager
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.catalog import VersionCatalog
@@ -49,7 +50,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 class AdminAPI:
     def __init__(self, config: GatewayConfig, registry: ModelRegistry, rollouts: RolloutManager,
                  catalog: VersionCatalog, feedback: FeedbackBook, live: LiveStats, *,
-                 drift: DriftMonitor | None, detectors: SequentialMonitor | None) -> None:
+                 drift: DriftMonitor | None, detectors: SequentialMonitor | None,
+                 history: History | None = None) -> None:
         self.registry = registry
         self.rollouts = rollouts
         self.catalog = catalog
@@ -57,6 +59,7 @@ class AdminAPI:
         self.live = live
         self.drift_monitor = drift
         self.detectors = detectors
+        self.history = history
         self._limit = config.server.max_body_bytes
         self._models_dir = config.models_dir.resolve()
         self._token_env = config.admin.token_env
@@ -72,6 +75,7 @@ class AdminAPI:
             Route("/admin/rollouts", guard(self.list_rollouts)),
             Route("/admin/rollouts/{model}", guard(self.show)),
             Route("/admin/rollouts/{model}/decisions", guard(self.decisions)),
+            Route("/admin/rollouts/{model}/history", guard(self.timeline)),
             Route("/admin/rollouts/{model}/start", guard(self.start), methods=["POST"]),
             Route("/admin/rollouts/{model}/weight", guard(self.weight), methods=["POST"]),
             Route("/admin/rollouts/{model}/{action:str}", guard(self.act), methods=["POST"]),
@@ -112,6 +116,21 @@ class AdminAPI:
             raise BadRequest("limit must be a whole number")
         records = self.rollouts.persister.decisions(name)[-int(raw):] if int(raw) else []
         return JSONResponse({"model": name, "decisions": records})
+
+    async def timeline(self, request: Request) -> Response:
+        """The model's history, one point per controller tick (``?since=`` a time in seconds
+        since the epoch: only later points)."""
+        name = self._model(request)
+        if self.history is None:
+            raise NotFound("this gateway keeps no rollout history")
+        raw = request.query_params.get("since", "0")
+        try:
+            since = float(raw)
+        except ValueError:
+            since = math.nan
+        if not math.isfinite(since):
+            raise BadRequest(f"since must be a time in seconds since the epoch, not {raw!r}")
+        return JSONResponse(self.history.view(name, since))
 
     async def drift(self, request: Request) -> Response:
         """Drift against the profiles (per variant and column, and the candidate's outputs

@@ -68,6 +68,8 @@ class RolloutManager:
         self.last_gates: dict[str, list[GateResult]] = {}
         self.unavailable: dict[str, dict[str, str]] = {}  # versions that failed to load
         self._wakes: dict[str, asyncio.Event] = {}  # a controller task's wait, to cut short
+        # Called with the model's name after each of its controller's ticks (the history).
+        self.tick_hooks: list[Callable[[str], object]] = []
 
     def step_stats(self, name: str) -> StepStats:
         """The current step's counters of a model, as the request path fills them."""
@@ -262,6 +264,7 @@ class RolloutManager:
         self.last_gates[name] = gates
         for gate in gates:
             self.metrics.verdict(name, gate.gate, gate.verdict.value)
+            self.metrics.gate_figures(name, gate.gate, gate.statistic, gate.threshold)
 
         failed = [g for g in gates if g.verdict == Verdict.FAIL]
         if failed:
@@ -348,6 +351,8 @@ class RolloutManager:
                 pass
             try:
                 self.tick(name)
+                for hook in self.tick_hooks:
+                    hook(name)
             except Exception:
                 log.exception("controller of %r failed a tick", name)
 
