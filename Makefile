@@ -11,7 +11,7 @@ PORT   ?= 8000
 DURATION ?= 60s
 MODEL  ?= breast-cancer
 
-.PHONY: serve test lint models load clean help
+.PHONY: serve test lint models load clean help test-tools
 
 help:
 	@echo "make serve   set up and start the gateway on $(CONFIG) at http://$(HOST):$(PORT)"
@@ -40,7 +40,12 @@ lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check src tests models loadtests
 	$(VENV)/bin/mypy
 
-test: lint
+# The dashboard's browser test drives Debian's Chromium (playwright never downloads one):
+# installed here when missing (needs root), as `load` installs wrk.
+test-tools:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: lint test-tools
 	$(PY) -m pytest
 
 models: $(VENV)/.dev-installed

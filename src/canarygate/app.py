@@ -20,6 +20,7 @@ from starlette.types import Scope
 from canarygate.admin.api import AdminAPI
 from canarygate.analysis import Analysis
 from canarygate.config import GatewayConfig
+from canarygate.dashboard import Dashboard
 from canarygate.drift import DriftMonitor
 from canarygate.drift.sequential import SequentialMonitor
 from canarygate.errors import GatewayError
@@ -185,6 +186,7 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
         ModelRoute("/v1/models/{name}", meta.v1_model),
         Route("/metrics", meta.metrics_text),
         *admin.routes(),
+        *Dashboard().routes(),
     ]
 
     async def error(request: Request, exc: Exception) -> Response:

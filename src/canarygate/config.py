@@ -51,9 +51,30 @@ class ServerConfig(_Frozen):
     gets the same variant at a given weight, and keeps the candidate as the weight rises."""
 
 
+class TokenConfig(_Frozen):
+    """A named admin token: its name is the actor the decision log records."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    role: Literal["viewer", "operator"]
+    """viewer: reads only (writes get 403); operator: reads and steers rollouts."""
+    env: str
+    """Environment variable holding the token (never the token itself)."""
+
+
 class AdminConfig(_Frozen):
     token_env: str = "CANARYGATE_ADMIN_TOKEN"
-    """Environment variable holding the admin API's bearer token (never the token itself)."""
+    """Environment variable holding the admin API's bearer token (never the token itself): an
+    operator named ``admin``."""
+    tokens: list[TokenConfig] = []
+    """More tokens, each named, with a role."""
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_tokens(cls, tokens: list[TokenConfig]) -> list[TokenConfig]:
+        names = [t.name for t in tokens]
+        if "admin" in names or len(set(names)) < len(names):
+            raise ValueError("token names must be unique and not 'admin' (token_env's name)")
+        return tokens
 
 
 class RedactConfig(_Frozen):

@@ -20,7 +20,8 @@ from typing import Any
 
 from canarygate.drift import DriftMonitor
 from canarygate.feedback import FeedbackBook
-from canarygate.rollout.manager import WATCHED, RolloutManager
+from canarygate.rollout.gates import GateResult
+from canarygate.rollout.manager import RolloutManager
 from canarygate.stats.live import LiveStats
 
 LEVELS = {"window_too_small": -1, "ok": 0, "warn": 1, "alert": 2}  # as canarygate_drift_level
@@ -59,6 +60,7 @@ class History:
         self.clock = clock
         self._sizes: tuple[int, int, float] = (recent, older, every)
         self.series: dict[str, Series] = {}
+        self._seen: dict[str, list[GateResult]] = {}
 
     def _make(self) -> Series:
         recent, older, every = self._sizes
@@ -84,7 +86,11 @@ class History:
         to_candidate = routed.get("candidate", 0.0) + routed.get("fallback", 0.0)
         total = sum(routed.values())
         shadow = window.shadow
-        gates = self.rollouts.last_gates.get(model, []) if state.phase in WATCHED else []
+        # Each judgement is a new list: one this point has not seen is this tick's (also the
+        # tick that rolled back or paused, whose phase is no longer judged).
+        judged = self.rollouts.last_gates.get(model, [])
+        gates = judged if judged is not self._seen.get(model) else []
+        self._seen[model] = judged
         return {
             "t": round(self.clock(), 3), "phase": state.phase.value, "step": state.step,
             "weight": state.weight, "baseline": state.baseline, "candidate": state.candidate,
