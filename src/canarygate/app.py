@@ -33,6 +33,7 @@ from canarygate.http.meta import MetaEndpoints
 from canarygate.http.v1 import V1Codec
 from canarygate.http.v2 import V2Codec
 from canarygate.metrics import Metrics
+from canarygate.notify import Notifier
 from canarygate.recorder import Recorder
 from canarygate.recorder.writer import Writer
 from canarygate.rollout.history import History
@@ -90,6 +91,7 @@ class Parts:
     catalog: VersionCatalog
     rollouts: RolloutManager
     history: History
+    notifier: Notifier
     ready: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # controllers, analysis
 
@@ -119,6 +121,10 @@ def build(config: GatewayConfig) -> Parts:
     persister.load_decisions()
     catalog = VersionCatalog(config, registry, store, drift)
     rollouts = RolloutManager(registry, table, persister, metrics, analysis)
+    notifier = Notifier(config.notifications, metrics)
+    rollouts.decision_hooks.append(notifier.decision)  # before restore: the config's start too
+    if drift is not None:
+        rollouts.tick_hooks.append(lambda name: notifier.drift(drift.reports.get(name)))
     rollouts.restore(store.load(), catalog)
     history = History(rollouts, live, feedback, drift)
     rollouts.tick_hooks.append(history.sample)
@@ -133,7 +139,7 @@ def build(config: GatewayConfig) -> Parts:
         metrics.watch_recorder(recorder)
     return Parts(config, registry, runner, metrics, table, live, feedback, drift, detectors,
                    recorder, writer, shadow, observer, ServingPlane(registry, table, runner),
-                   analysis, persister, catalog, rollouts, history)
+                   analysis, persister, catalog, rollouts, history, notifier)
 
 
 async def start(gw: Parts) -> None:
@@ -142,6 +148,7 @@ async def start(gw: Parts) -> None:
     if gw.recorder is not None and gw.writer is not None:
         gw.recorder.bind(loop)
         gw.writer.start()
+    gw.notifier.start()
     gw.tasks = [loop.create_task(gw.rollouts.run(name)) for name in gw.registry.models]
     gw.tasks.append(loop.create_task(gw.analysis.run()))
     gw.ready = True
@@ -158,6 +165,7 @@ async def stop(gw: Parts) -> None:
         await asyncio.to_thread(gw.writer.stop)
     gw.persister.flush()
     gw.persister.close()
+    await asyncio.to_thread(gw.notifier.stop)
     gw.runner.close()
 
 

@@ -77,6 +77,13 @@ class Metrics:
             "canarygate_rollout_gate_threshold",
             "The threshold each gate's statistic is judged against at the last judgement.",
             ["model", "gate"], registry=self.registry)
+        self._notifications = Counter(
+            "canarygate_notifications",
+            "Webhook deliveries: sent, retried (another attempt), failed (every attempt "
+            "failed), dropped (the webhook's queue was full).",
+            ["outcome"], registry=self.registry)
+        for outcome in ("sent", "retried", "failed", "dropped"):
+            self._notifications.labels(outcome)
         self._request_children: dict[tuple[str, str, str, str, int], Counter] = {}
 
     def request(self, model: str, version: str, variant: str, protocol: str, code: int) -> None:
@@ -106,6 +113,9 @@ class Metrics:
         nan = float("nan")
         self._gate_statistic.labels(model, gate).set(nan if statistic is None else statistic)
         self._gate_threshold.labels(model, gate).set(nan if threshold is None else threshold)
+
+    def notification(self, outcome: str) -> None:
+        self._notifications.labels(outcome).inc()
 
     def decision(self, model: str, action: str) -> None:
         self._decisions.labels(model, action).inc()

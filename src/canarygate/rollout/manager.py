@@ -23,6 +23,7 @@ from typing import Any
 from canarygate.config import RolloutConfig
 from canarygate.errors import BadRequest, Conflict
 from canarygate.metrics import Metrics
+from canarygate.notify.confirm import Answer, Confirmations
 from canarygate.rollout.gates import GateResult, Verdict
 from canarygate.rollout.judge import (
     MIN_TAU_REQUESTS,
@@ -70,6 +71,11 @@ class RolloutManager:
         self._wakes: dict[str, asyncio.Event] = {}  # a controller task's wait, to cut short
         # Called with the model's name after each of its controller's ticks (the history).
         self.tick_hooks: list[Callable[[str], object]] = []
+        # Called with each decision record and the state's figures (notifications); they must
+        # not block: the controller waits for them.
+        self.decision_hooks: list[Callable[[dict[str, Any], dict[str, Any]], object]] = []
+        self.confirmations = Confirmations()
+        self._confirm_logged: dict[str, str] = {}  # the last logged answer of an external gate
 
     def step_stats(self, name: str) -> StepStats:
         """The current step's counters of a model, as the request path fills them."""
@@ -170,10 +176,12 @@ class RolloutManager:
         self.last_gates.pop(name, None)
         now = self.clock()
         shadow = schedule.shadow_percent > 0
+        confirm = bool(schedule.confirm_rollout)  # no candidate run until the URLs say yes
+        self.confirmations.forget(name)
         new = state.evolve(
             candidate=candidate, schedule=schedule,
-            phase=Phase.SHADOW if shadow else Phase.PROGRESSING,
-            step=-1 if shadow else 0, weight=0.0 if shadow else schedule.steps[0],
+            phase=Phase.SHADOW if shadow else Phase.PROGRESSING, awaiting_confirmation=confirm,
+            step=-1 if shadow else 0, weight=0.0 if shadow or confirm else schedule.steps[0],
             started_at=now, step_started_at=now, resume_phase=None, carried_log_e={},
             tau_seconds=_p95(self.step_stats(name).baseline),
             error_tau=error_tau(self.step_stats(name)),
@@ -251,6 +259,8 @@ class RolloutManager:
         _, state = self._get(name)
         if state.phase not in WATCHED:
             return None
+        if state.awaiting_confirmation:
+            return self._confirm_rollout(state)
         now = self.clock()
         window = self.step_stats(name)
         if state.tau_seconds is None and (tau := _p95(window.baseline)) is not None:
@@ -311,7 +321,7 @@ class RolloutManager:
         return self._record(state, "hold", "controller", reason, gates)
 
     def _advance(self, state: RolloutState, step_log_e: dict[str, float],
-                 gates: list[GateResult]) -> dict[str, Any]:
+                 gates: list[GateResult]) -> dict[str, Any] | None:
         window = self.step_stats(state.model)
         carried = self._carry(state, step_log_e)
         tau = _p95(window.baseline) or state.tau_seconds
@@ -328,6 +338,11 @@ class RolloutManager:
                                     fresh_window=True)
         if state.schedule.auto_promote:
             reason = "every step held"
+            if state.schedule.confirm_promotion:
+                answer = self._ask(state, "confirm_promotion")
+                if answer is None or not answer.confirmed:
+                    return self._confirm_wait(state, "confirm_promotion", answer, gates)
+                reason += f"; confirm_promotion: {answer.detail}"
             return self._transition(_promoted(state, reason), "promote", "controller", reason,
                                     fresh_window=True)
         reason = "every step held; waiting for a person to promote"
@@ -335,6 +350,39 @@ class RolloutManager:
                            step_started_at=now, reason=reason)
         return self._transition(new, "await_promotion", "controller", reason, gates,
                                 fresh_window=True)
+
+    def _ask(self, state: RolloutState, gate: str) -> Answer | None:
+        urls = (state.schedule.confirm_rollout if gate == "confirm_rollout"
+                else state.schedule.confirm_promotion)
+        event = {"model": state.model, "gate": gate, "baseline": state.baseline,
+                 "candidate": state.candidate, "phase": state.phase.value,
+                 "step": state.step, "weight": state.weight}
+        return self.confirmations.answer(state.model, gate, urls, event,
+                                         state.schedule.interval_seconds)
+
+    def _confirm_rollout(self, state: RolloutState) -> dict[str, Any] | None:
+        """A rollout waiting at weight 0 for its confirm_rollout URLs: it starts serving its
+        first step (or its shadow phase) once they all answer 2xx."""
+        answer = self._ask(state, "confirm_rollout")
+        if answer is None or not answer.confirmed:
+            return self._confirm_wait(state, "confirm_rollout", answer, [])
+        reason = f"confirm_rollout: {answer.detail}"
+        shadow = state.phase == Phase.SHADOW
+        new = state.evolve(awaiting_confirmation=False, step_started_at=self.clock(),
+                           weight=0.0 if shadow else state.schedule.steps[0], reason=reason)
+        return self._transition(new, "confirm", "controller", reason, fresh_window=True)
+
+    def _confirm_wait(self, state: RolloutState, gate: str, answer: Answer | None,
+                      gates: list[GateResult]) -> dict[str, Any] | None:
+        """A hold on an external gate, logged when its answer changes (which URL said what)."""
+        detail = "asked, no answer yet" if answer is None else answer.detail
+        waiting = GateResult(gate, Verdict.NO_DATA, detail=detail)
+        self.last_gates[state.model] = [*gates, waiting]
+        if self._confirm_logged.get(state.model) == detail:
+            return None
+        self._confirm_logged[state.model] = detail
+        return self._record(state, "hold", "controller", f"waiting for {gate}: {detail}",
+                            [*gates, waiting])
 
     async def run(self, name: str) -> None:
         """The controller task of one model: a tick every analysis interval. A change of the
@@ -422,8 +470,8 @@ class RolloutManager:
             candidate=candidate,
             weight=state.weight if serving else 0.0,
             step=state.step if serving else -1,
-            shadow_share=state.schedule.shadow_percent / 100 if state.phase == Phase.SHADOW
-            else 0.0,
+            shadow_share=state.schedule.shadow_percent / 100
+            if state.phase == Phase.SHADOW and not state.awaiting_confirmation else 0.0,
             salt=state.model.encode(),
             candidate_timeout=state.schedule.candidate_timeout_ms / 1000,
             step_stats=step_stats,
@@ -464,6 +512,11 @@ class RolloutManager:
             decision["traffic"] = self.source.traffic(state.model)
         self.persister.record(decision)
         self.metrics.decision(state.model, action)
+        for hook in self.decision_hooks:
+            try:
+                hook(decision, state.figures)
+            except Exception:  # a notification must never undo or stop a decision
+                log.exception("a decision hook failed on %s %s", state.model, action)
         return decision
 
 
