@@ -40,10 +40,12 @@ lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check src tests models loadtests
 	$(VENV)/bin/mypy
 
-# The dashboard's browser test drives Debian's Chromium (playwright never downloads one):
-# installed here when missing (needs root), as `load` installs wrk.
+# The dashboard's browser test drives Debian's Chromium (playwright never downloads one) and
+# the deploy test runs promtool (Debian's prometheus): installed here when missing (needs
+# root), as `load` installs wrk.
 test-tools:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 
 test: lint test-tools
 	$(PY) -m pytest

@@ -84,6 +84,11 @@ class Metrics:
             ["outcome"], registry=self.registry)
         for outcome in ("sent", "retried", "failed", "dropped"):
             self._notifications.labels(outcome)
+        self._feedback_rejected = Counter(
+            "canarygate_feedback_rejected",
+            "Feedback requests refused, by status: 404 (unknown, expired or another model's "
+            "request id), 400 (bad labels), 409 (a different label for a labelled id).",
+            ["model", "code"], registry=self.registry)
         self._request_children: dict[tuple[str, str, str, str, int], Counter] = {}
 
     def request(self, model: str, version: str, variant: str, protocol: str, code: int) -> None:
@@ -113,6 +118,9 @@ class Metrics:
         nan = float("nan")
         self._gate_statistic.labels(model, gate).set(nan if statistic is None else statistic)
         self._gate_threshold.labels(model, gate).set(nan if threshold is None else threshold)
+
+    def feedback_rejected(self, model: str, code: int) -> None:
+        self._feedback_rejected.labels(model, str(code)).inc()
 
     def notification(self, outcome: str) -> None:
         self._notifications.labels(outcome).inc()
