@@ -5,6 +5,8 @@ actions and is refused writes. Screenshots go to var/artifacts/ (the README show
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,12 +48,12 @@ def gateway(launch: Callable[..., Server], tmp_path: Path) -> Iterator[Server]:
                                                  "CANARYGATE_VIEWER_TOKEN": VIEWER})
     load = subprocess.Popen(
         [sys.executable, "-m", "loadtests.openloop", "--port", server.url.rsplit(":", 1)[1],
-         "--rate", "120", "--duration", "300", "--warmup", "0", "--quiet"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--rate", "120", "--processes", "1", "--duration", "300", "--warmup", "0", "--quiet"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         yield server
     finally:
-        load.terminate()
+        os.killpg(load.pid, signal.SIGTERM)  # the generator and its loader processes
         load.wait(timeout=15)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -50,12 +51,12 @@ def loaded_demo(tmp_path: Path) -> Iterator[Server]:
     port = server.url.rsplit(":", 1)[1]
     load = subprocess.Popen(
         [sys.executable, "-m", "loadtests.openloop", "--port", port, "--rate", "150",
-         "--duration", "150", "--warmup", "0", "--quiet"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--processes", "1", "--duration", "150", "--warmup", "0", "--quiet"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         yield server
     finally:
-        load.terminate()
+        os.killpg(load.pid, signal.SIGTERM)  # the generator and its loader processes
         load.wait(timeout=15)
         server.stop()
 
