@@ -18,6 +18,10 @@ import numpy as np
 import pytest
 import yaml
 
+from canarygate.config import NotificationsConfig, WebhookConfig
+from canarygate.drift.report import ColumnScore, DriftReport, VariantReport
+from canarygate.metrics import Metrics
+from canarygate.notify import Notifier
 from conftest import ADMIN_TOKEN, AUTH, Server, demo_config, drive
 
 SECRET, OTHER = "shared-secret", "another-secret"
@@ -158,3 +162,26 @@ def test_confirm_rollout_and_promotion_wait_for_2xx(
         assert promoted["action"] == "promote" and "confirm_promotion" in promoted["reason"]
     asked = receiver.events("/confirm")
     assert asked and asked[0]["gate"] == "confirm_rollout" and asked[0]["candidate"] == "2"
+
+
+def drift_report(alerting: list[str]) -> DriftReport:
+    columns = tuple(ColumnScore(name, "numeric", 600, 0, "alert" if name in alerting else "ok",
+                                {"psi": 0.4 if name in alerting else 0.01})
+                    for name in ("mean radius", "mean texture", "mean area"))
+    variant = VariantReport("2", "candidate", 600, 500, columns, ())
+    return DriftReport("breast-cancer", 1.0e9, (variant,), 0, None)
+
+
+def test_a_new_drift_alert_is_sent_once(receiver: Receiver) -> None:
+    metrics = Metrics()
+    notifier = Notifier(NotificationsConfig(webhooks=[WebhookConfig(url=f"{receiver.url}/ok")],
+                                            timeout_seconds=1, retries=0), metrics)
+    notifier.start()
+    for alerting in ([], ["mean radius"], ["mean radius"], ["mean radius", "mean area"]):
+        notifier.drift(drift_report(alerting))
+    notifier.stop()
+    events = receiver.events("/ok")
+    assert [e["action"] for e in events] == ["drift_alert", "drift_alert"]
+    assert events[0]["figures"]["psi"] == {"mean radius": 0.4}
+    assert "mean area, mean radius" in events[1]["reason"]
+    assert (events[1]["variant"], events[1]["version"]) == ("candidate", "2")
