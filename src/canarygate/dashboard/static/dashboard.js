@@ -144,9 +144,10 @@ const stepOf = (r) => r.step_number ? `${r.step_number} of ${r.steps.length}` : 
 async function renderOverview() {
   const { rollouts } = await api("/admin/rollouts");
   const last = await Promise.all(rollouts.map((r) =>
-    api(`/admin/rollouts/${encodeURIComponent(r.model)}/decisions?limit=1`)));
+    api(`/admin/rollouts/${encodeURIComponent(r.model)}/decisions?limit=100`)));
   const rows = rollouts.map((r, i) => {
-    const d = last[i].decisions.at(-1);
+    // The last decision that changed something; holds repeat what "waiting for" says.
+    const d = last[i].decisions.filter((x) => x.action !== "hold").at(-1);
     const decision = d ? `${esc(d.action)} by ${esc(d.actor)} at ${clock(d.time)}: ` +
       `${esc(d.reason)}` : "-";
     return `<tr class="link" data-model="${esc(r.model)}"><td>${esc(r.model)}</td>` +
