@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from playwright.sync_api import sync_playwright  # the dev extra; never skipped
 
 from conftest import ROOT, Server, demo_config
 
@@ -74,10 +75,9 @@ def until(check: Callable[[], bool], seconds: float = 60) -> None:
 
 
 def test_dashboard_in_chromium(gateway: Server) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")  # a dev extra: make test has it
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
-    with sync_api.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
