@@ -178,6 +178,7 @@ class RolloutManager:
         shadow = schedule.shadow_percent > 0
         confirm = bool(schedule.confirm_rollout)  # no candidate run until the URLs say yes
         self.confirmations.forget(name)
+        self._confirm_logged.pop(name, None)
         new = state.evolve(
             candidate=candidate, schedule=schedule,
             phase=Phase.SHADOW if shadow else Phase.PROGRESSING, awaiting_confirmation=confirm,
@@ -259,7 +260,7 @@ class RolloutManager:
         _, state = self._get(name)
         if state.phase not in WATCHED:
             return None
-        if state.awaiting_confirmation:
+        if state.awaiting_confirmation and state.phase != Phase.PAUSED:  # paused: a person
             return self._confirm_rollout(state)
         now = self.clock()
         window = self.step_stats(name)
