@@ -11,7 +11,7 @@ PORT   ?= 8000
 DURATION ?= 60s
 MODEL  ?= breast-cancer
 
-.PHONY: serve test lint models load clean help
+.PHONY: serve test lint models load clean help test-tools
 
 help:
 	@echo "make serve   set up and start the gateway on $(CONFIG) at http://$(HOST):$(PORT)"
@@ -40,10 +40,15 @@ lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check src tests models loadtests
 	$(VENV)/bin/mypy
 
-# redis-server (the shared-state tests start their own) comes from Debian's packages;
-# installed here when missing (needs root, as make bench does for wrk).
-test: lint
+# The dashboard's browser test drives Debian's Chromium (playwright never downloads one), the
+# deploy test runs promtool (Debian's prometheus) and the shared-state tests start their own
+# redis-server: installed here when missing (needs root), as `load` installs wrk.
+test-tools:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+test: lint test-tools
 	$(PY) -m pytest
 
 models: $(VENV)/.dev-installed

@@ -210,7 +210,7 @@ def test_rollout_cli(gateway: Server) -> None:
     log = cli(gateway, "log", "breast-cancer")
     assert "rollback" in log.stdout and "enough" in log.stdout and "from the cli" in log.stdout
     refused = cli(gateway, "status", token=None)
-    assert refused.returncode == 1 and "401" in refused.stderr
+    assert refused.returncode == 2 and "CANARYGATE_ADMIN_TOKEN" in refused.stderr
     bad = cli(gateway, "weight", "breast-cancer", "400")
     assert bad.returncode == 1 and "409" in bad.stderr
 

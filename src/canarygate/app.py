@@ -24,6 +24,7 @@ from starlette.types import Scope
 from canarygate.admin.api import AdminAPI
 from canarygate.analysis import Analysis
 from canarygate.config import GatewayConfig
+from canarygate.dashboard import Dashboard
 from canarygate.drift import DriftMonitor
 from canarygate.drift.sequential import SequentialMonitor
 from canarygate.errors import ConfigError, GatewayError
@@ -36,9 +37,11 @@ from canarygate.http.meta import MetaEndpoints
 from canarygate.http.v1 import V1Codec
 from canarygate.http.v2 import V2Codec
 from canarygate.metrics import Metrics
+from canarygate.notify import Notifier
 from canarygate.recorder import Recorder
 from canarygate.recorder.writer import Writer
 from canarygate.rollout.cluster import Cluster
+from canarygate.rollout.history import History
 from canarygate.rollout.manager import RolloutManager
 from canarygate.rollout.persist import Persister, StateWriter
 from canarygate.rollout.redis_store import RedisStore
@@ -96,6 +99,8 @@ class Parts:
     catalog: VersionCatalog
     rollouts: RolloutManager
     cluster: Cluster | None  # the link to the other workers, with the Redis store
+    history: History
+    notifier: Notifier
     ready: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # controllers, analysis
 
@@ -125,7 +130,13 @@ def build(config: GatewayConfig) -> Parts:
     analysis = Analysis(config.drift, registry, live, drift, detectors)
     catalog = VersionCatalog(config, registry, store, drift)
     rollouts = RolloutManager(registry, table, persister, metrics, analysis, shared=cluster)
+    notifier = Notifier(config.notifications, metrics)
+    rollouts.decision_hooks.append(notifier.decision)  # before restore: the config's start too
+    if drift is not None:
+        rollouts.tick_hooks.append(lambda name: notifier.drift(drift.reports.get(name)))
     rollouts.restore(store.load(), catalog)
+    history = History(rollouts, live, feedback, drift)
+    rollouts.tick_hooks.append(history.sample)
     if cluster is not None:
         metrics.watch_cluster(cluster)
     metrics.watch_runner(runner)
@@ -139,7 +150,8 @@ def build(config: GatewayConfig) -> Parts:
         metrics.watch_recorder(recorder)
     return Parts(config, registry, runner, metrics, table, live, feedback, drift, detectors,
                  recorder, writer, shadow, observer, ServingPlane(registry, table, runner),
-                 analysis, persister, catalog, rollouts, cluster)
+                 analysis, persister, catalog, rollouts, cluster,
+                 history, notifier)
 
 
 def state_store(config: GatewayConfig, models: list[str]
@@ -167,6 +179,7 @@ async def start(gw: Parts) -> None:
     if gw.recorder is not None and gw.writer is not None:
         gw.recorder.bind(loop)
         gw.writer.start()
+    gw.notifier.start()
     gw.tasks = [loop.create_task(gw.rollouts.run(name)) for name in gw.registry.models]
     if gw.cluster is not None:
         gw.tasks.append(loop.create_task(gw.cluster.run(gw.rollouts, gw.catalog)))
@@ -197,6 +210,7 @@ async def stop(gw: Parts) -> None:
         await asyncio.to_thread(gw.writer.stop)
     gw.persister.flush()
     gw.persister.close()
+    await asyncio.to_thread(gw.notifier.stop)
     gw.runner.close()
 
 
@@ -208,7 +222,7 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
     pinned = InferEndpoint(gw.plane, gw.observer, v2, config.server, pinned=True)
     predict = InferEndpoint(gw.plane, gw.observer, v1, config.server, pinned=False)
     admin = AdminAPI(config, gw.registry, gw.rollouts, gw.catalog, gw.feedback, gw.live,
-                     drift=gw.drift, detectors=gw.detectors)
+                     drift=gw.drift, detectors=gw.detectors, history=gw.history)
     routes = [
         Route("/v2/health/live", meta.live),
         Route("/v2/health/ready", meta.ready),
@@ -225,6 +239,7 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
         ModelRoute("/v1/models/{name}", meta.v1_model),
         Route("/metrics", meta.metrics_text),
         *admin.routes(),
+        *Dashboard().routes(),
     ]
 
     async def error(request: Request, exc: Exception) -> Response:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    if args.command == "rollout":
+    if args.command in ("rollout", "versions"):
         return rollout_cli.run(args)
     if args.command == "dataset":
         return _dataset(args)

@@ -80,9 +80,30 @@ class ServerConfig(_Frozen):
     tls: TlsConfig | None = None
 
 
+class TokenConfig(_Frozen):
+    """A named admin token: its name is the actor the decision log records."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    role: Literal["viewer", "operator"]
+    """viewer: reads only (writes get 403); operator: reads and steers rollouts."""
+    env: str
+    """Environment variable holding the token (never the token itself)."""
+
+
 class AdminConfig(_Frozen):
     token_env: str = "CANARYGATE_ADMIN_TOKEN"
-    """Environment variable holding the admin API's bearer token (never the token itself)."""
+    """Environment variable holding the admin API's bearer token (never the token itself): an
+    operator named ``admin``."""
+    tokens: list[TokenConfig] = []
+    """More tokens, each named, with a role."""
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_tokens(cls, tokens: list[TokenConfig]) -> list[TokenConfig]:
+        names = [t.name for t in tokens]
+        if "admin" in names or len(set(names)) < len(names):
+            raise ValueError("token names must be unique and not 'admin' (token_env's name)")
+        return tokens
 
 
 class RedactConfig(_Frozen):
@@ -248,6 +269,19 @@ class RolloutConfig(_Frozen):
     """Optional absolute SLO: roll back when the candidate surely exceeds it for more than 1 %
     of requests in ``slo_consecutive_failures`` intervals in a row."""
     slo_consecutive_failures: int = Field(default=3, ge=1)
+    confirm_rollout: list[str] = []
+    """URLs that must all answer 2xx (to a POST of the rollout as JSON) before the candidate
+    gets any traffic; until they do the rollout waits at weight 0 (Flagger's confirm-rollout)."""
+    confirm_promotion: list[str] = []
+    """URLs that must all answer 2xx before the controller promotes after the last step."""
+
+    @field_validator("confirm_rollout", "confirm_promotion")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return urls
 
     @field_validator("steps")
     @classmethod
@@ -323,6 +357,28 @@ class StateConfig(_Frozen):
     dropped and counted."""
 
 
+class WebhookConfig(_Frozen):
+    url: str = Field(pattern=r"^https?://[^/\s]+")
+    format: Literal["json", "slack"] = "json"
+    """json: the event as an object; slack: ``{"text": ...}`` as Slack's incoming hooks take."""
+    secret_env: str | None = None
+    """Environment variable holding a shared secret: each body is signed with HMAC-SHA256 in
+    the ``x-canarygate-signature: sha256=<hex>`` header."""
+
+
+class NotificationsConfig(_Frozen):
+    """Webhooks POSTed on every decision that changes a rollout and on drift alerts, from a
+    thread per webhook, never in a decision's way."""
+
+    webhooks: list[WebhookConfig] = []
+    timeout_seconds: float = Field(default=2.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    """Attempts after the first, waiting ``backoff_seconds`` and doubling each time."""
+    backoff_seconds: float = Field(default=0.5, ge=0)
+    queue_size: int = Field(default=1000, ge=1)
+    """Events waiting per webhook; past it new ones are dropped and counted."""
+
+
 class GatewayConfig(_Frozen):
     server: ServerConfig = ServerConfig()
     admin: AdminConfig = AdminConfig()
@@ -332,6 +388,7 @@ class GatewayConfig(_Frozen):
     feedback: FeedbackConfig = FeedbackConfig()
     drift: DriftConfig = DriftConfig()
     detectors: DetectorsConfig = DetectorsConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
     state_dir: Path = Path("var/state")
     """Rollout state and the decision log; relative paths are taken from the config's folder."""
     state: StateConfig = StateConfig()

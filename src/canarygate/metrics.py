@@ -82,6 +82,26 @@ class Metrics:
         self._shadow = Counter("canarygate_shadow_runs",
                                "Mirrored candidate runs, by outcome (ok, failed, dropped).",
                                ["model", "outcome"], registry=self.registry)
+        self._gate_statistic = Gauge(
+            "canarygate_rollout_gate_statistic",
+            "Each gate's statistic at the controller's last judgement (NaN when it has none).",
+            ["model", "gate"], registry=self.registry)
+        self._gate_threshold = Gauge(
+            "canarygate_rollout_gate_threshold",
+            "The threshold each gate's statistic is judged against at the last judgement.",
+            ["model", "gate"], registry=self.registry)
+        self._notifications = Counter(
+            "canarygate_notifications",
+            "Webhook deliveries: sent, retried (another attempt), failed (every attempt "
+            "failed), dropped (the webhook's queue was full).",
+            ["outcome"], registry=self.registry)
+        for outcome in ("sent", "retried", "failed", "dropped"):
+            self._notifications.labels(outcome)
+        self._feedback_rejected = Counter(
+            "canarygate_feedback_rejected",
+            "Feedback requests refused, by status: 404 (unknown, expired or another model's "
+            "request id), 400 (bad labels), 409 (a different label for a labelled id).",
+            ["model", "code"], registry=self.registry)
         self._request_children: dict[tuple[str, str, str, str, int], Counter] = {}
 
     def request(self, model: str, version: str, variant: str, protocol: str, code: int) -> None:
@@ -105,6 +125,18 @@ class Metrics:
 
     def verdict(self, model: str, gate: str, verdict: str) -> None:
         self._verdicts.labels(model, gate, verdict).inc()
+
+    def gate_figures(self, model: str, gate: str, statistic: float | None,
+                     threshold: float | None) -> None:
+        nan = float("nan")
+        self._gate_statistic.labels(model, gate).set(nan if statistic is None else statistic)
+        self._gate_threshold.labels(model, gate).set(nan if threshold is None else threshold)
+
+    def feedback_rejected(self, model: str, code: int) -> None:
+        self._feedback_rejected.labels(model, str(code)).inc()
+
+    def notification(self, outcome: str) -> None:
+        self._notifications.labels(outcome).inc()
 
     def decision(self, model: str, action: str) -> None:
         self._decisions.labels(model, action).inc()

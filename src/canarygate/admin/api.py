@@ -14,6 +14,7 @@ import math
 import os
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
@@ -36,6 +37,7 @@ from canarygate.errors import (
 )
 from canarygate.feedback import FeedbackBook
 from canarygate.http.asgi import ClientGone, json_body, read_body
+from canarygate.rollout.history import History
 from canarygate.rollout.manager import RolloutManager
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.catalog import VersionCatalog
@@ -49,7 +51,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 class AdminAPI:
     def __init__(self, config: GatewayConfig, registry: ModelRegistry, rollouts: RolloutManager,
                  catalog: VersionCatalog, feedback: FeedbackBook, live: LiveStats, *,
-                 drift: DriftMonitor | None, detectors: SequentialMonitor | None) -> None:
+                 drift: DriftMonitor | None, detectors: SequentialMonitor | None,
+                 history: History | None = None) -> None:
         self.registry = registry
         self.rollouts = rollouts
         self.catalog = catalog
@@ -57,43 +60,69 @@ class AdminAPI:
         self.live = live
         self.drift_monitor = drift
         self.detectors = detectors
+        self.history = history
         self._limit = config.server.max_body_bytes
+        self._models_dir = config.models_dir.resolve()
         self._token_env = config.admin.token_env
-        token = os.environ.get(self._token_env, "")
-        self._token = token.encode() if token else None
+        self._tokens = _tokens(config)
         # One registration of a model at a time: the duplicate check and the install happen
         # on either side of a load that awaits, and two loads of one name must not both win.
         self._registering: dict[str, asyncio.Lock] = {}
 
     def routes(self) -> list[Route]:
-        guard = self._guarded
+        guard, write = self._guarded, self._write
         return [
+            Route("/admin/whoami", guard(self.whoami)),
             Route("/admin/rollouts", guard(self.list_rollouts)),
             Route("/admin/rollouts/{model}", guard(self.show)),
             Route("/admin/rollouts/{model}/decisions", guard(self.decisions)),
-            Route("/admin/rollouts/{model}/start", guard(self.start), methods=["POST"]),
-            Route("/admin/rollouts/{model}/weight", guard(self.weight), methods=["POST"]),
-            Route("/admin/rollouts/{model}/{action:str}", guard(self.act), methods=["POST"]),
-            Route("/admin/models/{model}/versions", guard(self.register), methods=["POST"]),
+            Route("/admin/rollouts/{model}/history", guard(self.timeline)),
+            Route("/admin/rollouts/{model}/start", write(self.start), methods=["POST"]),
+            Route("/admin/rollouts/{model}/weight", write(self.weight), methods=["POST"]),
+            Route("/admin/rollouts/{model}/{action:str}", write(self.act), methods=["POST"]),
+            Route("/admin/models/{model}/versions", write(self.register), methods=["POST"]),
+            Route("/admin/models/{model}/versions", guard(self.versions), methods=["GET"]),
             Route("/admin/drift/{model}", guard(self.drift)),
             Route("/admin/stats/{model}", guard(self.stats)),
         ]
 
     def _guarded(self, handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            self._authorize(request.headers.get("authorization"))
+            request.state.token = self._authorize(request.headers.get("authorization"))
             return await handler(request)
 
         return guarded
 
-    def _authorize(self, header: str | None) -> None:
-        if self._token is None:
+    def _write(self, handler: Handler) -> Handler:
+        """A write: an operator's token only (a viewer's gets 403 and changes nothing)."""
+        async def write(request: Request) -> Response:
+            token = self._authorize(request.headers.get("authorization"))
+            if token.role != "operator":
+                raise Forbidden(f"token {token.name!r} is a {token.role}: it may read, not "
+                                "change rollouts or versions")
+            request.state.token = token
+            return await handler(request)
+
+        return write
+
+    def _authorize(self, header: str | None) -> Token:
+        if not self._tokens:
             raise Forbidden(f"the admin API is disabled: set the environment variable "
-                            f"{self._token_env} to a token and restart the gateway")
+                            f"{self._token_env} to a token (or one of admin.tokens' variables) "
+                            "and restart the gateway")
         if header is None or not header.lower().startswith("bearer "):
             raise Unauthorized("the admin API needs an 'Authorization: Bearer <token>' header")
-        if not hmac.compare_digest(header[7:].strip().encode(), self._token):
+        given = header[7:].strip().encode()
+        # Every token is compared, each in constant time, so timing tells nothing of which.
+        found = [t for t in self._tokens if hmac.compare_digest(given, t.secret)]
+        if not found:
             raise Forbidden("the admin token is wrong")
+        return found[0]
+
+    async def whoami(self, request: Request) -> Response:
+        token: Token = request.state.token
+        return JSONResponse({"name": token.name, "role": token.role,
+                             "models": list(self.rollouts.states)})
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -110,6 +139,21 @@ class AdminAPI:
             raise BadRequest("limit must be a whole number")
         records = self.rollouts.persister.decisions(name)[-int(raw):] if int(raw) else []
         return JSONResponse({"model": name, "decisions": records})
+
+    async def timeline(self, request: Request) -> Response:
+        """The model's history, one point per controller tick (``?since=`` a time in seconds
+        since the epoch: only later points)."""
+        name = self._model(request)
+        if self.history is None:
+            raise NotFound("this gateway keeps no rollout history")
+        raw = request.query_params.get("since", "0")
+        try:
+            since = float(raw)
+        except ValueError:
+            since = math.nan
+        if not math.isfinite(since):
+            raise BadRequest(f"since must be a time in seconds since the epoch, not {raw!r}")
+        return JSONResponse(self.history.view(name, since))
 
     async def drift(self, request: Request) -> Response:
         """Drift against the profiles (per variant and column, and the candidate's outputs
@@ -141,6 +185,20 @@ class AdminAPI:
             raise BadRequest(f"seconds must be a number in (0, {span:g}], not {raw!r}")
         return JSONResponse(live.summary(name, perf_counter(), seconds))
 
+    async def versions(self, request: Request) -> Response:
+        """A model's loaded versions, each with its folder and the part it plays."""
+        served = self.registry.get(self._model(request))
+        state = self.rollouts.states[served.name]
+        roles = {state.baseline: "baseline"}
+        if state.candidate is not None and state.active:
+            roles[state.candidate] = "candidate"
+        root = self._models_dir
+        return JSONResponse({"model": served.name, "versions": [
+            {"version": v, "role": roles.get(v, ""),
+             "path": str(m.folder.relative_to(root)) if m.folder.is_relative_to(root)
+             else str(m.folder)}
+            for v, m in served.versions.items()]})
+
     def _view(self, name: str) -> dict[str, Any]:
         served = self.registry.get(name)
         state = self.rollouts.states[name]
@@ -159,6 +217,8 @@ class AdminAPI:
             step_counts=arms,
             shadow=vars(window.shadow),
             tau_ms=_ms(state.tau_seconds),
+            step_number=state.step + 1 if state.step >= 0 else None,  # "step 2 of 6"
+            waiting=self.rollouts.waiting(name),
             last_verdicts=[g.as_json() for g in self.rollouts.last_gates.get(name, [])],
             feedback=self.feedback.summary(name),
         )
@@ -180,9 +240,9 @@ class AdminAPI:
             schedule = _schedule(schedule_raw)
         else:
             raise BadRequest("'schedule' must be an object")
-        reason = _reason(body)
+        reason, actor = _reason(body), _actor(request)
         await self._apply(name, lambda: self.rollouts.start(name, str(candidate), schedule,
-                                                           actor="admin", reason=reason))
+                                                           actor=actor, reason=reason))
         return JSONResponse(self._view(name))
 
     async def weight(self, request: Request) -> Response:
@@ -191,9 +251,9 @@ class AdminAPI:
         weight = body.get("weight")
         if not isinstance(weight, int | float) or isinstance(weight, bool):
             raise BadRequest("'weight' must be a number from 0 to 100")
-        reason = _reason(body)
+        reason, actor = _reason(body), _actor(request)
         await self._apply(name, lambda: self.rollouts.set_weight(name, float(weight),
-                                                                actor="admin", reason=reason))
+                                                                actor=actor, reason=reason))
         return JSONResponse(self._view(name))
 
     async def act(self, request: Request) -> Response:
@@ -204,8 +264,8 @@ class AdminAPI:
                    "promote": self.rollouts.promote, "rollback": self.rollouts.rollback}
         if action not in actions:
             raise BadRequest(f"unknown action {action!r}; use one of: " + ", ".join(actions))
-        reason = _reason(body)
-        await self._apply(name, lambda: actions[action](name, actor="admin", reason=reason))
+        reason, actor = _reason(body), _actor(request)
+        await self._apply(name, lambda: actions[action](name, actor=actor, reason=reason))
         return JSONResponse(self._view(name))
 
     async def register(self, request: Request) -> Response:
@@ -243,7 +303,7 @@ class AdminAPI:
                 raise GatewayError(f"model {name!r} version {version!r} was not registered: "
                                    f"the state store could not record it ({exc})") from None
             self.catalog.install(served, loaded)
-        self.rollouts.registered(name, version, path, actor="admin", reason=reason)
+        self.rollouts.registered(name, version, path, actor=_actor(request), reason=reason)
         return JSONResponse({**loaded.describe(), "version": version,
                              "versions": list(served.versions)}, status_code=201)
 
@@ -273,6 +333,27 @@ class AdminAPI:
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
         return body
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str  # the actor the decision log records
+    role: str  # viewer or operator
+    secret: bytes = field(repr=False)
+
+
+def _tokens(config: GatewayConfig) -> list[Token]:
+    """The tokens whose variables are set: ``token_env``'s as the operator ``admin``, then
+    ``admin.tokens``."""
+    named = [("admin", "operator", config.admin.token_env),
+             *((t.name, t.role, t.env) for t in config.admin.tokens)]
+    return [Token(name, role, os.environ[env].encode()) for name, role, env in named
+            if os.environ.get(env)]
+
+
+def _actor(request: Request) -> str:
+    token: Token = request.state.token
+    return token.name
 
 
 def _reason(body: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from canarygate.config import ServerConfig
-from canarygate.errors import BadRequest
+from canarygate.errors import BadRequest, GatewayError
 from canarygate.http.asgi import ClientGone, json_body, read_body
 from canarygate.serving import Observer, ServingPlane
 
@@ -28,6 +28,13 @@ class FeedbackEndpoint:
 
     async def handle(self, request: Request) -> Response:
         model = self.plane.model(request.path_params["name"]).name
+        try:
+            return await self._join(request, model)
+        except GatewayError as exc:  # counted per model, so a failing join can alert
+            self.observer.metrics.feedback_rejected(model, exc.status)
+            raise
+
+    async def _join(self, request: Request, model: str) -> Response:
         try:
             # Stops reading at the limit (chunked bodies too) and inflates gzip / deflate.
             body = await read_body(request.receive, dict(request.scope["headers"]), self.limit)

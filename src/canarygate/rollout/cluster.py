@@ -77,7 +77,10 @@ class Cluster:
         self.outages = 0  # times Redis went away
         self.refused = 0  # writes Redis refused: a lost lease, or a newer state stored
         self.dropped = 0  # writes given up after retries
+        # The decision log as Redis holds it (its order, the same on every replica), and this
+        # worker's own decisions not read back from Redis yet.
         self.recent: dict[str, deque[dict[str, Any]]] = {}
+        self.pending: dict[str, list[dict[str, Any]]] = {}
         self.remote: dict[tuple[str, int], list[StepStats]] = {}
         self._seen: dict[str, int] = {}  # per model, decisions read from Redis so far
         self._diverged: set[str] = set()  # models whose write was refused: follow the store
@@ -189,7 +192,7 @@ class Cluster:
         if decision is not None:
             self._ids += 1
             decision.setdefault("id", f"{self.worker}/{self._ids}")
-            self._remember(decision)
+            self.pending.setdefault(decision["model"], []).append(decision)
         with self._idle:
             self._pending += 1
         done: Future[bool] = Future()
@@ -206,7 +209,7 @@ class Cluster:
             await asyncio.wait_for(self.synced.wait(), 5 * self.config.sync_seconds + 5)
 
     def decisions(self, model: str) -> list[dict[str, Any]]:
-        return list(self.recent.get(model, ()))
+        return [*self.recent.get(model, ()), *self.pending.get(model, ())][-RECENT_DECISIONS:]
 
     def writable(self) -> bool:
         return self.available
@@ -233,9 +236,12 @@ class Cluster:
             self._seen[model] = int(self.store.client.llen(self.store.key("decisions", model)))
 
     def _remember(self, decision: dict[str, Any]) -> None:
-        log_ = self.recent.setdefault(decision.get("model", ""), deque(maxlen=RECENT_DECISIONS))
-        if decision.get("id") is None or all(d.get("id") != decision["id"] for d in log_):
-            log_.append(decision)
+        """A decision read from Redis, in Redis's order; no longer this worker's pending."""
+        model = decision.get("model", "")
+        self.recent.setdefault(model, deque(maxlen=RECENT_DECISIONS)).append(decision)
+        pending = self.pending.get(model)
+        if pending and decision.get("id") is not None:
+            self.pending[model] = [d for d in pending if d.get("id") != decision["id"]]
 
     def _write_loop(self) -> None:
         while (item := self._writes.get()) is not None:
@@ -266,6 +272,7 @@ class Cluster:
                     break
         self.dropped += 1
         log.error("a rollout write was given up after %d tries (Redis away)", WRITE_TRIES)
+        self._refused(state, decision, "Redis away through every try")
         return False
 
     def _refused(self, state: RolloutState | None, decision: dict[str, Any] | None,
@@ -275,9 +282,8 @@ class Cluster:
         model = state.model if state is not None else (decision or {}).get("model", "")
         self._diverged.add(model)
         if decision is not None:
-            log_ = self.recent.get(model, deque())
-            with contextlib.suppress(ValueError):
-                log_.remove(decision)
+            self.pending[model] = [d for d in self.pending.get(model, [])
+                                   if d is not decision]
         log.warning("a rollout write of %r was not stored (%s); following the store", model,
                     why)
 

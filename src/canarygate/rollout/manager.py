@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from canarygate.config import RolloutConfig
 from canarygate.errors import BadRequest, Conflict, StoreUnavailable
 from canarygate.metrics import Metrics
+from canarygate.notify.confirm import Answer, Confirmations
 from canarygate.rollout.gates import GateResult, Verdict
 from canarygate.rollout.judge import (
     MIN_TAU_REQUESTS,
@@ -82,6 +83,13 @@ class RolloutManager:
         self.last_gates: dict[str, list[GateResult]] = {}
         self.unavailable: dict[str, dict[str, str]] = {}  # versions that failed to load
         self._wakes: dict[str, asyncio.Event] = {}  # a controller task's wait, to cut short
+        # Called with the model's name after each of its controller's ticks (the history).
+        self.tick_hooks: list[Callable[[str], object]] = []
+        # Called with each decision record and the state's figures (notifications); they must
+        # not block: the controller waits for them.
+        self.decision_hooks: list[Callable[[dict[str, Any], dict[str, Any]], object]] = []
+        self.confirmations = Confirmations()
+        self._confirm_logged: dict[str, str] = {}  # the last logged answer of an external gate
 
     def step_stats(self, name: str) -> StepStats:
         """The current step's counters of a model, as the judge sees them: this worker's, and
@@ -135,6 +143,23 @@ class RolloutManager:
             raise StoreUnavailable("the rollout state store (Redis) cannot be reached: the "
                                    "gateway serves with the last routing it knew, and takes "
                                    "no action on rollouts until the store is back")
+
+    def waiting(self, name: str) -> dict[str, Any] | None:
+        """What the current step still waits for before it may advance (None without a
+        rollout under way): the same figures and words the controller's holds log."""
+        state = self.states[name]
+        if not state.active:
+            return None
+        window = self.step_stats(name)
+        elapsed = self.clock() - (state.step_started_at or self.clock())
+        shadow = state.phase == Phase.SHADOW
+        waits = step_waits(state, window, elapsed)
+        return {"candidate_requests": window.shadow.pairs if shadow
+                else window.candidate.requests,
+                "min_step_requests": state.schedule.min_step_requests,
+                "step_seconds": round(elapsed, 1),
+                "min_step_seconds": state.schedule.min_step_seconds,
+                "text": ", ".join(waits) if waits else "nothing: the next judgement decides"}
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -211,12 +236,17 @@ class RolloutManager:
         served.version(candidate)
         if candidate == state.baseline:
             raise BadRequest(f"version {candidate!r} is already the baseline of {name!r}")
+        # Verdicts of the rollout before belong to it: a new one starts with none.
+        self.last_gates.pop(name, None)
         now = self.clock()
         shadow = schedule.shadow_percent > 0
+        confirm = bool(schedule.confirm_rollout)  # no candidate run until the URLs say yes
+        self.confirmations.forget(name)
+        self._confirm_logged.pop(name, None)
         new = state.evolve(
             candidate=candidate, schedule=schedule,
-            phase=Phase.SHADOW if shadow else Phase.PROGRESSING,
-            step=-1 if shadow else 0, weight=0.0 if shadow else schedule.steps[0],
+            phase=Phase.SHADOW if shadow else Phase.PROGRESSING, awaiting_confirmation=confirm,
+            step=-1 if shadow else 0, weight=0.0 if shadow or confirm else schedule.steps[0],
             started_at=now, step_started_at=now, resume_phase=None, carried_log_e={},
             tau_seconds=_p95(self.step_stats(name).baseline),
             error_tau=error_tau(self.step_stats(name)),
@@ -299,6 +329,8 @@ class RolloutManager:
         _, state = self._get(name)
         if state.phase not in WATCHED:
             return None
+        if state.awaiting_confirmation and state.phase != Phase.PAUSED:  # paused: a person
+            return self._confirm_rollout(state)
         now = self.clock()
         window = self.step_stats(name)
         if state.tau_seconds is None and (tau := _p95(window.baseline)) is not None:
@@ -312,6 +344,7 @@ class RolloutManager:
         self.last_gates[name] = gates
         for gate in gates:
             self.metrics.verdict(name, gate.gate, gate.verdict.value)
+            self.metrics.gate_figures(name, gate.gate, gate.statistic, gate.threshold)
 
         failed = [g for g in gates if g.verdict == Verdict.FAIL]
         if failed:
@@ -334,12 +367,7 @@ class RolloutManager:
 
         marginal = [g.gate for g in gates if g.verdict == Verdict.MARGINAL]
         shadow = state.phase == Phase.SHADOW
-        done = window.shadow.pairs if shadow else window.candidate.requests
-        waiting = []
-        if elapsed < state.schedule.min_step_seconds:
-            waiting.append(f"{elapsed:.0f} of {state.schedule.min_step_seconds:.0f} s")
-        if done < state.schedule.min_step_requests:
-            waiting.append(f"{done} of {state.schedule.min_step_requests} candidate requests")
+        waiting = step_waits(state, window, elapsed)
         if marginal:
             waiting.append("marginal: " + ", ".join(marginal))
         if state.phase == Phase.AWAITING_PROMOTION or (shadow and state.schedule.shadow_only):
@@ -363,7 +391,7 @@ class RolloutManager:
         return self._record(state, "hold", "controller", reason, gates)
 
     def _advance(self, state: RolloutState, step_log_e: dict[str, float],
-                 gates: list[GateResult]) -> dict[str, Any]:
+                 gates: list[GateResult]) -> dict[str, Any] | None:
         window = self.step_stats(state.model)
         carried = self._carry(state, step_log_e)
         tau = _p95(window.baseline) or state.tau_seconds
@@ -380,6 +408,11 @@ class RolloutManager:
                                     fresh_window=True)
         if state.schedule.auto_promote:
             reason = "every step held"
+            if state.schedule.confirm_promotion:
+                answer = self._ask(state, "confirm_promotion")
+                if answer is None or not answer.confirmed:
+                    return self._confirm_wait(state, "confirm_promotion", answer, gates)
+                reason += f"; confirm_promotion: {answer.detail}"
             return self._transition(_promoted(state, reason), "promote", "controller", reason,
                                     fresh_window=True)
         reason = "every step held; waiting for a person to promote"
@@ -387,6 +420,39 @@ class RolloutManager:
                            step_started_at=now, reason=reason)
         return self._transition(new, "await_promotion", "controller", reason, gates,
                                 fresh_window=True)
+
+    def _ask(self, state: RolloutState, gate: str) -> Answer | None:
+        urls = (state.schedule.confirm_rollout if gate == "confirm_rollout"
+                else state.schedule.confirm_promotion)
+        event = {"model": state.model, "gate": gate, "baseline": state.baseline,
+                 "candidate": state.candidate, "phase": state.phase.value,
+                 "step": state.step, "weight": state.weight}
+        return self.confirmations.answer(state.model, gate, urls, event,
+                                         state.schedule.interval_seconds)
+
+    def _confirm_rollout(self, state: RolloutState) -> dict[str, Any] | None:
+        """A rollout waiting at weight 0 for its confirm_rollout URLs: it starts serving its
+        first step (or its shadow phase) once they all answer 2xx."""
+        answer = self._ask(state, "confirm_rollout")
+        if answer is None or not answer.confirmed:
+            return self._confirm_wait(state, "confirm_rollout", answer, [])
+        reason = f"confirm_rollout: {answer.detail}"
+        shadow = state.phase == Phase.SHADOW
+        new = state.evolve(awaiting_confirmation=False, step_started_at=self.clock(),
+                           weight=0.0 if shadow else state.schedule.steps[0], reason=reason)
+        return self._transition(new, "confirm", "controller", reason, fresh_window=True)
+
+    def _confirm_wait(self, state: RolloutState, gate: str, answer: Answer | None,
+                      gates: list[GateResult]) -> dict[str, Any] | None:
+        """A hold on an external gate, logged when its answer changes (which URL said what)."""
+        detail = "asked, no answer yet" if answer is None else answer.detail
+        waiting = GateResult(gate, Verdict.NO_DATA, detail=detail)
+        self.last_gates[state.model] = [*gates, waiting]
+        if self._confirm_logged.get(state.model) == detail:
+            return None
+        self._confirm_logged[state.model] = detail
+        return self._record(state, "hold", "controller", f"waiting for {gate}: {detail}",
+                            [*gates, waiting])
 
     async def run(self, name: str) -> None:
         """The controller task of one model: a tick every analysis interval. A change of the
@@ -405,6 +471,8 @@ class RolloutManager:
                 continue
             try:
                 self.tick(name)
+                for hook in self.tick_hooks:
+                    hook(name)
             except Exception:
                 log.exception("controller of %r failed a tick", name)
 
@@ -481,8 +549,8 @@ class RolloutManager:
             candidate=candidate,
             weight=state.weight if serving else 0.0,
             step=state.step if serving else -1,
-            shadow_share=state.schedule.shadow_percent / 100 if state.phase == Phase.SHADOW
-            else 0.0,
+            shadow_share=state.schedule.shadow_percent / 100
+            if state.phase == Phase.SHADOW and not state.awaiting_confirmation else 0.0,
             salt=state.model.encode(),
             candidate_timeout=state.schedule.candidate_timeout_ms / 1000,
             step_stats=step_stats,
@@ -508,7 +576,7 @@ class RolloutManager:
         write = self.persister.commit(state, decision, fenced=actor in AUTOMATIC)
         if write is not None and actor not in AUTOMATIC:
             self._writes[state.model] = write
-        self.metrics.decision(state.model, action)
+        self._announce(decision, state)
         if action in ("rollback", "promote", "pause", "start", "advance"):
             log.info("%s: %s by %s (%s)", state.model, action, actor, reason)
         return decision
@@ -518,7 +586,7 @@ class RolloutManager:
         """A decision that changes no state (a hold)."""
         decision = self._decision(state, action, actor, reason, gates, state)
         self.persister.commit(None, decision, fenced=actor in AUTOMATIC)
-        self.metrics.decision(state.model, action)
+        self._announce(decision, state)
         return decision
 
     def _decision(self, state: RolloutState, action: str, actor: str, reason: str,
@@ -535,6 +603,16 @@ class RolloutManager:
             decision["traffic"] = self.source.traffic(state.model)
         return decision
 
+    def _announce(self, decision: dict[str, Any], state: RolloutState) -> None:
+        """Count a decision and hand it to the hooks (notifications)."""
+        self.metrics.decision(state.model, decision["action"])
+        for hook in self.decision_hooks:
+            try:
+                hook(decision, state.figures)
+            except Exception:  # a notification must never undo or stop a decision
+                log.exception("a decision hook failed on %s %s", state.model,
+                              decision["action"])
+
 
 def _promoted(state: RolloutState, reason: str) -> RolloutState:
     """The candidate becomes the baseline, serving everything."""
@@ -542,6 +620,18 @@ def _promoted(state: RolloutState, reason: str) -> RolloutState:
         raise Conflict(f"model {state.model!r} has no candidate to promote")
     return state.evolve(phase=Phase.PROMOTED, baseline=state.candidate, candidate=None,
                         weight=0.0, step=-1, resume_phase=None, reason=reason)
+
+
+def step_waits(state: RolloutState, window: StepStats, elapsed: float) -> list[str]:
+    """What a step lacks of its minimum time and candidate requests (shadow pairs in shadow),
+    in the words of the decision log: "66 of 200 candidate requests", "12 of 30 s"."""
+    done = window.shadow.pairs if state.phase == Phase.SHADOW else window.candidate.requests
+    waits = []
+    if done < state.schedule.min_step_requests:
+        waits.append(f"{done} of {state.schedule.min_step_requests} candidate requests")
+    if elapsed < state.schedule.min_step_seconds:
+        waits.append(f"{elapsed:.0f} s of {state.schedule.min_step_seconds:.0f}")
+    return waits
 
 
 def _p95(arm: VariantStepStats) -> float | None:

@@ -43,6 +43,7 @@ class RolloutState:
     e-values stays valid across steps, so evidence carries over)."""
     tau_seconds: float | None = None  # the step's frozen "slow" threshold (baseline p95)
     error_tau: float | None = None  # a regressor's frozen "large error" (baseline p90)
+    awaiting_confirmation: bool = False  # the schedule's confirm_rollout URLs have not said 2xx
     reason: str = ""
     figures: dict[str, Any] = field(default_factory=dict)  # the decisive gate's figures
     window: int = 0
