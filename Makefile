@@ -11,11 +11,12 @@ PORT   ?= 8000
 DURATION ?= 60s
 MODEL  ?= breast-cancer
 
-.PHONY: serve test lint models load clean help test-tools
+.PHONY: serve test lint models load clean help test-tools sim
 
 help:
 	@echo "make serve   set up and start the gateway on $(CONFIG) at http://$(HOST):$(PORT)"
 	@echo "make test    set up (with the dev extras) and run lint, type checks and the tests"
+	@echo "make sim     the judge's scenario matrix, 500 simulated rollouts a case (SIM_RUNS)"
 	@echo "make models  rebuild the demo models in models/ from scikit-learn's bundled datasets"
 	@echo "make load    drive a running gateway with wrk for DURATION (default 60s)"
 	@echo "make bench   canarygate side by side with its references and MLServer (see loadtests/)"
@@ -50,6 +51,13 @@ test-tools:
 
 test: lint test-tools
 	$(PY) -m pytest
+
+# The judge's seeded scenario matrix through the real controller (tests/judge_sim.py): the
+# README's table. SIM_RUNS rollouts a case; SIM_ONLY keeps the cases whose name contains it.
+SIM_RUNS ?= 500
+SIM_ONLY ?=
+sim: $(VENV)/.dev-installed
+	cd tests && ../$(PY) judge_sim.py $(SIM_RUNS) "$(SIM_ONLY)"
 
 models: $(VENV)/.dev-installed
 	$(PY) models/build.py

@@ -17,7 +17,7 @@ from scipy import stats
 from canarygate.config import RolloutConfig, parse_config
 from canarygate.errors import ConfigError, Conflict
 from canarygate.metrics import Metrics
-from canarygate.rollout.evalues import log_beta_tail, log_e_value, wilson
+from canarygate.rollout.evalues import Carried, log_beta_tail, log_e_grid, log_e_value, wilson
 from canarygate.rollout.gates import agreement_gate
 from canarygate.rollout.judge import alpha_shares
 from canarygate.rollout.manager import QUIET_HOLD_EVERY, RolloutManager
@@ -87,22 +87,45 @@ def manager(tmp: Path, **schedule: object) -> tuple[RolloutManager, FakeClock, P
     return rollout_manager(ModelRegistry.load(config), tmp)
 
 
-def test_slo_failures_hold_the_ramp_then_roll_back(tmp_path: Path) -> None:
-    m, clock, persister = manager(tmp_path, latency_slo_ms=100, slo_consecutive_failures=3)
+def test_slo_gate_is_the_one_sample_e_process_on_runs(tmp_path: Path) -> None:
+    m, clock, persister = manager(tmp_path, latency_slo_ms=100)
     m.restore({})
-    actions = []
-    for _ in range(3):
-        w = m.step_stats("breast-cancer")
-        w.candidate.requests += 200
-        w.candidate.over_slo += 100  # half the candidate's requests over the SLO
-        w.baseline.requests += 1800
-        clock.now += 1
-        decision = m.tick("breast-cancer")
-        assert decision is not None
-        actions.append(decision["action"])
+    w = m.step_stats("breast-cancer")
+    w.candidate.requests += 10
+    w.candidate.runs += 10
+    clock.now += 1
+    decision = m.tick("breast-cancer")
+    assert decision is not None and decision["action"] == "hold"
+    assert "no data: " in decision["reason"] and "latency_slo" in decision["reason"]
+    w.candidate.requests += 190
+    w.candidate.runs += 190
+    w.candidate.slo_runs += 10  # 5 % of the candidate's runs over the SLO
+    w.baseline.requests += 1800
+    clock.now += 1
+    decision = m.tick("breast-cancer")
     persister.close()
-    assert actions == ["hold", "hold", "rollback"]
+    assert decision is not None and decision["action"] == "rollback"
+    slo = next(g for g in decision["gates"] if g["gate"] == "latency_slo")
+    assert slo["statistic"] == pytest.approx(log_e_grid(10, 200, 0.01))
+    assert slo["threshold"] == pytest.approx(math.log(1 / alpha_shares(
+        m.states["breast-cancer"].schedule)["latency_slo"]))
     assert m.states["breast-cancer"].figures["gate"] == "latency_slo"
+
+
+def test_slo_met_is_not_rolled_back_however_long_it_waits() -> None:
+    """0.8 % of runs over the SLO, 200 runs an interval, looked at every interval for 24 h
+    (8,640 intervals): the Wilson bound per interval rolled this back in every such run."""
+    rng = np.random.default_rng(11)
+    alpha = 0.01 / 4
+    rolled = 0
+    for _ in range(40):
+        over = runs = 0
+        for over_now in rng.binomial(200, 0.008, 8640):
+            over, runs = over + int(over_now), runs + 200
+            if log_e_grid(over, runs, 0.01) >= math.log(1 / alpha):
+                rolled += 1
+                break
+    assert rolled == 0
 
 
 def test_restore_keeps_a_rollout_whose_candidate_is_gone_paused_and_unserved(
@@ -229,18 +252,22 @@ def test_shadow_comparison_of_mismatched_shapes() -> None:
 
 
 def feed(window: StepStats, candidate: int, baseline: int, *, keyed: bool = False) -> None:
-    """Requests without errors, in the arms' counters (as the request path counts them)."""
-    window.candidate.requests += candidate
-    window.baseline.requests += baseline
-    if keyed:
-        window.candidate.keyed += candidate
-        window.baseline.keyed += baseline
+    """Requests without errors, in the arms' counters (as the request path counts them), each
+    its own run, none slow; the slow thresholds frozen."""
+    window.thresholds(0.01, 0.05)
+    for arm, n in ((window.candidate, candidate), (window.baseline, baseline)):
+        arm.requests += n
+        if keyed:
+            arm.keyed += n
+        else:
+            arm.runs += n
+            arm.timed_runs += n
 
 
 @pytest.mark.parametrize(("candidate", "baseline", "keyed", "action"), [
     (400, 1600, False, "pause"),  # 20 % of randomly drawn requests at a weight of 10 %
     (200, 1800, False, "advance"),  # the split matches
-    (400, 1600, True, "advance"),  # sticky keys are not a random draw: no split test
+    (400, 1600, True, "hold"),  # sticky keys are no random draw: no split test, no data
 ])
 def test_split_mismatch_pauses_and_rolls_nothing_back(
     tmp_path: Path, candidate: int, baseline: int, keyed: bool, action: str
@@ -255,12 +282,15 @@ def test_split_mismatch_pauses_and_rolls_nothing_back(
     split = next(g for g in decision["gates"] if g["gate"] == "split")
     state = m.states["breast-cancer"]
     if action == "pause":
-        assert split["verdict"] == "pause" and split["statistic"] < split["threshold"]
+        assert split["verdict"] == "pause" and split["statistic"] >= split["threshold"]
         assert (state.phase, state.weight, state.resume_phase) == (Phase.PAUSED, 10,
                                                                    Phase.PROGRESSING)
         assert state.figures["gate"] == "split" and "0.2000" in state.reason
+    elif keyed:
+        assert split["verdict"] == "no_data" and "no data: errors, latency" in decision["reason"]
+        assert state.phase == Phase.PROGRESSING and state.weight == 10
     else:
-        assert split["verdict"] == ("no_data" if keyed else "pass")
+        assert split["verdict"] == "pass"
         assert state.phase == Phase.PROGRESSING and state.weight == 50
 
 
@@ -282,14 +312,17 @@ def test_progress_deadline_pauses_a_step_short_of_traffic(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("baseline_varies", [True, False])
-def test_sanity_gate_rolls_back_a_constant_candidate(tmp_path: Path,
+def test_sanity_gate_pauses_for_a_constant_candidate(tmp_path: Path,
                                                      baseline_varies: bool) -> None:
     m, clock, persister = manager(tmp_path)
     m.restore({})
     window = m.step_stats("breast-cancer")
+    for _ in range(60):  # the first tick freezes the slow thresholds from these
+        window.baseline.record(0.001, False, False, 1.0)
+    m.tick("breast-cancer")
     for _ in range(120):
         window.candidate.record(0.001, False, False, 1.0)
-    for i in range(1080):
+    for i in range(1020):
         window.baseline.record(0.001, False, False, float(i % 2) if baseline_varies else 1.0)
     clock.now += 1
     decision = m.tick("breast-cancer")
@@ -297,10 +330,11 @@ def test_sanity_gate_rolls_back_a_constant_candidate(tmp_path: Path,
     assert decision is not None
     sanity = next(g for g in decision["gates"] if g["gate"] == "sanity")
     if baseline_varies:
-        assert decision["action"] == "rollback" and sanity["verdict"] == "fail"
+        assert decision["action"] == "pause" and sanity["verdict"] == "pause"
         assert m.states["breast-cancer"].figures["gate"] == "sanity"
         assert sanity["counts"] == {"candidate_answers": 120, "candidate_varied": False,
-                                    "baseline_varied": True}
+                                    "baseline_varied": True, "baseline_differing": 510,
+                                    "chance_if_identical": pytest.approx(0.5 ** 119)}
     else:  # a model that answers one class to everything is not judged by its twin
         assert decision["action"] == "advance" and sanity["verdict"] == "pass"
 
@@ -342,14 +376,14 @@ def test_agreement_gate_is_the_e_process_on_disagreements() -> None:
                              accuracy_gate=False)
     assert alpha_shares(schedule) == pytest.approx({"errors": 0.01, "latency": 0.01,
                                                     "agreement": 0.01})
-    gate, step = agreement_gate(schedule, shadow_window(1000, 700), 0.25, 0.01)
+    gate, step = agreement_gate(schedule, shadow_window(1000, 700), Carried((0.25,)), 0.01)
     assert step == pytest.approx(exact_log_e(300, 1000, 0.2), rel=1e-9)
     assert gate.statistic == pytest.approx(step + 0.25)
     assert gate.threshold == pytest.approx(math.log(100)) and gate.verdict.value == "fail"
     assert gate.counts["disagreements"] == 300 and gate.counts["agreement_rate"] == 0.7
-    gate, _ = agreement_gate(schedule, shadow_window(1000, 810), 0.0, 0.01)
+    gate, _ = agreement_gate(schedule, shadow_window(1000, 810), Carried(), 0.01)
     assert gate.verdict.value == "pass"
-    gate, _ = agreement_gate(schedule, shadow_window(10, 0), 0.0, 0.01)
+    gate, _ = agreement_gate(schedule, shadow_window(10, 0), Carried(), 0.01)
     assert gate.verdict.value == "no_data"
 
 

@@ -10,7 +10,7 @@ from test_judge import manager
 
 from canarygate.config import RolloutConfig
 from canarygate.drift.report import ColumnScore, OutputComparison, VariantReport
-from canarygate.rollout.evalues import log_e_value
+from canarygate.rollout.evalues import Carried, log_e_grid
 from canarygate.rollout.gates import Verdict, comparative_gate
 from canarygate.rollout.judge import alpha_shares
 from canarygate.rollout.quality import (
@@ -37,20 +37,20 @@ def test_accuracy_is_the_comparative_test_on_wrong_predictions() -> None:
     cand = (RNG.random(300) < 0.12).astype(float).tolist()
     base = (RNG.random(900) < 0.02).astype(float).tolist()
     labelled(window, cand, base)
-    gate, step = accuracy_gate(window, Evidence(), None, 0.0, 0.01 / 3)
+    gate, step = accuracy_gate(window, Evidence(), None, Carried(), 0.01 / 3)
     k, n = int(sum(cand)), int(sum(cand) + sum(base))
-    assert step == pytest.approx(log_e_value(k, n, 300 / 1200))
+    assert step == pytest.approx(log_e_grid(k, n, 300 / 1200))
     assert gate.verdict == Verdict.FAIL and gate.statistic == pytest.approx(step)
-    assert gate.counts["candidate_events"] == k and gate.counts["baseline_requests"] == 900
+    assert gate.counts["candidate_events"] == k and gate.counts["baseline_units"] == 900
 
 
 def test_equal_accuracy_passes_and_few_labels_say_nothing() -> None:
     window = StepStats.fresh()
     labelled(window, [0.0] * 10, [1.0] * 5 + [0.0] * 100)
-    gate, step = accuracy_gate(window, Evidence(), None, 0.0, 0.01)
+    gate, step = accuracy_gate(window, Evidence(), None, Carried(), 0.01)
     assert gate.verdict == Verdict.NO_DATA and step == 0.0
     labelled(window, [0.0] * 190 + [1.0] * 10, [0.0] * 850 + [1.0] * 45)
-    gate, _ = accuracy_gate(window, Evidence(), None, 0.0, 0.01)
+    gate, _ = accuracy_gate(window, Evidence(), None, Carried(), 0.01)
     assert gate.verdict == Verdict.PASS
 
 
@@ -62,11 +62,11 @@ def test_regressors_count_errors_above_the_baselines_90th_percentile() -> None:
     tau = error_tau(window)
     assert tau is not None
     assert tau == pytest.approx(np.quantile(base, 0.9), rel=0.02)
-    gate, _ = accuracy_gate(window, Evidence(classifier=False), tau, 0.0, 0.01)
+    gate, _ = accuracy_gate(window, Evidence(classifier=False), tau, Carried(), 0.01)
     assert gate.verdict == Verdict.FAIL and gate.counts["events"] == "large errors"
     # Counted by the histogram within its 1 % accuracy of the threshold.
     assert abs(gate.counts["candidate_events"] - np.count_nonzero(cand > tau)) <= 3
-    none, _ = accuracy_gate(window, Evidence(classifier=False), None, 0.0, 0.01)
+    none, _ = accuracy_gate(window, Evidence(classifier=False), None, Carried(), 0.01)
     assert none.verdict == Verdict.NO_DATA
 
 
@@ -74,7 +74,7 @@ def test_a_rise_in_the_candidates_error_stream_holds_but_never_rolls_back() -> N
     window = StepStats.fresh()
     labelled(window, [0.0] * 195 + [1.0] * 5, [0.0] * 970 + [1.0] * 30)
     changes = [{"detector": "adwin", "kind": "drift", "direction": "up", "time": 1.0}]
-    gate, _ = accuracy_gate(window, Evidence(error_changes=changes), None, 0.0, 0.01)
+    gate, _ = accuracy_gate(window, Evidence(error_changes=changes), None, Carried(), 0.01)
     assert gate.verdict == Verdict.MARGINAL and "adwin" in gate.detail
 
 
@@ -142,9 +142,10 @@ def test_the_controller_rolls_back_on_accuracy_with_its_figures(tmp_path: Path) 
 
 
 def test_latency_tolerance_shifts_the_null_share() -> None:
-    gate, step = comparative_gate("latency", 90, 1000, 50, 1000, 0.0, 0.005, tolerance=1.5)
+    gate, step = comparative_gate("latency", 90, 1000, 50, 1000, Carried(), 0.005,
+                                  tolerance=1.5)
     edge = 1.5 * 0.5 / (1.5 * 0.5 + 0.5)  # an event is the candidate's with this chance
-    assert step == pytest.approx(log_e_value(90, 140, edge))
+    assert step == pytest.approx(log_e_grid(90, 140, edge))
     assert gate.counts["tolerance"] == 1.5 and gate.counts["candidate_share"] == 0.5
 
 
@@ -161,7 +162,8 @@ def test_latency_tolerance_holds_its_alpha_at_the_edge(ratio: float, expect: str
             n += 300
             cand += int(rng.binomial(300, 0.05 * ratio))
             base += int(rng.binomial(300, 0.05))
-            gate, _ = comparative_gate("latency", cand, n, base, n, 0.0, alpha, tolerance=1.5)
+            gate, _ = comparative_gate("latency", cand, n, base, n, Carried(), alpha,
+                                       tolerance=1.5)
             if gate.verdict == Verdict.FAIL:
                 rolled += 1
                 break

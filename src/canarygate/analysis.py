@@ -78,19 +78,22 @@ class Analysis:
             if report is not None:
                 comparison = report.output_comparison
                 inputs = report.variant(state.candidate, "candidate")
-        changes: list[dict[str, Any]] = []
-        stream = (self.detectors.stream(name, state.candidate, "errors")
-                  if self.detectors is not None and state.candidate else None)
-        if stream is not None:
-            # Recent rises in the candidate's error rate: the last three intervals of its step.
-            since = max(state.step_started_at or 0.0,
-                        time.time() - 3 * state.schedule.interval_seconds)
-            changes = [e for e in stream.since(since) if e["direction"] == "up"]
+        # Recent rises in each variant's error rate: the last three intervals of the step.
+        since = max(state.step_started_at or 0.0,
+                    time.time() - 3 * state.schedule.interval_seconds)
         baseline = served.versions.get(state.baseline)
         return Evidence(classifier=baseline.classifier if baseline is not None else True,
                         output_comparison=comparison, candidate_inputs=inputs,
                         input_drift_action=self.config.input_drift_action,
-                        error_changes=changes)
+                        error_changes=self._rises(name, state.candidate, since),
+                        baseline_error_changes=self._rises(name, state.baseline, since))
+
+    def _rises(self, name: str, version: str | None, since: float) -> list[dict[str, Any]]:
+        stream = (self.detectors.stream(name, version, "errors")
+                  if self.detectors is not None and version else None)
+        if stream is None:
+            return []
+        return [e for e in stream.since(since) if e["direction"] == "up"]
 
     def traffic(self, name: str) -> list[dict[str, Any]]:
         """The last minute of each version and variant: what a judgement saw served."""

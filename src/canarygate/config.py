@@ -267,8 +267,27 @@ class RolloutConfig(_Frozen):
     the traffic of a busy gateway the test sees differences of microseconds."""
     latency_slo_ms: float | None = Field(default=None, gt=0)
     """Optional absolute SLO: roll back when the candidate surely exceeds it for more than 1 %
-    of requests in ``slo_consecutive_failures`` intervals in a row."""
+    of its runs (an anytime-valid one-sample test with its own share of ``alpha``)."""
     slo_consecutive_failures: int = Field(default=3, ge=1)
+    """Kept so older configs load; unused since the SLO gate became anytime-valid."""
+    holdback_percent: float = Field(default=1.0, ge=0, lt=50)
+    """Share of routed requests the baseline keeps at a step of 100 %, so the comparison goes
+    on until promotion (0: the candidate takes everything and only the SLO gate judges)."""
+    size_steps: bool = True
+    """Size each step's candidate requests from the baseline's error rate p0 in the step
+    before: at least 60 / (error_ratio p0) (80 % power to see that ratio at a low share),
+    at most ``max_step_requests``; ``min_step_requests`` stays the floor."""
+    error_ratio: float = Field(default=2.0, gt=1)
+    """The error ratio the sizing is for."""
+    max_step_requests: int = Field(default=100_000, ge=1)
+    promote_on_evidence: bool = True
+    """The last step completes only once each comparative metric has shown the candidate no
+    worse than the baseline by more than its margin (anytime-valid, at the gate's share of
+    ``alpha``); the judgement says what is shown and what is missing."""
+    errors_margin: float = Field(default=1.5, gt=1)
+    """Non-inferiority margin of the error rate: candidate at most this times the baseline's."""
+    latency_margin: float = Field(default=1.5, gt=1)
+    """... of the share of runs slower than the baseline's p95."""
     confirm_rollout: list[str] = []
     """URLs that must all answer 2xx (to a POST of the rollout as JSON) before the candidate
     gets any traffic; until they do the rollout waits at weight 0 (Flagger's confirm-rollout)."""

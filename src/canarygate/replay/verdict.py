@@ -17,6 +17,7 @@ from typing import Any
 
 from canarygate.config import RolloutConfig
 from canarygate.replay.source import ReplayError
+from canarygate.rollout.evalues import Carried
 from canarygate.rollout.gates import GateResult, Verdict, agreement_gate, comparative_gate
 from canarygate.rollout.quality import Evidence, accuracy_gate, error_tau
 from canarygate.stats import StepStats
@@ -31,8 +32,9 @@ def gates(schedule: RolloutConfig, *, classifier: bool, records: int,
           labelled: list[tuple[float, float, float]]) -> list[GateResult]:
     """``labelled`` holds (label, served, candidate) for each labelled row both answered."""
     alpha = schedule.alpha / len(GATES)
+    fresh = Carried()  # one replay: no evidence before it
     errors, _ = comparative_gate("errors", candidate_failed, records, served_failed, records,
-                                 0.0, alpha)
+                                 fresh, alpha)
     window = StepStats.fresh()
     if agreement is not None:
         window.shadow.pairs = int(agreement["pairs"])
@@ -42,7 +44,7 @@ def gates(schedule: RolloutConfig, *, classifier: bool, records: int,
         window.shadow.pairs = int(differences["pairs"])
         window.shadow.abs_diff_sum = float(differences.get("mean_abs", 0.0)) * (
             window.shadow.pairs)
-    agree, _ = agreement_gate(schedule, window, 0.0, alpha)
+    agree, _ = agreement_gate(schedule, window, fresh, alpha)
     for label, served, candidate in labelled:
         if classifier:
             window.baseline.label(True, [float(served != label)])
@@ -51,7 +53,7 @@ def gates(schedule: RolloutConfig, *, classifier: bool, records: int,
             window.baseline.label(False, [abs(served - label)])
             window.candidate.label(False, [abs(candidate - label)])
     accuracy, _ = accuracy_gate(window, Evidence(classifier=classifier), error_tau(window),
-                                0.0, alpha)
+                                fresh, alpha)
     return [errors, agree, accuracy]
 
 

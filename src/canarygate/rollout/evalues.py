@@ -13,16 +13,93 @@ among n is
 with S the Beta upper tail. E is a nonnegative martingale under the null, so by Ville's
 inequality P(sup E >= 1/alpha) <= alpha; products over steps stay valid. docs/statistics.md
 derives it and says what it assumes.
+
+The comparative gates use ``log_e_grid`` instead: the same likelihood ratios mixed over odds
+multipliers spaced evenly in log between 1.25 and 16, which puts the prior's mass on the
+ratios a rollout cares about at every share (the Beta prior puts 98 % of it on error ratios
+above 3 at a 1 % share). ``Carried`` averages the products started at each step of the ramp
+(docs/statistics.md §1.2), so evidence in favour of the candidate is not a debt that a
+regression appearing later must first repay.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from statistics import NormalDist
 
 from scipy import special
 
 Z95 = NormalDist().inv_cdf(0.975)
+# Odds multipliers of the grid prior: 8 points, log-spaced from 1.25 to 16, equal weights.
+ODDS_GRID = tuple(1.25 * (16 / 1.25) ** (i / 7) for i in range(8))
+# Below 1: the grid of the non-inferiority test (the candidate better than its margin).
+LOWER_ODDS_GRID = tuple(1 / c for c in ODDS_GRID)
+
+
+def log_sum_exp(values: Sequence[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def log_e_grid(k: int, n: int, rho0: float, grid: Sequence[float] = ODDS_GRID) -> float:
+    """log E of k candidate events among n under a grid prior on the candidate's odds.
+
+    Each grid point c is the alternative share rho1 = c rho0 / (c rho0 + 1 - rho0), with the
+    likelihood ratio (rho1 / rho0)^k ((1 - rho1) / (1 - rho0))^(n - k); E is their mean. For
+    c > 1 each ratio is a supermartingale for every share at most rho0, so E is one too
+    (for c < 1, every share at least rho0: the non-inferiority test).
+    """
+    if n == 0:
+        return 0.0
+    terms = []
+    for c in grid:
+        rho1 = c * rho0 / (c * rho0 + 1.0 - rho0)
+        terms.append(k * math.log(rho1 / rho0) + (n - k) * (math.log1p(-rho1)
+                                                             - math.log1p(-rho0)))
+    return log_sum_exp(terms) - math.log(len(grid))
+
+
+@dataclass(frozen=True)
+class Carried:
+    """One e-process's evidence from before the current segment of its step.
+
+    ``restarts[s]`` is the log of the product of every completed segment since step s began
+    (a pause, a weight set by hand or a restart ends a segment; a step ends one too). The
+    gate's statistic is the log of the weighted average (``restart_weight``, fixed in
+    advance) of those products times the current segment's e-value (a step not yet begun
+    counts as 1). A mixture of test supermartingales with fixed weights is one, so Ville's
+    inequality still holds; the average never falls below a step's weight, so no debt.
+    """
+
+    restarts: tuple[float, ...] = ()
+    slot: int = 0  # the current step (0 in the shadow phase and before the ramp)
+    slots: int = 1  # the ramp's steps
+
+    def started(self, step_log_e: float) -> list[float]:
+        """The products since each begun step, the current segment's evidence included."""
+        logs = list(self.restarts) + [0.0] * max(0, self.slot + 1 - len(self.restarts))
+        return [value + step_log_e for value in logs]
+
+    def total(self, step_log_e: float) -> float:
+        started = self.started(step_log_e)
+        slots = max(self.slots, len(started))
+        terms = started + [0.0] * (slots - len(started))
+        return log_sum_exp([math.log(restart_weight(s, slots)) + value
+                            for s, value in enumerate(terms)])
+
+
+def restart_weight(slot: int, slots: int) -> float:
+    """The average's weight of the product begun at step ``slot``: 3/4 on the first step
+    (the plain product, which a regression present from the start needs), the other 1/4
+    shared by the later steps (a regression that begins later, with load or with a cohort).
+    Fixed before any data, so the weighted average is a test supermartingale."""
+    if slots == 1:
+        return 1.0
+    return 0.75 if slot == 0 else 0.25 / (slots - 1)
 
 
 def log_e_value(k: int, n: int, rho0: float) -> float:

@@ -1,30 +1,31 @@
 """One judgement of a rollout step: every gate of ``GATES`` on the same figures.
 
 ``judge_step`` is pure: it reads the step's counters and what it remembered from the last tick,
-and returns the verdicts, the step's log e-values and what to remember next, changing none of
-its arguments.
+and returns the verdicts, the log e-values of the step's current segment and what to remember
+next, changing none of its arguments.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from canarygate.config import RolloutConfig
+from canarygate.rollout.evalues import Carried
 from canarygate.rollout.gates import (
     GateResult,
     Interval,
     Judged,
     Step,
+    Verdict,
     errors_gate,
     health_gate,
     latency_gate,
     latency_slo_gate,
     progress_gate,
+    promotion_gate,
     sanity_gate,
     shadow_or_split_gate,
-    slo_over,
 )
 from canarygate.stats import StepStats
 
@@ -33,14 +34,21 @@ MIN_TAU_REQUESTS = 50  # baseline requests needed to freeze the slow threshold
 # In the order their verdicts are listed (and the first failure names the rollback).
 GATES: tuple[Callable[[Step], Judged | None], ...] = (
     health_gate, errors_gate, latency_gate, latency_slo_gate, sanity_gate,
-    shadow_or_split_gate, progress_gate)
+    shadow_or_split_gate, progress_gate, promotion_gate)
+
+# The gates on the request counters: their "not enough data" holds the ramp. Feedback and
+# drift windows may never come, so theirs does not (the README says so).
+HOLD_ON_NO_DATA = frozenset({"errors", "latency", "latency_slo", "promotion"})
 
 
 def alpha_shares(schedule: RolloutConfig) -> dict[str, float]:
     """Each anytime-valid gate's share of the rollout's alpha (Bonferroni: the shares sum to
     alpha, so a candidate no worse than the baseline is rolled back by any of them with a
-    chance of at most alpha). A new anytime-valid gate takes its share here."""
+    chance of at most alpha). Every rollback path is one of these gates (``health`` rolls
+    back only through the errors gate's test). A new anytime-valid gate takes its share here."""
     gates = ["errors", "latency"]
+    if schedule.latency_slo_ms is not None:
+        gates.append("latency_slo")
     if schedule.shadow_percent > 0:
         gates.append("agreement")
     if schedule.accuracy_gate:
@@ -48,13 +56,16 @@ def alpha_shares(schedule: RolloutConfig) -> dict[str, float]:
     return dict.fromkeys(gates, schedule.alpha / len(gates))
 
 
+def no_data(gates: list[GateResult]) -> list[str]:
+    """The gates whose lack of data holds the ramp."""
+    return [g.gate for g in gates if g.gate in HOLD_ON_NO_DATA and g.verdict == Verdict.NO_DATA]
+
+
 @dataclass(frozen=True)
 class IntervalMemory:
     """What the judge remembers between ticks of one step (not persisted: ticks are cheap)."""
 
     last: tuple[int, int, int] = (0, 0, 0)  # the candidate's counters at the last tick
-    slo_streak: int = 0  # failed SLO intervals in a row
-    slo_failures: int = 0  # failed SLO intervals in this step
 
 
 @dataclass(frozen=True)
@@ -65,20 +76,15 @@ class Judgement:
 
 
 def judge_step(schedule: RolloutConfig, stats: StepStats, *, weight: float, shadow: bool,
-               tau_seconds: float | None, carried: Mapping[str, float], elapsed: float,
-               memory: IntervalMemory) -> Judgement:
-    """Every gate's verdict on the current step, the step's log e-values per gate, and the
-    memory for the next tick."""
+               carried: Mapping[str, Carried], elapsed: float,
+               memory: IntervalMemory, last: bool = False) -> Judgement:
+    """Every gate's verdict on the current step, the log e-values of the step's current
+    segment per e-process, and the memory for the next tick."""
     now = stats.candidate.counters()
     interval = Interval(*(a - b for a, b in zip(now, memory.last, strict=True)))
-    over = slo_over(schedule, interval)
-    if over is not None:
-        streak = memory.slo_streak + 1 if over else 0
-        memory = dataclasses.replace(memory, slo_streak=streak,
-                                     slo_failures=memory.slo_failures + over)
-    memory = dataclasses.replace(memory, last=now)
-    step = Step(schedule, stats, weight, shadow, tau_seconds, carried, elapsed, interval,
-                alpha_shares(schedule), memory.slo_streak, memory.slo_failures)
+    step = Step(schedule, stats, weight, shadow, carried, elapsed, interval,
+                alpha_shares(schedule), last)
     judged = [found for gate in GATES if (found := gate(step)) is not None]
     return Judgement([g for g, _ in judged],
-                     {g.gate: e for g, e in judged if e is not None}, memory)
+                     {name: e for _, log_e in judged for name, e in log_e.items()},
+                     IntervalMemory(now))

@@ -25,6 +25,7 @@ from canarygate.config import RolloutConfig
 from canarygate.errors import BadRequest, Conflict, StoreUnavailable
 from canarygate.metrics import Metrics
 from canarygate.notify.confirm import Answer, Confirmations
+from canarygate.rollout import ledger
 from canarygate.rollout.gates import GateResult, Verdict
 from canarygate.rollout.judge import (
     MIN_TAU_REQUESTS,
@@ -32,6 +33,7 @@ from canarygate.rollout.judge import (
     Judgement,
     alpha_shares,
     judge_step,
+    no_data,
 )
 from canarygate.rollout.persist import StateWriter
 from canarygate.rollout.quality import EvidenceSource, NoEvidence, error_tau, quality_gates
@@ -190,7 +192,8 @@ class RolloutManager:
                 # The step's counts did not survive the restart, so neither does its clock
                 # (or the progress deadline would pause a step that was doing fine).
                 if state.active:
-                    state = dataclasses.replace(state, step_started_at=self.clock())
+                    state = dataclasses.replace(ledger.fold_pending(state),
+                                                step_started_at=self.clock())
                 self._install(state, fresh_window=True)
 
     def _missing(self, model: str, version: str) -> str:
@@ -219,7 +222,8 @@ class RolloutManager:
         log.error("%s: %s", served.name, reason)
         new = state.evolve(baseline=base, candidate=None, phase=Phase.IDLE, step=-1,
                            weight=0.0, resume_phase=None, carried_log_e={}, tau_seconds=None,
-                           error_tau=None, reason=reason,
+                           restarts_log_e={}, pending_log_e={}, tail_tau_seconds=None,
+                           min_requests=None, error_tau=None, reason=reason,
                            figures={"gate": "restore", "missing_version": state.baseline})
         self.states[served.name] = state
         self._transition(new, "restore", "gateway", reason, fresh_window=True)
@@ -248,7 +252,9 @@ class RolloutManager:
             phase=Phase.SHADOW if shadow else Phase.PROGRESSING, awaiting_confirmation=confirm,
             step=-1 if shadow else 0, weight=0.0 if shadow or confirm else schedule.steps[0],
             started_at=now, step_started_at=now, resume_phase=None, carried_log_e={},
+            restarts_log_e={}, pending_log_e={}, min_requests=None,
             tau_seconds=_p95(self.step_stats(name).baseline),
+            tail_tau_seconds=_p95(self.step_stats(name).baseline, 0.999),
             error_tau=error_tau(self.step_stats(name)),
             reason=reason, figures={},
         )
@@ -266,7 +272,7 @@ class RolloutManager:
         resume = state.resume_phase or (state.phase if state.phase != Phase.PAUSED
                                         else Phase.PROGRESSING)
         new = state.evolve(weight=float(weight), phase=Phase.PAUSED, resume_phase=resume,
-                           carried_log_e=self._carry(state), step_started_at=self.clock(),
+                           **self._carry(state), step_started_at=self.clock(),
                            reason=reason)
         self._transition(new, "set_weight", actor, reason, fresh_window=True)
         return new
@@ -278,7 +284,7 @@ class RolloutManager:
         if state.phase == Phase.PAUSED:
             return state
         new = state.evolve(phase=Phase.PAUSED, resume_phase=state.phase, reason=reason,
-                           carried_log_e=self._carry(state))
+                           **self._carry(state))
         self._transition(new, "pause", actor, reason, fresh_window=True)
         return new
 
@@ -289,7 +295,7 @@ class RolloutManager:
             raise Conflict(f"the rollout of {name!r} is {state.phase.value}, not paused")
         self._require_candidate(served, state, "resume it")
         new = state.evolve(phase=state.resume_phase or Phase.PROGRESSING, resume_phase=None,
-                           step_started_at=self.clock(), reason=reason)
+                           step_started_at=self.clock(), reason=reason, **self._carry(state))
         self._transition(new, "resume", actor, reason, fresh_window=True)
         return new
 
@@ -334,13 +340,16 @@ class RolloutManager:
         now = self.clock()
         window = self.step_stats(name)
         if state.tau_seconds is None and (tau := _p95(window.baseline)) is not None:
-            state = self._settle(state.evolve(tau_seconds=tau))
+            # Installing it freezes the thresholds in the step's counts (_install).
+            state = self._settle(state.evolve(tau_seconds=tau,
+                                              tail_tau_seconds=_p95(window.baseline, 0.999)))
         if state.error_tau is None and (etau := error_tau(window)) is not None:
             state = self._settle(state.evolve(error_tau=etau))
         elapsed = now - (state.step_started_at or now)
         judgement = self._judge(state, window, elapsed, self.memory.get(name, IntervalMemory()))
         self.memory[name] = judgement.memory
         gates, step_log_e = judgement.gates, judgement.step_log_e
+        state = self._checkpoint(state, step_log_e)
         self.last_gates[name] = gates
         for gate in gates:
             self.metrics.verdict(name, gate.gate, gate.verdict.value)
@@ -361,15 +370,16 @@ class RolloutManager:
             reason = f"{paused[0].gate}: {paused[0].detail}"
             new = state.evolve(phase=Phase.PAUSED, resume_phase=state.phase, reason=reason,
                                figures=paused[0].as_json(),
-                               carried_log_e=self._carry(state, step_log_e))
+                               **self._carry(state, step_log_e))
             return self._transition(new, "pause", "controller", reason, gates,
                                     fresh_window=True)
 
         marginal = [g.gate for g in gates if g.verdict == Verdict.MARGINAL]
         shadow = state.phase == Phase.SHADOW
         waiting = step_waits(state, window, elapsed)
-        if marginal:
-            waiting.append("marginal: " + ", ".join(marginal))
+        for label, names in (("marginal", marginal), ("no data", no_data(gates))):
+            if names:
+                waiting.append(f"{label}: " + ", ".join(names))
         if state.phase == Phase.AWAITING_PROMOTION or (shadow and state.schedule.shadow_only):
             waiting.append("waiting for a person" if not shadow else "shadow only")
             return self._quiet_hold(state, gates, "; ".join(waiting))
@@ -395,6 +405,7 @@ class RolloutManager:
         window = self.step_stats(state.model)
         carried = self._carry(state, step_log_e)
         tau = _p95(window.baseline) or state.tau_seconds
+        tail = _p95(window.baseline, 0.999) or state.tail_tau_seconds
         etau = error_tau(window) or state.error_tau
         steps = state.schedule.steps
         now = self.clock()
@@ -402,8 +413,9 @@ class RolloutManager:
             step = state.step + 1
             reason = f"step {state.step + 1} of {len(steps)} held: {steps[step]} %"
             new = state.evolve(phase=Phase.PROGRESSING, step=step, weight=steps[step],
-                               step_started_at=now, carried_log_e=carried, tau_seconds=tau,
-                               error_tau=etau, reason=reason)
+                               step_started_at=now, **carried, tau_seconds=tau,
+                               tail_tau_seconds=tail, error_tau=etau, reason=reason,
+                               min_requests=ledger.sized(state.schedule, window.baseline))
             return self._transition(new, "advance", "controller", reason, gates,
                                     fresh_window=True)
         if state.schedule.auto_promote:
@@ -416,7 +428,7 @@ class RolloutManager:
             return self._transition(_promoted(state, reason), "promote", "controller", reason,
                                     fresh_window=True)
         reason = "every step held; waiting for a person to promote"
-        new = state.evolve(phase=Phase.AWAITING_PROMOTION, carried_log_e=carried,
+        new = state.evolve(phase=Phase.AWAITING_PROMOTION, **carried,
                            step_started_at=now, reason=reason)
         return self._transition(new, "await_promotion", "controller", reason, gates,
                                 fresh_window=True)
@@ -500,29 +512,34 @@ class RolloutManager:
         """Every gate on the step: how the candidate serves (judge.py), then what it answers
         (quality.py), with the log e-values of the anytime-valid ones."""
         shadow = state.phase == Phase.SHADOW
+        carried = ledger.carried(state)
         judged = judge_step(
-            state.schedule, window, weight=state.weight, shadow=shadow,
-            tau_seconds=state.tau_seconds, carried=state.carried_log_e, elapsed=elapsed,
-            memory=memory)
+            state.schedule, window, weight=ledger.routed_weight(state), shadow=shadow,
+            carried=carried, elapsed=elapsed, memory=memory,
+            last=state.step >= ledger.promotion_step(state.schedule))
         more, more_log_e = quality_gates(
             state.schedule, window, self.source.evidence(state.model, state),
-            tau=state.error_tau, carried=state.carried_log_e,
+            tau=state.error_tau, carried=carried,
             alphas=alpha_shares(state.schedule), candidate=state.candidate, shadow=shadow)
         return Judgement(judged.gates + more, {**judged.step_log_e, **more_log_e},
                          judged.memory)
 
     def _carry(self, state: RolloutState,
-               step_log_e: dict[str, float] | None = None) -> dict[str, float]:
-        """Fold the current step's e-values into the carried product (the step ends here)."""
+               step_log_e: dict[str, float] | None = None) -> dict[str, Any]:
+        """Fold the current segment's e-values into the carried evidence (the segment ends
+        here): the state's changes, for ``evolve``."""
         if step_log_e is None:
             if state.phase not in WATCHED:
-                return dict(state.carried_log_e)
+                return ledger.fold(state, {})
             step_log_e = self._judge(state, self.step_stats(state.model), 0.0,
                                      IntervalMemory()).step_log_e
-        carried = dict(state.carried_log_e)
-        for gate, value in step_log_e.items():
-            carried[gate] = carried.get(gate, 0.0) + value
-        return carried
+        return ledger.fold(state, step_log_e)
+
+    def _checkpoint(self, state: RolloutState, step_log_e: dict[str, float]) -> RolloutState:
+        """Keep the segment's evidence in the stored state, for a restart to fold in."""
+        if not step_log_e or step_log_e == state.pending_log_e:
+            return state
+        return self._settle(state.evolve(pending_log_e=dict(step_log_e)))
 
     def _settle(self, state: RolloutState) -> RolloutState:
         """A threshold the step froze: installed and saved like any change of state (every
@@ -539,19 +556,22 @@ class RolloutManager:
         serving = state.phase in SERVING and candidate is not None
         if fresh_window or state.model not in self.table:
             slo = state.schedule.latency_slo_ms
-            step_stats = StepStats.fresh(slo / 1000 if slo else None)
+            step_stats = StepStats.fresh(slo / 1000 if slo else None, state.tau_seconds,
+                                         state.tail_tau_seconds)
             self.memory[state.model] = IntervalMemory()
             self.quiet.pop(state.model, None)
         else:
             step_stats = self.table.get(state.model).step_stats
+        if state.tau_seconds is not None and step_stats.baseline.tau != state.tau_seconds:
+            step_stats.thresholds(state.tau_seconds, state.tail_tau_seconds)
         routing = Routing(
             baseline=served.versions[state.baseline],
             candidate=candidate,
-            weight=state.weight if serving else 0.0,
+            weight=ledger.routed_weight(state) if serving else 0.0,
             step=state.step if serving else -1,
             shadow_share=state.schedule.shadow_percent / 100
             if state.phase == Phase.SHADOW and not state.awaiting_confirmation else 0.0,
-            salt=state.model.encode(),
+            salt=state.salt,
             candidate_timeout=state.schedule.candidate_timeout_ms / 1000,
             step_stats=step_stats,
             window=state.window,
@@ -623,18 +643,22 @@ def _promoted(state: RolloutState, reason: str) -> RolloutState:
 
 
 def step_waits(state: RolloutState, window: StepStats, elapsed: float) -> list[str]:
-    """What a step lacks of its minimum time and candidate requests (shadow pairs in shadow),
-    in the words of the decision log: "66 of 200 candidate requests", "12 of 30 s"."""
-    done = window.shadow.pairs if state.phase == Phase.SHADOW else window.candidate.requests
+    """What a step lacks of its minimum time and candidate requests (shadow pairs in shadow;
+    on the ramp, the step's size from the baseline's error rate when larger), in the words of
+    the decision log: "12 of 30 s", "66 of 200 candidate requests"."""
+    shadow = state.phase == Phase.SHADOW
+    done = window.shadow.pairs if shadow else window.candidate.requests
+    needed = max(state.schedule.min_step_requests, 0 if shadow else state.min_requests or 0)
     waits = []
-    if done < state.schedule.min_step_requests:
-        waits.append(f"{done} of {state.schedule.min_step_requests} candidate requests")
     if elapsed < state.schedule.min_step_seconds:
-        waits.append(f"{elapsed:.0f} s of {state.schedule.min_step_seconds:.0f}")
+        waits.append(f"{elapsed:.0f} of {state.schedule.min_step_seconds:.0f} s")
+    if done < needed:
+        waits.append(f"{done} of {needed} candidate requests")
     return waits
 
 
-def _p95(arm: VariantStepStats) -> float | None:
+def _p95(arm: VariantStepStats, q: float = 0.95) -> float | None:
+    """The arm's p95 (or another quantile ``q``), once it has enough requests."""
     if arm.latency.count < MIN_TAU_REQUESTS:
         return None
-    return arm.latency.quantile(0.95)
+    return arm.latency.quantile(q)

@@ -8,11 +8,13 @@ Pure functions, like the other gates; what the analysis loop found reaches them 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from canarygate.config import RolloutConfig
 from canarygate.drift.report import OutputComparison, VariantReport
+from canarygate.rollout.evalues import Carried
 from canarygate.rollout.gates import MIN_GATE_REQUESTS, GateResult, Verdict, comparative_gate
 from canarygate.stats import StepStats
 
@@ -32,6 +34,23 @@ class Evidence:
     input_drift_action: str = "report"
     error_changes: list[dict[str, Any]] = field(default_factory=list)
     """Recent upward changes the detectors found in the candidate's error stream."""
+    baseline_error_changes: list[dict[str, Any]] = field(default_factory=list)
+    """... and in the baseline's, over the same intervals."""
+
+
+# The detectors whose alarm on the candidate holds the ramp. DDM and EDDM fire several times
+# a rollout on a stationary stream (their alarms are reported with the gate, not acted on);
+# ADWIN at delta 0.002 and Page-Hinkley rarely do.
+HOLDING_DETECTORS = frozenset({"adwin", "page_hinkley"})
+
+
+def own_changes(evidence: Evidence) -> list[dict[str, Any]]:
+    """The candidate's alarms that hold: of a holding detector, and not matched by the same
+    detector firing on the baseline's stream over the same intervals (a change both variants
+    see, in the traffic or in the labels, says nothing against the candidate)."""
+    fired = {c["detector"] for c in evidence.baseline_error_changes}
+    return [c for c in evidence.error_changes
+            if c["detector"] in HOLDING_DETECTORS and c["detector"] not in fired]
 
 
 class EvidenceSource(Protocol):
@@ -56,15 +75,16 @@ class NoEvidence:
 
 
 def accuracy_gate(window: StepStats, evidence: Evidence, error_tau: float | None,
-                  carried: float, alpha: float) -> tuple[GateResult, float]:
+                  carried: Carried, alpha: float) -> tuple[GateResult, float]:
     """Wrong answers from feedback, candidate against baseline, with the errors gate's
     anytime-valid test: events are a classifier's wrong predictions, or a regressor's errors
     larger than the baseline's 90th percentile error (frozen for the step, as the latency gate
     freezes its threshold). Labels that arrived during the step for each variant's predictions.
 
-    A change the sequential detectors (ADWIN, DDM) found in the candidate's error stream in the
-    last intervals holds the ramp (marginal): it is not evidence against the baseline, so it
-    never rolls back on its own and the gate's false-rollback rate stays that of the test.
+    A change the sequential detectors (ADWIN, Page-Hinkley) found in the candidate's error
+    stream in the last intervals, and not in the baseline's, holds the ramp (marginal)
+    (``own_changes``); it never rolls back on its own, so the gate's false-rollback rate
+    stays that of the test.
     """
     cand, base = window.candidate, window.baseline
     if evidence.classifier:
@@ -77,7 +97,8 @@ def accuracy_gate(window: StepStats, evidence: Evidence, error_tau: float | None
             detail="the baseline's error spread is not known yet"), 0.0
     if cand.labelled < MIN_GATE_REQUESTS:
         counts = {"candidate_labelled": cand.labelled, "baseline_labelled": base.labelled}
-        return GateResult("accuracy", Verdict.NO_DATA, carried, math.log(1 / alpha), counts,
+        return GateResult("accuracy", Verdict.NO_DATA, carried.total(0.0), math.log(1 / alpha),
+                          counts,
                           f"fewer than {MIN_GATE_REQUESTS} labelled candidate rows"), 0.0
     gate, step = comparative_gate("accuracy", events[0], cand.labelled, events[1],
                                   base.labelled, carried, alpha)
@@ -86,8 +107,10 @@ def accuracy_gate(window: StepStats, evidence: Evidence, error_tau: float | None
         gate.counts["error_tau"] = error_tau
     if evidence.error_changes:
         gate.counts["error_changes"] = evidence.error_changes
-        if gate.verdict in (Verdict.PASS, Verdict.NO_DATA):
-            names = sorted({c["detector"] for c in evidence.error_changes})
+        gate.counts["baseline_error_changes"] = evidence.baseline_error_changes
+        own = own_changes(evidence)
+        if own and gate.verdict in (Verdict.PASS, Verdict.NO_DATA):
+            names = sorted({c["detector"] for c in own})
             return GateResult("accuracy", Verdict.MARGINAL, gate.statistic, gate.threshold,
                               gate.counts, f"the candidate's error rate rose ({', '.join(names)})"
                               ), step
@@ -144,14 +167,14 @@ def input_drift_gate(evidence: Evidence) -> GateResult | None:
 
 
 def quality_gates(schedule: RolloutConfig, window: StepStats, evidence: Evidence, *,
-                  tau: float | None, carried: dict[str, float], alphas: dict[str, float],
+                  tau: float | None, carried: Mapping[str, Carried], alphas: dict[str, float],
                   candidate: str | None, shadow: bool) -> tuple[list[GateResult],
                                                                 dict[str, float]]:
     """These gates' verdicts on the step and their log e-values (the accuracy gate's)."""
     results: list[GateResult] = []
     step_log_e: dict[str, float] = {}
     if "accuracy" in alphas and not shadow:  # shadow answers get no labels
-        gate, log_e = accuracy_gate(window, evidence, tau, carried.get("accuracy", 0.0),
+        gate, log_e = accuracy_gate(window, evidence, tau, carried.get("accuracy", Carried()),
                                     alphas["accuracy"])
         results.append(gate)
         step_log_e["accuracy"] = log_e

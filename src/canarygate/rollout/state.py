@@ -39,9 +39,16 @@ class RolloutState:
     step_started_at: float | None = None
     resume_phase: Phase | None = None  # where a paused rollout resumes
     carried_log_e: dict[str, float] = field(default_factory=dict)
-    """Per comparative gate: the log e-values of the completed steps, summed (a product of
-    e-values stays valid across steps, so evidence carries over)."""
+    """Per e-process: the log e-values of the completed segments, summed (a product of
+    e-values stays valid across steps, so evidence carries over); shown to people."""
+    restarts_log_e: dict[str, list[float]] = field(default_factory=dict)
+    """Per e-process, per step begun: the log product of the completed segments since that
+    step began. The gates judge the average of these products (rollout/ledger.py)."""
+    pending_log_e: dict[str, float] = field(default_factory=dict)
+    """The current segment's log e-values at the last tick, folded in after a restart."""
+    min_requests: int | None = None  # the step's candidate requests, sized from the baseline
     tau_seconds: float | None = None  # the step's frozen "slow" threshold (baseline p95)
+    tail_tau_seconds: float | None = None  # ... and its slow-tail threshold (baseline p99.9)
     error_tau: float | None = None  # a regressor's frozen "large error" (baseline p90)
     awaiting_confirmation: bool = False  # the schedule's confirm_rollout URLs have not said 2xx
     reason: str = ""
@@ -53,6 +60,12 @@ class RolloutState:
     @property
     def active(self) -> bool:
         return self.phase in ACTIVE
+
+    @property
+    def salt(self) -> bytes:
+        """The sticky buckets' salt: per rollout, so one cohort of keys is not the canary of
+        every rollout of the model (a cohort that errs more would fail each of them)."""
+        return f"{self.model}@{self.started_at!r}".encode()
 
     def evolve(self, **changes: Any) -> RolloutState:
         return dataclasses.replace(self, revision=self.revision + 1, **changes)

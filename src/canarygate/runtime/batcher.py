@@ -216,7 +216,7 @@ def _execute(version: ModelVersion, calls: list[_Call], rows: int,
         end = offset + call.rows
         parts = dict(zip(names, (o[offset:end] if o.ndim else o for o in outputs), strict=True))
         results.append(RunResult([parts[n] for n in call.names], started - call.submitted,
-                                 seconds, rows, all_finite, cpu))
+                                 seconds, rows, all_finite, cpu, started))
         offset = end
     return results
 

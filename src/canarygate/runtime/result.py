@@ -19,6 +19,7 @@ class RunResult:
     batch_rows: int = 1  # rows in the onnxruntime call that answered
     finite_checked: bool | None = None  # every float output finite; None: not checked yet
     cpu_seconds: float | None = None  # the running thread's CPU time for the run (batches)
+    started: float | None = None  # when the run began: the run's identity, shared by a batch
 
     def all_finite(self) -> bool:
         """Whether every float output is finite (checked once per batch when batched)."""

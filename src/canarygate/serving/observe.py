@@ -116,12 +116,13 @@ class Observer:
             stats.candidate.record(0.0, True, keyed, None)
         elif answer.variant == "candidate" and run is not None:
             stats.candidate.record(answer.ran - answer.started, False, keyed,
-                                   first_output(run.outputs))
+                                   first_output(run.outputs), run.started)
         elif answer.variant == "baseline":
             failed = run is None or not run.all_finite() or (
                 routing.candidate is not None and run.run_seconds > routing.candidate_timeout)
             stats.baseline.record(answer.ran - answer.started, failed, keyed,
-                                  first_output(run.outputs) if run is not None else None)
+                                  first_output(run.outputs) if run is not None else None,
+                                  run.started if run is not None else None)
 
     def _served(self, answer: Answer) -> None:
         version = answer.version

@@ -17,18 +17,34 @@ from canarygate.stats.histogram import LogHistogram
 
 
 class VariantStepStats:
-    __slots__ = ("abs_errors", "errors", "first_output", "keyed", "labelled", "latency",
-                 "over_slo", "requests", "slo_seconds", "varied", "wrong")
+    __slots__ = ("abs_errors", "differs", "errors", "first_output", "keyed", "keyed_errors",
+                 "labelled", "last_run", "latency", "over_slo", "requests", "run_flags",
+                 "runs", "slo_runs", "slo_seconds", "slow_runs", "tail_runs", "tail_tau",
+                 "tau", "timed_runs", "varied", "wrong")
 
     def __init__(self, slo_seconds: float | None = None) -> None:
         self.requests = 0
         self.keyed = 0  # requests routed by a sticky key (not a random draw)
+        self.keyed_errors = 0
         self.errors = 0  # exceptions, timeouts, non-finite outputs
         self.over_slo = 0
         self.slo_seconds = slo_seconds if slo_seconds is not None else math.inf
+        # The latency gates count runs, not requests: the rows of one micro-batch share one
+        # run's latency, so counting each would count one slow run several times (events in
+        # clumps break the test's independence). Randomly routed answered requests only.
+        self.tau = math.inf  # the baseline's p95 and p99.9, frozen for the step
+        self.tail_tau = math.inf
+        self.runs = 0  # for the SLO, from the step's start
+        self.timed_runs = 0  # for tau and tail_tau, from when they were frozen
+        self.slow_runs = 0  # runs with a request over tau
+        self.tail_runs = 0  # ... over tail_tau
+        self.slo_runs = 0  # ... over the SLO
+        self.last_run: float | None = None
+        self.run_flags = 0  # which of the three the current run already counted
         self.latency = LogHistogram()
         self.first_output: float | None = None
         self.varied = False  # whether two requests got different first outputs
+        self.differs = 0  # answers whose first output differs from the step's first answer
         # Feedback that arrived during the step for this variant's predictions (not on the
         # request path: the feedback endpoint adds them).
         self.labelled = 0  # rows
@@ -44,24 +60,63 @@ class VariantStepStats:
             for e in errors:
                 self.abs_errors.add(e)
 
-    def record(self, seconds: float, error: bool, keyed: bool, output: float | None) -> None:
+    def thresholds(self, tau: float | None, tail_tau: float | None) -> None:
+        """Freeze the step's slow thresholds; the run counts start from here."""
+        self.tau = tau if tau is not None else math.inf
+        self.tail_tau = tail_tau if tail_tau is not None else math.inf
+        self.timed_runs = self.slow_runs = self.tail_runs = 0
+
+    def record(self, seconds: float, error: bool, keyed: bool, output: float | None,
+               run: float | None = None) -> None:
         """``seconds``: the request's time from arrival to having its answer. What a client
         waits for is what the latency gates judge: with micro-batching a run's own time
-        depends on how many rows shared it, which differs between the variants."""
+        depends on how many rows shared it, which differs between the variants. ``run``
+        identifies the onnxruntime run that answered (its start time): the rows of one batch
+        arrive here one after the other, so a run is new when it differs from the last."""
         self.requests += 1
         if keyed:
             self.keyed += 1
+            self.keyed_errors += error
         if error:
             self.errors += 1
             return
         self.latency.add(seconds)
         if seconds > self.slo_seconds:
             self.over_slo += 1
-        if output is not None and not self.varied:
+        if not keyed:
+            self._run(seconds, run)
+        if output is not None:
             if self.first_output is None:
                 self.first_output = output
             elif output != self.first_output:
                 self.varied = True
+                self.differs += 1
+
+    def _run(self, seconds: float, run: float | None) -> None:
+        if run is None or run != self.last_run:
+            self.last_run = run
+            self.runs += 1
+            self.timed_runs += 1
+            self.run_flags = 0
+        flags = self.run_flags
+        if seconds > self.tau and not flags & 1:
+            self.slow_runs += 1
+            flags |= 1
+        if seconds > self.tail_tau and not flags & 2:
+            self.tail_runs += 1
+            flags |= 2
+        if seconds > self.slo_seconds and not flags & 4:
+            self.slo_runs += 1
+            flags |= 4
+        self.run_flags = flags
+
+    @property
+    def unkeyed(self) -> int:
+        return self.requests - self.keyed
+
+    @property
+    def unkeyed_errors(self) -> int:
+        return self.errors - self.keyed_errors
 
     def counters(self) -> tuple[int, int, int]:
         return self.requests, self.errors, self.over_slo
@@ -124,8 +179,15 @@ class StepStats:
     shadow: ShadowStats = field(default_factory=ShadowStats)
 
     @classmethod
-    def fresh(cls, slo_seconds: float | None = None) -> StepStats:
-        return cls(VariantStepStats(slo_seconds), VariantStepStats(slo_seconds))
+    def fresh(cls, slo_seconds: float | None = None, tau: float | None = None,
+              tail_tau: float | None = None) -> StepStats:
+        stats = cls(VariantStepStats(slo_seconds), VariantStepStats(slo_seconds))
+        stats.thresholds(tau, tail_tau)
+        return stats
+
+    def thresholds(self, tau: float | None, tail_tau: float | None) -> None:
+        self.baseline.thresholds(tau, tail_tau)
+        self.candidate.thresholds(tau, tail_tau)
 
     def to_json(self) -> dict[str, object]:
         return {"baseline": self.baseline.to_json(), "candidate": self.candidate.to_json(),
