@@ -206,3 +206,24 @@ def test_labels_wait_for_room_under_the_block_policy(launch: Any, tmp_path: Path
     server.stop()
     kinds = [r.get("kind") for r in reader.read_all(tmp_path / "dataset")]
     assert kinds.count("feedback") == 20 and kinds.count("prediction") == 20
+
+
+def test_a_huge_label_breaks_no_figure_and_no_view(launch: Any, tmp_path: Path) -> None:
+    """Issue 11, finding 1: a label of 1e200 squares past float range. The RMSE it gives is
+    written as null (JSON has no infinity); every later view and call still answers."""
+    token = "t0ken"
+    server: Server = launch(config(tmp_path), {"CANARYGATE_ADMIN_TOKEN": token})
+    x, _ = load_diabetes(return_X_y=True)
+    ids = predict(server, "diabetes", "1", x.astype(np.float32)[:2])
+    auth = {"authorization": f"Bearer {token}"}
+    with server.client() as http:
+        huge = http.post("/v2/models/diabetes/feedback",
+                         json={"request_id": ids[0], "label": 1e200})
+        assert huge.status_code == 200, huge.text
+        assert huge.json()["scores"]["1"]["rmse"] is None
+        later = http.post("/v2/models/diabetes/feedback",
+                          json={"request_id": ids[1], "label": 100.0})
+        assert later.status_code == 200, later.text
+        for path in ("/admin/rollouts", "/admin/rollouts/diabetes"):
+            assert http.get(path, headers=auth).status_code == 200, path
+        assert "canarygate_feedback_labels_total" in http.get("/metrics").text

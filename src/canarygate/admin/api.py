@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from canarygate.config import NAME_PATTERN, GatewayConfig, RolloutConfig, validation_problems
@@ -36,7 +36,7 @@ from canarygate.errors import (
     Unauthorized,
 )
 from canarygate.feedback import FeedbackBook
-from canarygate.http.asgi import ClientGone, json_body, read_body
+from canarygate.http.asgi import ClientGone, JSONResponse, json_body, read_body
 from canarygate.rollout.history import History
 from canarygate.rollout.manager import RolloutManager
 from canarygate.runtime import ModelRegistry

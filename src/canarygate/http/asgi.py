@@ -8,6 +8,7 @@ import zlib
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from canarygate.errors import BadRequest, GatewayError, PayloadTooLarge, UnsupportedMediaType
@@ -76,6 +77,17 @@ def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
         raise BadRequest(f"request body is not valid {encoding.decode()} data: truncated or "
                          "followed by extra bytes")
     return out
+
+
+class JSONResponse(Response):
+    """A JSON answer in which a number that is not finite (an RMSE past float range, say) is
+    written as null, as JSON has no NaN or infinity, rather than failing the answer (Starlette's
+    own JSONResponse refuses them with a 500)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def json_body(raw: bytes) -> Any:

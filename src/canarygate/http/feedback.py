@@ -12,11 +12,11 @@ from time import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from canarygate.config import ServerConfig
 from canarygate.errors import BadRequest, GatewayError
-from canarygate.http.asgi import ClientGone, json_body, read_body
+from canarygate.http.asgi import ClientGone, JSONResponse, json_body, read_body
 from canarygate.serving import Observer, ServingPlane
 
 

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Callable
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from canarygate import __version__
 from canarygate.errors import NotReady
+from canarygate.http.asgi import JSONResponse
 from canarygate.metrics import CONTENT_TYPE, Metrics
 from canarygate.serving import ServingPlane
 

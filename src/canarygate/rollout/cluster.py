@@ -272,20 +272,26 @@ class Cluster:
                     break
         self.dropped += 1
         log.error("a rollout write was given up after %d tries (Redis away)", WRITE_TRIES)
-        self._refused(state, decision, "Redis away through every try")
+        self._give_way(state, decision)
         return False
 
     def _refused(self, state: RolloutState | None, decision: dict[str, Any] | None,
                  why: str) -> None:
         """A write Redis must not take: what this worker installed gives way to the store's."""
         self.refused += 1
-        model = state.model if state is not None else (decision or {}).get("model", "")
+        model = self._give_way(state, decision)
+        log.warning("a rollout write of %r was not stored (%s); following the store", model,
+                    why)
+
+    def _give_way(self, state: RolloutState | None, decision: dict[str, Any] | None) -> str:
+        """A write that was not stored: this worker follows the store for its model again,
+        and its decision leaves the log it serves."""
+        model: str = state.model if state is not None else (decision or {}).get("model", "")
         self._diverged.add(model)
         if decision is not None:
             self.pending[model] = [d for d in self.pending.get(model, [])
                                    if d is not decision]
-        log.warning("a rollout write of %r was not stored (%s); following the store", model,
-                    why)
+        return model
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
