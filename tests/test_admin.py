@@ -157,6 +157,12 @@ def test_invalid_register_or_limit_changes_nothing(gateway: Server) -> None:
         assert r.status_code == 404  # not registered
         r = http.get("/admin/rollouts/breast-cancer/decisions?limit=\u00b2")
         assert r.status_code == 400 and "limit" in r.json()["error"]
+        # Issue 11, finding 5: 4,301 digits are more than int() takes; a 400, not a 500.
+        for huge in ("9" * 4301, "100001"):
+            r = http.get(f"/admin/rollouts/breast-cancer/decisions?limit={huge}")
+            assert r.status_code == 400 and "from 0 to 100000" in r.json()["error"], huge
+        assert http.get("/admin/rollouts/breast-cancer/decisions?limit=0").json()[
+            "decisions"] == []
 
 
 def test_manual_actions_are_recorded_with_the_callers_reason(

@@ -45,6 +45,7 @@ from canarygate.stats.live import LiveStats
 
 log = logging.getLogger("canarygate.admin")
 
+MAX_LIMIT = 100_000  # decisions one call may ask for (a model keeps its last 1,000 in memory)
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -135,8 +136,10 @@ class AdminAPI:
     async def decisions(self, request: Request) -> Response:
         name = self._model(request)
         raw = request.query_params.get("limit", "100")
-        if not (raw.isascii() and raw.isdigit()):
-            raise BadRequest("limit must be a whole number")
+        # Digits first, then the size (int() refuses more than 4,300 digits with an error).
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 7 and int(raw) <= MAX_LIMIT):
+            raise BadRequest(f"limit must be a whole number from 0 to {MAX_LIMIT}, not "
+                             f"{raw[:20]!r}{'...' if len(raw) > 20 else ''}")
         records = self.rollouts.persister.decisions(name)[-int(raw):] if int(raw) else []
         return JSONResponse({"model": name, "decisions": records})
 
