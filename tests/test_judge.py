@@ -463,3 +463,17 @@ def test_decision_log_lines_without_a_model_are_skipped(tmp_path: Path) -> None:
     persister.load_decisions()
     persister.close(timeout=0.1)
     assert persister.decisions("m") == [{"model": "m", "action": "start"}]
+
+
+def test_the_decision_log_is_bounded_on_disk(tmp_path: Path) -> None:
+    """Issue 11, finding 4: the log rotates past its size; one older file is kept."""
+    log = tmp_path / "decisions.jsonl"
+    persister = Persister(FileStateStore(tmp_path / "rollouts.json"), log, max_log_bytes=4000)
+    for i in range(500):
+        persister.record({"model": "m", "action": "hold", "reason": "x" * 50, "n": i})
+    persister.close()
+    older = tmp_path / "decisions.jsonl.1"
+    assert older.is_file() and log.stat().st_size <= 4000 + 200
+    assert older.stat().st_size <= 4000 + 200
+    last = [json.loads(line)["n"] for line in log.read_text().splitlines()]
+    assert last[-1] == 499 and persister.decisions("m")[-1]["n"] == 499

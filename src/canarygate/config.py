@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from canarygate.errors import ConfigError
 
+DAY = 86_400.0
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -231,14 +232,14 @@ class VersionConfig(_Frozen):
 class RolloutConfig(_Frozen):
     """A rollout's schedule and judgement knobs (docs/statistics.md §1 says what alpha buys)."""
 
-    steps: list[float] = Field(default=[1, 5, 10, 25, 50, 100], min_length=1)
+    steps: list[float] = Field(default=[1, 5, 10, 25, 50, 100], min_length=1, max_length=100)
     """The ramp: candidate weights in percent, strictly increasing, each in (0, 100]."""
-    interval_seconds: float = Field(default=10.0, gt=0)
+    interval_seconds: float = Field(default=10.0, ge=0.1, le=3600)
     """How often the controller judges."""
-    min_step_seconds: float = Field(default=60.0, ge=0)
-    min_step_requests: int = Field(default=1000, ge=1)
+    min_step_seconds: float = Field(default=60.0, ge=0, le=DAY * 365)
+    min_step_requests: int = Field(default=1000, ge=1, le=10**12)
     """Candidate requests a step needs before it can advance."""
-    progress_deadline_seconds: float = Field(default=1800.0, gt=0)
+    progress_deadline_seconds: float = Field(default=1800.0, ge=1, le=DAY * 365)
     """A step still short of its minimum requests after this long pauses for a person."""
     auto_promote: bool = False
     """Promote by itself after the last step; otherwise wait for a person."""
@@ -259,16 +260,16 @@ class RolloutConfig(_Frozen):
     output_drift_action: Literal["report", "pause", "rollback"] = "report"
     """What an alert on the candidate's outputs against the baseline's (same window) does. A
     different model legitimately answers differently, so the default only reports it."""
-    candidate_timeout_ms: float = Field(default=1000.0, gt=0)
+    candidate_timeout_ms: float = Field(default=1000.0, ge=0.1, le=600_000)
     """A candidate slower than this for one request is a failure; the baseline answers."""
-    latency_tolerance: float = Field(default=1.5, ge=1)
+    latency_tolerance: float = Field(default=1.5, ge=1, le=100)
     """The latency gate rolls back when the candidate surely has more than this many times the
     baseline's share of requests slower than the baseline's p95 (1: any more at all). With
     the traffic of a busy gateway the test sees differences of microseconds."""
-    latency_slo_ms: float | None = Field(default=None, gt=0)
+    latency_slo_ms: float | None = Field(default=None, ge=0.01, le=3_600_000)
     """Optional absolute SLO: roll back when the candidate surely exceeds it for more than 1 %
     of its runs (an anytime-valid one-sample test with its own share of ``alpha``)."""
-    slo_consecutive_failures: int = Field(default=3, ge=1)
+    slo_consecutive_failures: int = Field(default=3, ge=1, le=10_000)
     """Kept so older configs load; unused since the SLO gate became anytime-valid."""
     holdback_percent: float = Field(default=1.0, ge=0, lt=50)
     """Share of routed requests the baseline keeps at a step of 100 %, so the comparison goes
@@ -277,16 +278,16 @@ class RolloutConfig(_Frozen):
     """Size each step's candidate requests from the baseline's error rate p0 in the step
     before: at least 60 / (error_ratio p0) (80 % power to see that ratio at a low share),
     at most ``max_step_requests``; ``min_step_requests`` stays the floor."""
-    error_ratio: float = Field(default=2.0, gt=1)
+    error_ratio: float = Field(default=2.0, gt=1, le=1000)
     """The error ratio the sizing is for."""
-    max_step_requests: int = Field(default=100_000, ge=1)
+    max_step_requests: int = Field(default=100_000, ge=1, le=10**12)
     promote_on_evidence: bool = True
     """The last step completes only once each comparative metric has shown the candidate no
     worse than the baseline by more than its margin (anytime-valid, at the gate's share of
     ``alpha``); the judgement says what is shown and what is missing."""
-    errors_margin: float = Field(default=1.5, gt=1)
+    errors_margin: float = Field(default=1.5, gt=1, le=100)
     """Non-inferiority margin of the error rate: candidate at most this times the baseline's."""
-    latency_margin: float = Field(default=1.5, gt=1)
+    latency_margin: float = Field(default=1.5, gt=1, le=100)
     """... of the share of runs slower than the baseline's p95."""
     confirm_rollout: list[str] = []
     """URLs that must all answer 2xx (to a POST of the rollout as JSON) before the candidate

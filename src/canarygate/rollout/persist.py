@@ -25,6 +25,8 @@ from canarygate.rollout.store import StateStore
 log = logging.getLogger("canarygate.rollout")
 
 RECENT_DECISIONS = 1000
+MAX_LOG_BYTES = 64 * 1024 * 1024  # the decision log rotates past this: decisions.jsonl.1 keeps
+# the one before, so the log takes at most twice this on disk
 SHUTDOWN_SECONDS = 10.0
 
 
@@ -51,8 +53,10 @@ class StateWriter(Protocol):
 
 
 class Persister:
-    def __init__(self, store: StateStore, decisions_path: Path) -> None:
+    def __init__(self, store: StateStore, decisions_path: Path,
+                 max_log_bytes: int = MAX_LOG_BYTES) -> None:
         self.store = store
+        self.max_log_bytes = max_log_bytes
         self.decisions_path = decisions_path
         self.recent: dict[str, deque[dict[str, Any]]] = {}
         try:
@@ -121,6 +125,14 @@ class Persister:
         if self._thread.is_alive():
             log.error("rollout state: the writer thread did not stop within %.0f s", timeout)
 
+    def _rotate(self) -> None:
+        """The log so far becomes ``<name>.1`` (replacing the one before) and a new one starts:
+        the log is bounded on disk however often the controller decides."""
+        self._log.close()
+        self.decisions_path.replace(self.decisions_path.with_name(
+            self.decisions_path.name + ".1"))
+        self._log = self.decisions_path.open("a")
+
     def _put(self, item: tuple[str, Any]) -> None:
         with self._idle:
             self._pending += 1
@@ -139,6 +151,8 @@ class Persister:
                 else:
                     self._log.write(json.dumps(payload) + "\n")
                     self._log.flush()
+                    if self._log.tell() > self.max_log_bytes:
+                        self._rotate()
             except Exception:
                 log.exception("could not persist a rollout %s to %s", kind,
                               self.decisions_path.parent)
