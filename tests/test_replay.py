@@ -390,3 +390,44 @@ def test_torn_line_is_skipped_and_counted(captured: Captured, tmp_path: Path) ->
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReplayError, match="no dataset segments"):
         run(captured, "2", dataset=tmp_path / "empty")
+
+
+def test_a_rollout_may_require_a_passing_replay(captured: Captured, tmp_path: Path) -> None:
+    """``POST /admin/rollouts/{model}/start`` with a replay report: a candidate that failed
+    offline, or a report of another version, never takes live traffic (409); a passing one
+    starts; ``require_replay`` without a report is a 400."""
+    passed, failed = run(captured, "2"), run(captured, "3")
+    assert (passed["verdict"], failed["verdict"]) == ("pass", "fail")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+models_dir: {MODELS}
+state_dir: {tmp_path / "state"}
+dataset: {{enabled: false}}
+models:
+  - name: breast-cancer
+    versions: {{"1": {{path: breast-cancer/1}}, "2": {{path: breast-cancer/2}},
+               "3": {{path: breast-cancer/3}}}}
+    baseline: "1"
+""")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "passed.json").write_text(json.dumps(passed))
+    server = start_server(path, tmp_path, {"CANARYGATE_ADMIN_TOKEN": "t"})
+    start = "/admin/rollouts/breast-cancer/start"
+    try:
+        with server.client(headers={"authorization": "Bearer t"}) as http:
+            refused = http.post(start, json={"candidate": "3", "replay": failed})
+            wrong = http.post(start, json={"candidate": "3", "replay": passed})
+            missing = http.post(start, json={"candidate": "2", "require_replay": True})
+            outside = http.post(start, json={"candidate": "2", "replay": "../gateway.yaml"})
+            phase = http.get("/admin/rollouts/breast-cancer").json()["phase"]
+            allowed = http.post(start, json={"candidate": "2", "require_replay": True,
+                                             "replay": "passed.json"})
+    finally:
+        server.stop()
+    assert refused.status_code == 409 and "replay verdict 'fail'" in refused.json()["error"]
+    assert wrong.status_code == 409 and "not '3'" in wrong.json()["error"]
+    assert missing.status_code == 400 and "require_replay" in missing.json()["error"]
+    assert outside.status_code == 400 and "outside" in outside.json()["error"]
+    assert phase == "idle"  # nothing refused took any traffic
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["phase"] == "progressing" and allowed.json()["candidate"] == "2"

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -37,6 +38,7 @@ from canarygate.errors import (
 )
 from canarygate.feedback import FeedbackBook
 from canarygate.http.asgi import ClientGone, JSONResponse, json_body, read_body
+from canarygate.replay import ReplayError, load_report, model_digest, replay_allows
 from canarygate.rollout.history import History
 from canarygate.rollout.manager import RolloutManager
 from canarygate.runtime import ModelRegistry
@@ -63,6 +65,7 @@ class AdminAPI:
         self.detectors = detectors
         self.history = history
         self._limit = config.server.max_body_bytes
+        self._state_dir = config.state_dir
         self._models_dir = config.models_dir.resolve()
         self._token_env = config.admin.token_env
         self._tokens = _tokens(config)
@@ -243,10 +246,37 @@ class AdminAPI:
             schedule = _schedule(schedule_raw)
         else:
             raise BadRequest("'schedule' must be an object")
+        await self._replay_passed(body, name, served.version(str(candidate)).folder,
+                                  str(candidate))
         reason, actor = _reason(body), _actor(request)
         await self._apply(name, lambda: self.rollouts.start(name, str(candidate), schedule,
                                                            actor=actor, reason=reason))
         return JSONResponse(self._view(name))
+
+    async def _replay_passed(self, body: dict[str, Any], name: str, folder: Path,
+                             candidate: str) -> None:
+        """``replay`` (a report of ``canarygate replay``, inline or a file under state_dir)
+        must have passed, on this very build of the candidate, before it takes live traffic;
+        ``require_replay: true`` makes one compulsory. 400 for a missing or unreadable report,
+        409 for one that did not pass."""
+        required, source = body.get("require_replay", False), body.get("replay")
+        if not isinstance(required, bool):
+            raise BadRequest("'require_replay' must be true or false")
+        if source is None:
+            if required:
+                raise BadRequest("require_replay is set but no 'replay' report was given (run "
+                                 "canarygate replay DATASET --model M --candidate V --out F)")
+            return
+        if not isinstance(source, str | dict):
+            raise BadRequest("'replay' must be a replay report (an object) or a file name")
+        try:
+            report = await asyncio.to_thread(load_report, source, self._state_dir)
+        except ReplayError as exc:
+            raise BadRequest(str(exc)) from None
+        digest = await asyncio.to_thread(model_digest, folder)
+        allowed, why = replay_allows(report, name, candidate, digest)
+        if not allowed:
+            raise Conflict(f"candidate {candidate!r} may not take live traffic: {why}")
 
     async def weight(self, request: Request) -> Response:
         name = self._model(request)
