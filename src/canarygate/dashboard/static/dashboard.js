@@ -74,6 +74,13 @@ function lineChart(series, { unit = "", height = 150, yMax = null } = {}) {
       svg += `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.6"` +
         `${s.dashed ? ' stroke-dasharray="5 3"' : ""}><title>${esc(s.name)}</title></path>`;
     }
+    // The latest value as a dot: a lone judgement (a rollback's) has no line to draw.
+    const lastPoint = s.points.filter((p) => p[1] !== null && p[1] !== undefined).at(-1);
+    if (lastPoint) {
+      svg += `<circle cx="${x(lastPoint[0]).toFixed(1)}" cy="${y(lastPoint[1]).toFixed(1)}" ` +
+        `r="2.5" fill="${s.color}"><title>${esc(s.name)} ${esc(fmt(lastPoint[1]))} at ` +
+        `${clock(lastPoint[0])}</title></circle>`;
+    }
   }
   svg += "</svg>";
   const legend = series.map((s) =>
