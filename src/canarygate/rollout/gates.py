@@ -213,7 +213,7 @@ def latency_slo_gate(step: Step) -> Judged | None:
     the step, carried across steps like the comparative gates. It may be looked at every
     interval for as long as the rollout lasts (a bound re-checked per interval may not)."""
     schedule, cand = step.schedule, step.stats.candidate
-    if schedule.latency_slo_ms is None:
+    if schedule.latency_slo_ms is None or step.shadow:  # shadow answers reach nobody
         return None
     counts = {"candidate_runs": cand.runs, "runs_over_slo": cand.slo_runs,
               "slo_ms": schedule.latency_slo_ms, "budget": SLO_BUDGET}
