@@ -412,10 +412,11 @@ def main(argv: list[str]) -> None:
     runs = int(argv[1]) if len(argv) > 1 else 500
     only = argv[2] if len(argv) > 2 else ""
     part, parts = (int(x) for x in (argv[3] if len(argv) > 3 else "0/1").split("/"))
+    first = int(argv[4]) if len(argv) > 4 else 0  # skip the cases before this one
     reg, metrics = registry(), Metrics()
     rows = []
     for i, sc in enumerate(MATRIX):
-        if (only and only not in sc.name) or i % parts != part:
+        if (only and only not in sc.name) or i % parts != part or i < first:
             continue
         started = time.monotonic()
         rows.append(run_case(sc, runs, 1000 + i, reg, metrics))

@@ -281,3 +281,15 @@ def test_the_last_step_holds_until_non_inferiority_is_shown(tmp_path: Path) -> N
     promotion = next(g for g in held["gates"] if g["gate"] == "promotion")
     assert promotion["verdict"] == "no_data"
     assert "errors not yet shown within baseline x 1.5" in promotion["detail"]
+
+
+def test_a_shadow_phase_with_an_slo_advances_on_its_pairs(tmp_path: Path) -> None:
+    m, clock, persister = manager(tmp_path, shadow_percent=100, latency_slo_ms=50,
+                                  min_agreement=0.5)
+    m.restore({})
+    shadow = m.step_stats(NAME).shadow
+    shadow.labelled, shadow.pairs, shadow.agreements = True, 200, 200
+    clock.now += 1
+    decision = m.tick(NAME)
+    persister.close()
+    assert decision is not None and decision["action"] == "advance", decision["reason"]

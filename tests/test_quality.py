@@ -41,7 +41,7 @@ def test_accuracy_is_the_comparative_test_on_wrong_predictions() -> None:
     k, n = int(sum(cand)), int(sum(cand) + sum(base))
     assert step == pytest.approx(log_e_grid(k, n, 300 / 1200))
     assert gate.verdict == Verdict.FAIL and gate.statistic == pytest.approx(step)
-    assert gate.counts["candidate_events"] == k and gate.counts["baseline_units"] == 900
+    assert gate.counts["candidate_events"] == k and gate.counts["baseline_requests"] == 900
 
 
 def test_equal_accuracy_passes_and_few_labels_say_nothing() -> None:

@@ -14,8 +14,10 @@ from sklearn.datasets import load_breast_cancer
 
 from conftest import ADMIN_TOKEN, AUTH, MODELS, Server, drive, ort_outputs, v2_body
 
+# The ramp's mechanics in seconds: promotion on evidence (non-inferiority, which takes
+# thousands of requests at these error and latency rates) is tested in test_judge_validity.
 FAST = {"steps": [10, 25, 50, 100], "interval_seconds": 0.25, "min_step_seconds": 0.5,
-        "min_step_requests": 60, "auto_promote": True}
+        "min_step_requests": 60, "auto_promote": True, "promote_on_evidence": False}
 ENDED = ("promoted", "rolled_back", "paused", "awaiting_promotion")
 
 
@@ -136,9 +138,10 @@ def test_slow_candidate_is_rolled_back_by_the_latency_gate(
     figures = load.state["figures"]
     assert figures["gate"] in ("latency", "latency_slo"), figures
     counts = figures["counts"]
-    # The candidate's requests were slower than the baseline's p95 far more often.
-    assert (counts["candidate_events"] / counts["candidate_requests"]
-            > 2 * counts["baseline_events"] / counts["baseline_requests"])
+    # The candidate's runs were slower than the baseline's p95 far more often (a batch of
+    # requests is one run: they share its latency).
+    assert (counts["candidate_events"] / counts["candidate_runs"]
+            > 2 * counts["baseline_events"] / counts["baseline_runs"])
     assert set(load.statuses) == {200}
 
 
@@ -173,7 +176,7 @@ def test_a_copy_of_the_baseline_is_not_rolled_back_for_errors_both_make(
     errors = [g for d in holds for g in d["gates"] if g["gate"] == "errors"
               and g["verdict"] in ("pass", "marginal")]
     # Both arms had their share of errors, and the test saw them as alike.
-    assert errors and errors[-1]["counts"]["baseline_events"] > 0
+    assert errors and any(g["counts"]["baseline_events"] > 0 for g in errors)
 
 
 def test_rollback_survives_a_restart(launch: Any, tmp_path: Path,

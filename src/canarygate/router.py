@@ -29,7 +29,7 @@ class Routing:
     weight: float = 0.0  # percent
     step: int = -1  # the rollout step (for the inference dataset); -1 outside the ramp
     shadow_share: float = 0.0  # fraction of baseline requests mirrored to the candidate
-    salt: bytes = b""  # per model, so one key is not the canary of every model at once
+    salt: bytes = b""  # per rollout, so one key is not the canary of every rollout
     candidate_timeout: float = DEFAULT_CANDIDATE_TIMEOUT  # seconds a candidate run may take
     # The current step's counters: a request adds to the step it was routed in, even when the
     # controller has moved on to the next one by the time it is answered.

@@ -18,7 +18,7 @@ The comparative gates use ``log_e_grid`` instead: the same likelihood ratios mix
 multipliers spaced evenly in log between 1.25 and 16, which puts the prior's mass on the
 ratios a rollout cares about at every share (the Beta prior puts 98 % of it on error ratios
 above 3 at a 1 % share). ``Carried`` averages the products started at each step of the ramp
-(docs/statistics.md §1.2), so evidence in favour of the candidate is not a debt that a
+(docs/statistics.md §1.3), so evidence in favour of the candidate is not a debt that a
 regression appearing later must first repay.
 """
 

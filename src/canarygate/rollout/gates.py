@@ -104,6 +104,7 @@ def e_verdict(gate: str, total: float, threshold: float, counts: dict[str, Any],
 def comparative_gate(
     gate: str, cand_events: int, cand_n: int, base_events: int, base_n: int,
     carried: Carried, alpha: float, tolerance: float = 1.0, share: float | None = None,
+    unit: str = "requests",
 ) -> tuple[GateResult, float]:
     """Returns the verdict and the current segment's log e-value (to carry when it ends).
 
@@ -114,8 +115,8 @@ def comparative_gate(
     event comes from the candidate with probability r rho / (r rho + 1 - rho), and the same
     one-sided mixture against more than that is valid for the whole null.
     """
-    counts: dict[str, Any] = {"candidate_events": cand_events, "candidate_units": cand_n,
-                              "baseline_events": base_events, "baseline_units": base_n}
+    counts: dict[str, Any] = {"candidate_events": cand_events, f"candidate_{unit}": cand_n,
+                              "baseline_events": base_events, f"baseline_{unit}": base_n}
     if tolerance != 1.0:
         counts["tolerance"] = tolerance
     threshold = math.log(1 / alpha)
@@ -125,7 +126,7 @@ def comparative_gate(
     if cand_n < MIN_GATE_REQUESTS:
         return GateResult(gate, Verdict.NO_DATA, carried.total(0.0), threshold, counts,
                           f"fewer than {MIN_GATE_REQUESTS} randomly routed candidate "
-                          "units"), 0.0
+                          f"{unit}"), 0.0
     if base_n == 0:
         return GateResult(gate, Verdict.NOT_APPLICABLE, counts=counts,
                           detail="no baseline traffic to compare with"), 0.0
@@ -141,7 +142,7 @@ def comparative_gate(
 
 def errors_gate(step: Step) -> Judged:
     """Operational errors of randomly routed requests, candidate against baseline, with the
-    weight as the null share (sticky requests are left out: see docs/statistics.md §1.3)."""
+    weight as the null share (sticky requests are left out: see docs/statistics.md §1.1)."""
     if step.shadow:
         return GateResult("errors", Verdict.NOT_APPLICABLE, detail="shadow phase"), NONE
     cand, base = step.stats.candidate, step.stats.baseline
@@ -187,10 +188,11 @@ def latency_gate(step: Step) -> Judged:
                           detail="the baseline's p95 is not known yet"), NONE
     tolerance, alpha = step.schedule.latency_tolerance, step.alphas["latency"]
     p95, e95 = comparative_gate("latency", cand.slow_runs, cand.timed_runs, base.slow_runs,
-                                base.timed_runs, step.carry("latency"), alpha, tolerance)
+                                base.timed_runs, step.carry("latency"), alpha, tolerance,
+                                unit="runs")
     tail, etail = comparative_gate("latency", cand.tail_runs, cand.timed_runs,
                                    base.tail_runs, base.timed_runs,
-                                   step.carry("latency_tail"), alpha, tolerance)
+                                   step.carry("latency_tail"), alpha, tolerance, unit="runs")
     counts = {**p95.counts, "tau_ms": round(base.tau * 1000, 4),
               "tail_tau_ms": round(base.tail_tau * 1000, 4) if math.isfinite(base.tail_tau)
               else None, "candidate_tail_events": cand.tail_runs,
@@ -211,7 +213,7 @@ def latency_slo_gate(step: Step) -> Judged | None:
     the step, carried across steps like the comparative gates. It may be looked at every
     interval for as long as the rollout lasts (a bound re-checked per interval may not)."""
     schedule, cand = step.schedule, step.stats.candidate
-    if schedule.latency_slo_ms is None:
+    if schedule.latency_slo_ms is None or step.shadow:  # shadow answers reach nobody
         return None
     counts = {"candidate_runs": cand.runs, "runs_over_slo": cand.slo_runs,
               "slo_ms": schedule.latency_slo_ms, "budget": SLO_BUDGET}
