@@ -72,12 +72,13 @@ class Analysis:
     def evidence(self, name: str, state: RolloutState) -> Evidence:
         """What the analysis found about a rollout's candidate, for the quality gates."""
         served = self.registry.get(name)
-        comparison = inputs = None
+        comparison = inputs = baseline_report = None
         if self.drift is not None:
             report = self.drift.reports.get(name)
             if report is not None:
                 comparison = report.output_comparison
                 inputs = report.variant(state.candidate, "candidate")
+                baseline_report = report.variant(state.baseline, "baseline")
         # Recent rises in each variant's error rate: the last three intervals of the step.
         since = max(state.step_started_at or 0.0,
                     time.time() - 3 * state.schedule.interval_seconds)
@@ -86,7 +87,10 @@ class Analysis:
                         output_comparison=comparison, candidate_inputs=inputs,
                         input_drift_action=self.config.input_drift_action,
                         error_changes=self._rises(name, state.candidate, since),
-                        baseline_error_changes=self._rises(name, state.baseline, since))
+                        baseline_error_changes=self._rises(name, state.baseline, since),
+                        candidate_accuracy=inputs.estimated_accuracy if inputs else None,
+                        baseline_accuracy=(baseline_report.estimated_accuracy
+                                           if baseline_report else None))
 
     def _rises(self, name: str, version: str | None, since: float) -> list[dict[str, Any]]:
         stream = (self.detectors.stream(name, version, "errors")

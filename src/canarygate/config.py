@@ -258,6 +258,10 @@ class RolloutConfig(_Frozen):
     predictions, or a regressor's large errors) with the anytime-valid test; it takes its own
     share of ``alpha``. No labels, no verdict: without feedback it only holds that share."""
     output_drift_action: Literal["report", "pause", "rollback"] = "report"
+    estimated_accuracy_action: Literal["report", "pause", "rollback"] = "report"
+    """A calibrated classifier's accuracy estimated from its scores, before any label: when
+    the candidate's interval lies wholly below the baseline's on the same window, report it
+    (the default: the estimate is not an anytime-valid test), pause, or roll back."""
     """What an alert on the candidate's outputs against the baseline's (same window) does. A
     different model legitimately answers differently, so the default only reports it."""
     candidate_timeout_ms: float = Field(default=1000.0, ge=0.1, le=600_000)

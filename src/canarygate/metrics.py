@@ -42,7 +42,7 @@ SAME_ON_EVERY_WORKER = frozenset({
     "canarygate_rollout_weight", "canarygate_rollout_phase", "canarygate_drift_level",
     "canarygate_drift_score", "canarygate_detector_warning",
     "canarygate_dataset_writer_lag_seconds", "canarygate_rollout_gate_statistic",
-    "canarygate_rollout_gate_threshold"})
+    "canarygate_rollout_gate_threshold", "canarygate_estimated_accuracy"})
 
 
 class Metrics:
@@ -325,9 +325,19 @@ class _DriftCollector:
             "Rows the drift buffer dropped unbinned (drift.buffer reached).", labels=["model"])
         for name, n in list(self.monitor.dropped_by_model.items()):
             dropped.add_metric([name], n)
+        estimated = GaugeMetricFamily(
+            "canarygate_estimated_accuracy",
+            "A calibrated classifier's accuracy estimated from its own scores over the drift "
+            "window, before any label (bound: estimate, low, high of its 95 % interval).",
+            labels=["model", "version", "variant", "bound"])
         for model, report in list(self.monitor.reports.items()):
             for v in report.variants:
                 rows.add_metric([model, v.version, v.variant], v.window_rows)
+                found = v.estimated_accuracy
+                if found is not None and found.accuracy is not None:
+                    for bound, value in (("estimate", found.accuracy), ("low", found.low),
+                                         ("high", found.high)):
+                        estimated.add_metric([model, v.version, v.variant, bound], value or 0.0)
                 for col in v.features + v.outputs:
                     key = [model, v.version, v.variant, col.name]
                     level.add_metric(key, LEVELS.get(col.level, -1.0))
@@ -338,6 +348,7 @@ class _DriftCollector:
         yield score
         yield rows
         yield dropped
+        yield estimated
 
 
 class _DetectorCollector:

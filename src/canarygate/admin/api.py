@@ -227,8 +227,19 @@ class AdminAPI:
             waiting=self.rollouts.waiting(name),
             last_verdicts=[g.as_json() for g in self.rollouts.last_gates.get(name, [])],
             feedback=self.feedback.summary(name),
+            estimated_accuracy=self._estimates(name),
         )
         return view
+
+    def _estimates(self, name: str) -> list[dict[str, Any]]:
+        """Each version's accuracy estimated from its scores over the drift window, beside the
+        accuracy its labels realised (when feedback came)."""
+        report = self.drift_monitor.reports.get(name) if self.drift_monitor else None
+        realised = self.feedback.summary(name)
+        return [{"version": v.version, "variant": v.variant,
+                 **v.estimated_accuracy.as_json(),
+                 "realised_accuracy": realised.get(v.version, {}).get("accuracy")}
+                for v in (report.variants if report else ()) if v.estimated_accuracy]
 
     # -- writes -----------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from canarygate.drift.distances import (
 )
 from canarygate.drift.profile import Column, Counts, Profile
 from canarygate.drift.report import ColumnScore, DriftReport, OutputComparison, VariantReport
+from canarygate.estimate.cbpe import AccuracyEstimator
 from canarygate.runtime.tensors import rows_of
 from canarygate.stats.sampling import Stride
 
@@ -47,8 +48,10 @@ BASELINE = "baseline"
 
 
 class SubWindow:
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, accuracy: AccuracyEstimator | None = None) -> None:
         self.rows = 0
+        # A classifier's accuracy estimated from its calibrated scores, no label needed.
+        self.accuracy = accuracy.fresh() if accuracy is not None else None
         self.features = [Counts.empty(c) for c in profile.features]
         self.outputs = [Counts.empty(c) for c in profile.outputs]
         # A candidate's outputs binned on the baseline version's output columns, and which
@@ -82,11 +85,15 @@ class DriftMonitor:
         self.windows: dict[tuple[str, str, str], deque[SubWindow]] = {}
         self.baselines: dict[str, str] = {}  # model -> the latest baseline version seen
         self.reports: dict[str, DriftReport] = {}
+        self.estimators: dict[tuple[str, str], AccuracyEstimator] = {}  # calibrated versions
 
     def add_profile(self, model: str, version: str, folder: Path) -> None:
         profile = Profile.load(folder)
         if profile is not None:
             self.profiles[(model, version)] = profile
+        estimator = AccuracyEstimator.from_folder(folder)
+        if estimator is not None:
+            self.estimators[(model, version)] = estimator
 
     def observe(self, model: str, version: str, variant: str, inputs: dict[str, np.ndarray],
                 outputs: dict[str, np.ndarray]) -> None:
@@ -132,7 +139,9 @@ class DriftMonitor:
                        if len({p.shape[1] for p in parts}) == 1}
             sub = self._open.get(key)
             if sub is None:
-                sub = self._open[key] = SubWindow(profile)
+                sub = self._open[key] = SubWindow(profile, self.estimators.get(key[:2]))
+            if sub.accuracy is not None:
+                sub.accuracy.update_outputs(stacked)
             for counts, col in zip(sub.features + sub.outputs,
                                    profile.features + profile.outputs, strict=True):
                 values = col.values(stacked)
@@ -157,7 +166,8 @@ class DriftMonitor:
         fresh, self._open = self._open, {}
         for key in set(self.windows) | set(fresh):
             ring = self.windows.setdefault(key, deque(maxlen=self.config.window_intervals))
-            ring.append(fresh.get(key) or SubWindow(self.profiles[key[:2]]))
+            ring.append(fresh.get(key) or SubWindow(self.profiles[key[:2]],
+                                                    self.estimators.get(key[:2])))
         self._evaluate(time.time() if now is None else now)
 
     def _take(self) -> dict[tuple[str, str, str], dict[str, list[np.ndarray]]]:
@@ -209,7 +219,14 @@ class DriftMonitor:
         for part, cols in (("features", profile.features), ("outputs", profile.outputs)):
             merged = [_sum([getattr(s, part)[i] for s in subs]) for i in range(len(cols))]
             parts.append(self._columns(cols, merged))
-        return VariantReport(version, variant, rows, self.config.min_window, *parts)
+        estimated = None
+        for sub in subs:
+            if sub.accuracy is not None:
+                if estimated is None:
+                    estimated = sub.accuracy.fresh()
+                estimated.merge(sub.accuracy)
+        return VariantReport(version, variant, rows, self.config.min_window, parts[0],
+                             parts[1], estimated.read() if estimated is not None else None)
 
     def _columns(self, cols: list[Column], counts: list[Counts],
                  against: list[Counts] | None = None) -> tuple[ColumnScore, ...]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from canarygate.estimate.cbpe import Estimate
+
 LEVELS = ("window_too_small", "ok", "warn", "alert")
 
 
@@ -43,6 +45,7 @@ class VariantReport:
     min_window: int
     features: tuple[ColumnScore, ...]
     outputs: tuple[ColumnScore, ...]
+    estimated_accuracy: Estimate | None = None  # a calibrated classifier's, over the window
 
     @property
     def alerts(self) -> list[str]:
@@ -58,7 +61,9 @@ class VariantReport:
                 "window_rows": self.window_rows, "min_window": self.min_window,
                 "features": [c.as_json() for c in self.features],
                 "outputs": [c.as_json() for c in self.outputs],
-                "alerts": self.alerts, "state": self.state}
+                "alerts": self.alerts, "state": self.state,
+                "estimated_accuracy": (self.estimated_accuracy.as_json()
+                                       if self.estimated_accuracy is not None else None)}
 
 
 @dataclass(frozen=True, slots=True)

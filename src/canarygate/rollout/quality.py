@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from canarygate.config import RolloutConfig
 from canarygate.drift.report import OutputComparison, VariantReport
+from canarygate.estimate.cbpe import Estimate
 from canarygate.rollout.evalues import Carried
 from canarygate.rollout.gates import MIN_GATE_REQUESTS, GateResult, Verdict, comparative_gate
 from canarygate.stats import StepStats
@@ -36,6 +37,8 @@ class Evidence:
     """Recent upward changes the detectors found in the candidate's error stream."""
     baseline_error_changes: list[dict[str, Any]] = field(default_factory=list)
     """... and in the baseline's, over the same intervals."""
+    candidate_accuracy: Estimate | None = None  # estimated from scores, over the window
+    baseline_accuracy: Estimate | None = None
 
 
 # The detectors whose alarm on the candidate holds the ramp. DDM and EDDM fire several times
@@ -166,6 +169,33 @@ def input_drift_gate(evidence: Evidence) -> GateResult | None:
     return GateResult("input_drift", verdict, counts=counts)
 
 
+MIN_ESTIMATE_ROWS = 200  # rows each variant's estimate needs before it is compared
+
+
+def estimated_accuracy_gate(schedule: RolloutConfig, evidence: Evidence) -> GateResult:
+    """The candidate's estimated accuracy (calibrated scores, no labels) against the
+    baseline's over the same window: worse when its whole interval lies below the
+    baseline's. Reported by default; ``estimated_accuracy_action`` may pause or roll back."""
+    cand, base = evidence.candidate_accuracy, evidence.baseline_accuracy
+    counts: dict[str, Any] = {"candidate": cand.as_json() if cand else None,
+                              "baseline": base.as_json() if base else None,
+                              "action": schedule.estimated_accuracy_action}
+    if (cand is None or base is None or cand.rows < MIN_ESTIMATE_ROWS
+            or base.rows < MIN_ESTIMATE_ROWS or cand.high is None or base.low is None):
+        return GateResult("estimated_accuracy", Verdict.NO_DATA, counts=counts,
+                          detail=f"fewer than {MIN_ESTIMATE_ROWS} estimated rows per variant")
+    worse = cand.high < base.low
+    detail = (f"estimated accuracy {cand.accuracy:.3f} [{cand.low:.3f}, {cand.high:.3f}] below "
+              f"the baseline's {base.accuracy:.3f} [{base.low:.3f}, {base.high:.3f}]"
+              if worse else "")
+    if not worse or schedule.estimated_accuracy_action == "report":
+        return GateResult("estimated_accuracy", Verdict.PASS, cand.accuracy, base.low, counts,
+                          detail + (" (reported only)" if worse else ""))
+    verdict = (Verdict.FAIL if schedule.estimated_accuracy_action == "rollback"
+               else Verdict.PAUSE)
+    return GateResult("estimated_accuracy", verdict, cand.accuracy, base.low, counts, detail)
+
+
 def quality_gates(schedule: RolloutConfig, window: StepStats, evidence: Evidence, *,
                   tau: float | None, carried: Mapping[str, Carried], alphas: dict[str, float],
                   candidate: str | None, shadow: bool) -> tuple[list[GateResult],
@@ -179,6 +209,8 @@ def quality_gates(schedule: RolloutConfig, window: StepStats, evidence: Evidence
         results.append(gate)
         step_log_e["accuracy"] = log_e
     results.append(output_drift_gate(schedule, evidence, candidate))
+    if not shadow and evidence.candidate_accuracy is not None:
+        results.append(estimated_accuracy_gate(schedule, evidence))
     inputs = input_drift_gate(evidence)
     if inputs is not None:
         results.append(inputs)
