@@ -130,8 +130,11 @@ def test_confirm_rollout_and_promotion_wait_for_2xx(
         launch: Callable[..., Server], tmp_path: Path, receiver: Receiver,
         diabetes_rows: np.ndarray) -> None:
     server = launch(demo_config(tmp_path), {"CANARYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    # The confirm gates, not the judgement's evidence rules, are what this test is about: a
+    # ramp waiting to show non-inferiority would hold past the test's time.
     schedule = {"steps": [50, 100], "interval_seconds": 0.5, "min_step_seconds": 1,
-                "min_step_requests": 20, "auto_promote": True,
+                "min_step_requests": 20, "auto_promote": True, "promote_on_evidence": False,
+                "size_steps": False,
                 "confirm_rollout": [f"{receiver.url}/confirm"],
                 "confirm_promotion": [f"{receiver.url}/promote"]}
     with server.client(headers=AUTH) as http:

@@ -431,3 +431,32 @@ models:
     assert phase == "idle"  # nothing refused took any traffic
     assert allowed.status_code == 200, allowed.text
     assert allowed.json()["phase"] == "progressing" and allowed.json()["candidate"] == "2"
+
+
+def test_the_html_report_opens_in_a_browser(captured: Captured, tmp_path: Path) -> None:
+    """The report is one self-contained page: Chromium (Debian's, driven by playwright, as the
+    dashboard's test does) opens it from a file with no request outside it and no console
+    error, and its tables show the JSON's figures."""
+    from playwright.sync_api import sync_playwright
+    from test_dashboard import ARGS, CHROMIUM
+
+    report = run(captured, "3")
+    page_file = tmp_path / "report.html"
+    page_file.write_text(render(report))
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(page_file.as_uri())
+            text = page.inner_text("body")
+            svgs = page.locator("svg").count()
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == [] and requests == [page_file.as_uri()]
+    assert svgs >= 2 and "agreement" in text.lower()
+    assert f"{report['agreement']['pairs']}" in text.replace(",", "")
