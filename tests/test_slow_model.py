@@ -1,9 +1,13 @@
-"""A slow model runs off the event loop: other requests are answered while it works."""
+"""A slow model runs off the event loop: other requests are answered while it works, and a
+client that leaves while it works is recorded as gone (499)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -15,6 +19,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from canarygate.recorder import reader
 from canarygate.runtime import ModelVersion
 from canarygate.runtime.runner import Runner
 from conftest import GOOD_ROW_BODY, MODELS
@@ -126,3 +131,45 @@ def test_waiting_for_a_thread_does_not_count_against_a_timeout(tmp_path: Path) -
     assert long.run_seconds > 0.25  # the wait was longer than the timeout...
     assert short.queue_seconds > 0.2  # ...and the short run waited it out, then ran in time
     assert short.run_seconds < 0.25
+
+
+def test_a_client_gone_while_its_model_runs_is_recorded_as_499(launch: Any,
+                                                                 tmp_path: Path) -> None:
+    """Issue 11, finding 6: a client that cuts its connection (a reset) while the model works
+    gets nothing, so the dataset and /metrics say 499, never the 200 nobody received; a
+    client that waits is recorded as 200 (the record follows what was sent)."""
+    slow_model(tmp_path / "slow" / "1")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"""
+models_dir: {tmp_path}
+dataset: {{dir: {tmp_path / "dataset"}, flush_interval_seconds: 0.05}}
+models:
+  - {{name: slow, versions: {{"1": {{path: slow/1}}}}, baseline: "1"}}
+""")
+    server = launch(config)
+    rows = np.ones((512, 30), dtype=np.float32)
+    body = json.dumps({"inputs": [{"name": "input", "shape": [512, 30], "datatype": "FP32",
+                                   "data": rows.ravel().tolist()}]}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    request = (f"POST /v2/models/slow/infer HTTP/1.1\r\nhost: x\r\nx-request-id: gone-1\r\n"
+               f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+               ).encode() + body
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        time.sleep(0.15)  # the model is running (it takes over 0.3 s: see above)
+        # A reset rather than a FIN: a FIN alone may be a half close, which is answered.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    waited = httpx.post(f"{server.url}/v2/models/slow/infer", content=body, timeout=60,
+                        headers={"x-request-id": "stayed-1", "content-type": "application/json"})
+    assert waited.status_code == 200
+    deadline = time.monotonic() + 10
+    found: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline and len(found) < 2:
+        found = {r["request_id"]: r for r in reader.read_all(tmp_path / "dataset")
+                 if r.get("request_id") in ("gone-1", "stayed-1")}
+        time.sleep(0.1)
+    assert found["stayed-1"]["status"] == 200
+    gone = found["gone-1"]
+    assert gone["status"] == 499 and "went away" in gone["error"], gone
+    assert server.metric("canarygate_requests_total", model="slow", code="499") == 1
+    assert server.metric("canarygate_requests_total", model="slow", code="200") == 1

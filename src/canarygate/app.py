@@ -119,7 +119,7 @@ def build(config: GatewayConfig) -> Parts:
     if drift is not None:
         for served in registry.models.values():
             for version in served.versions.values():
-                drift.add_profile(served.name, version.version, version.folder)
+                drift.add_profile(served.name, version.version, version.folder, version.rules)
     detectors = SequentialMonitor(config.detectors) if config.detectors.enabled else None
     recorder = Recorder(config.dataset) if config.dataset.enabled else None
     writer = Writer(recorder, config.dataset) if recorder is not None else None

@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from canarygate.errors import ConfigError
 
 DAY = 86_400.0
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RULE = ("1 to 64 characters: letters, digits, '_', '.' and '-', starting with a letter or "
+             "a digit")
+"""Model, version and token names (the V2 protocol's and KServe's rules in spirit): they become
+parts of URLs, file names, metric labels and log lines."""
+MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 class _Frozen(BaseModel):
@@ -224,6 +230,23 @@ class BatchingConfig(_Frozen):
     and a slow model still runs on a thread, so it never stalls other requests."""
 
 
+class ModelFilesConfig(_Frozen):
+    """What a version folder may hold, checked whenever a version is loaded (at start and
+    through the admin API). Every file is read only when it is a regular file whose real path
+    (links resolved) lies inside ``models_dir``."""
+
+    max_model_bytes: int = Field(default=512 * MiB, ge=1024, le=2 * GiB)
+    """Largest ``model.onnx`` (2 GiB is the most one ONNX file without external data holds)."""
+    max_file_bytes: int = Field(default=16 * MiB, ge=1024, le=GiB)
+    """Largest of the folder's other files: ``metadata.json``, ``profile.json``,
+    ``calibration.npz``."""
+    max_constant_bytes: int = Field(default=64 * MiB, ge=0, le=16 * GiB)
+    """Constants the file does not hold itself but that loading it would make (a
+    ``ConstantOfShape`` of a constant shape, any node computed from constants alone, a sparse
+    tensor made dense), in bytes in total; a model over it is refused before onnxruntime
+    sees it."""
+
+
 class VersionConfig(_Frozen):
     path: str
     """Folder of the version, relative to ``models_dir``: holds model.onnx and metadata.json."""
@@ -338,7 +361,8 @@ class ModelConfig(_Frozen):
     def _version_names(cls, versions: dict[str, VersionConfig]) -> dict[str, VersionConfig]:
         for key in versions:
             if not re.fullmatch(NAME_PATTERN, key):
-                raise ValueError(f"version name {key!r} must match {NAME_PATTERN}")
+                raise ValueError(f"version name {shorten(key)} must be {NAME_RULE} "
+                                 f"({NAME_PATTERN})")
         return versions
 
     @model_validator(mode="after")
@@ -416,6 +440,7 @@ class GatewayConfig(_Frozen):
     state_dir: Path = Path("var/state")
     """Rollout state and the decision log; relative paths are taken from the config's folder."""
     state: StateConfig = StateConfig()
+    model_files: ModelFilesConfig = ModelFilesConfig()
     models: list[ModelConfig] = Field(min_length=1)
 
     @field_validator("models")
@@ -504,6 +529,18 @@ def _what(err: Any) -> str:
     if err["type"] == "missing":
         return "required key is missing"
     value = err.get("input")
-    if isinstance(value, (str, int, float, bool)) and not isinstance(value, dict):
+    if err["type"] == "string_pattern_mismatch" and NAME_PATTERN in msg:
+        msg = f"must be {NAME_RULE} ({NAME_PATTERN})"
+    if isinstance(value, str):
+        return f"{msg} (got {shorten(value)})"
+    if isinstance(value, (int, float, bool)):
         return f"{msg} (got {value!r})"
     return msg
+
+
+def shorten(text: str, keep: int = 40) -> str:
+    """``text`` quoted for a message, cut after ``keep`` characters with its length said (a
+    3,000-character name need not come back whole)."""
+    if len(text) <= keep:
+        return repr(text)
+    return f"{text[:keep]!r}... ({len(text)} characters)"

@@ -33,6 +33,13 @@ class Conflict(GatewayError):
     status = 409
 
 
+class ClientClosed(GatewayError):
+    """The client went away before its request was whole: nobody reads the answer, so it is
+    counted as what happened (499, nginx's "client closed request"), not as a 400."""
+
+    status = 499
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httptools
 import orjson
@@ -23,6 +23,8 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+
+from canarygate.http.asgi import CLIENT_GONE
 
 ErrorHook = Callable[[int], None]
 """Called with the status of every error the transport answers by itself (400, 408, 431, 500,
@@ -77,6 +79,12 @@ class GatewayCycle(RequestResponseCycle):
     (the app raised before answering) is JSON."""
 
     limits: ClassVar[Limits]
+
+    def client_gone(self) -> bool:
+        """The connection is lost or cut: whatever the app sends now is dropped (offered to
+        the app as the scope extension ``CLIENT_GONE``, so it records no answer as sent that
+        Uvicorn dropped without a word)."""
+        return self.disconnected  # what Uvicorn's send checks before it drops an answer
 
     async def send(self, message: Any) -> None:
         # After a 500 the connection's state is unknown to the client; close it, and say so
@@ -219,6 +227,8 @@ class GatewayProtocol(HttpToolsProtocol):
         # Uvicorn builds the cycle inline (no factory to override); giving it our subclass's
         # methods is one assignment per request.
         cycle.__class__ = self.cycle_class
+        scope: Any = cycle.scope
+        scope["extensions"] = {CLIENT_GONE: cast(GatewayCycle, cycle).client_gone}
         super()._start_asgi_task(cycle, app)
 
     def _arm(self, kind: int, seconds: float) -> None:

@@ -24,11 +24,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from canarygate.config import NAME_PATTERN, GatewayConfig, RolloutConfig, validation_problems
+from canarygate.config import (
+    NAME_PATTERN,
+    NAME_RULE,
+    GatewayConfig,
+    RolloutConfig,
+    shorten,
+    validation_problems,
+)
 from canarygate.drift import DriftMonitor
 from canarygate.drift.sequential import SequentialMonitor
 from canarygate.errors import (
     BadRequest,
+    ClientClosed,
     ConfigError,
     Conflict,
     Forbidden,
@@ -43,6 +51,7 @@ from canarygate.rollout.history import History
 from canarygate.rollout.manager import RolloutManager
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.catalog import VersionCatalog
+from canarygate.runtime.files import FolderRules
 from canarygate.stats.live import LiveStats
 
 log = logging.getLogger("canarygate.admin")
@@ -67,6 +76,7 @@ class AdminAPI:
         self._limit = config.server.max_body_bytes
         self._state_dir = config.state_dir
         self._models_dir = config.models_dir.resolve()
+        self._model_files = config.model_files
         self._token_env = config.admin.token_env
         self._tokens = _tokens(config)
         # One registration of a model at a time: the duplicate check and the install happen
@@ -284,7 +294,11 @@ class AdminAPI:
             report = await asyncio.to_thread(load_report, source, self._state_dir)
         except ReplayError as exc:
             raise BadRequest(str(exc)) from None
-        digest = await asyncio.to_thread(model_digest, folder)
+        try:
+            digest = await asyncio.to_thread(model_digest, folder, FolderRules(
+                self._models_dir, self._model_files))
+        except ConfigError as exc:
+            raise BadRequest(str(exc)) from None
         allowed, why = replay_allows(report, name, candidate, digest)
         if not allowed:
             raise Conflict(f"candidate {candidate!r} may not take live traffic: {why}")
@@ -325,8 +339,9 @@ class AdminAPI:
             raise BadRequest("'version' must be a version name")
         version = str(version)
         if not re.fullmatch(NAME_PATTERN, version):
-            raise BadRequest(f"version name {version!r} must match {NAME_PATTERN} (letters, "
-                             "digits, '_', '.', '-'; it becomes part of URLs)")
+            raise BadRequest(f"version name {shorten(version)} must be {NAME_RULE} "
+                             f"({NAME_PATTERN}; it becomes part of URLs, file names and "
+                             "metric labels)")
         if not isinstance(path, str) or not path:
             raise BadRequest("'path' must be a folder under the models directory")
         if "\x00" in path:
@@ -338,6 +353,7 @@ class AdminAPI:
                 raise Conflict(f"model {name!r} already has a version {version!r}")
             try:
                 loaded = await asyncio.to_thread(self.catalog.load, served, version, path)
+                await asyncio.to_thread(self.catalog.read_profile, served, loaded)
             except ConfigError as exc:
                 raise BadRequest(str(exc)) from None
             try:
@@ -370,7 +386,7 @@ class AdminAPI:
         try:
             raw = await read_body(request.receive, dict(request.scope["headers"]), self._limit)
         except ClientGone:
-            raise BadRequest("the client went away before its request was whole") from None
+            raise ClientClosed("the client went away before its request was whole") from None
         if not raw:
             return {}
         body = json_body(raw)

@@ -40,6 +40,7 @@ from canarygate.drift.distances import (
 from canarygate.drift.profile import Column, Counts, Profile
 from canarygate.drift.report import ColumnScore, DriftReport, OutputComparison, VariantReport
 from canarygate.estimate.cbpe import AccuracyEstimator
+from canarygate.runtime.files import FolderRules
 from canarygate.runtime.tensors import rows_of
 from canarygate.stats.sampling import Stride
 
@@ -87,11 +88,14 @@ class DriftMonitor:
         self.reports: dict[str, DriftReport] = {}
         self.estimators: dict[tuple[str, str], AccuracyEstimator] = {}  # calibrated versions
 
-    def add_profile(self, model: str, version: str, folder: Path) -> None:
-        profile = Profile.load(folder)
+    def add_profile(self, model: str, version: str, folder: Path,
+                    rules: FolderRules | None = None) -> None:
+        """The version's reference profile and calibration, when its folder has them, read
+        as ``rules`` allow (ConfigError names a file that cannot be used)."""
+        profile = Profile.load(folder, rules)
         if profile is not None:
             self.profiles[(model, version)] = profile
-        estimator = AccuracyEstimator.from_folder(folder)
+        estimator = AccuracyEstimator.from_folder(folder, rules=rules)
         if estimator is not None:
             self.estimators[(model, version)] = estimator
 

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from canarygate.drift.distances import estimated_sums
+from canarygate.errors import ConfigError
+from canarygate.runtime.files import FolderRules
 
 
 @dataclass
@@ -107,10 +109,18 @@ class Profile:
     outputs: list[Column]
 
     @classmethod
-    def load(cls, folder: Path) -> Profile | None:
-        path = folder / "profile.json"
-        if not path.is_file():
+    def load(cls, folder: Path, rules: FolderRules | None = None) -> Profile | None:
+        """The folder's ``profile.json`` (None when it has none), read as ``rules`` allow
+        (by default: inside the folder); ConfigError when it cannot be used."""
+        data = (rules or FolderRules.within(folder)).read(folder, "profile.json",
+                                                          f"version folder {folder}")
+        if data is None:
             return None
-        raw = json.loads(path.read_text())
-        return cls([Column.from_profile(f, f.get("input", "input")) for f in raw["features"]],
-                   [Column.from_profile(o, o["name"]) for o in raw["outputs"]])
+        try:
+            raw = json.loads(data)
+            return cls([Column.from_profile(f, f.get("input", "input"))
+                        for f in raw["features"]],
+                       [Column.from_profile(o, o["name"]) for o in raw["outputs"]])
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise ConfigError(f"version folder {folder}: profile.json is not a reference "
+                              f"profile ({type(exc).__name__}: {exc})") from None

@@ -20,6 +20,8 @@ rows, so a step window can be the merge of sub-windows, as the drift monitor's a
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,9 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from canarygate.errors import ConfigError
+from canarygate.runtime.files import FolderRules
 
 if TYPE_CHECKING:
     from canarygate.runtime.model import ModelVersion
@@ -111,13 +116,30 @@ class AccuracyEstimator:
 
     @classmethod
     def from_folder(cls, folder: Path, *, label: str = "label",
-                    probabilities: str = "probabilities") -> AccuracyEstimator | None:
-        """For a version folder with a ``calibration.npz``; None when it has none or is not a
-        binary classifier."""
-        path = folder / "calibration.npz"
-        if not path.is_file():
+                    probabilities: str = "probabilities",
+                    rules: FolderRules | None = None) -> AccuracyEstimator | None:
+        """For a version folder with a ``calibration.npz`` (read as ``rules`` allow, by
+        default inside the folder); None when it has none or is not a binary classifier."""
+        rules = rules or FolderRules.within(folder)
+        raw = rules.read(folder, "calibration.npz", f"version folder {folder}")
+        if raw is None:
             return None
-        with np.load(path) as data:
+        try:
+            return cls._from_npz(raw, label, probabilities, rules.limits.max_file_bytes)
+        except (ValueError, KeyError, OSError, EOFError, TypeError, AttributeError,
+                zipfile.BadZipFile) as exc:  # not an npz, or not ours
+            raise ConfigError(f"version folder {folder}: calibration.npz cannot be used "
+                              f"({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_npz(cls, raw: bytes, label: str, probabilities: str,
+                  limit: int) -> AccuracyEstimator | None:
+        with np.load(io.BytesIO(raw)) as data:
+            # A compressed array can unpack to far more than the file: bounded as a file is.
+            unpacked = sum(info.file_size for info in data.zip.infolist())
+            if unpacked > limit:
+                raise ValueError(f"its arrays unpack to {unpacked} bytes, over the limit of "
+                                 f"{limit} (model_files.max_file_bytes)")
             key = f"output_{probabilities}"
             if key not in data or "labels" not in data or data[key].ndim != 2 \
                     or data[key].shape[1] != 2:
@@ -136,7 +158,8 @@ class AccuracyEstimator:
                       and len(o.shape) == 2 and o.shape[1] == 2), None)
         if proba is None:
             return None
-        return cls.from_folder(version.folder, label=label, probabilities=proba)
+        return cls.from_folder(version.folder, label=label, probabilities=proba,
+                               rules=version.rules)
 
     def fresh(self) -> AccuracyEstimator:
         """An empty estimator with the same calibration (a new window)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,6 +20,17 @@ log = logging.getLogger("canarygate")
 Headers = dict[bytes, bytes]
 
 JSON = b"application/json"
+
+
+CLIENT_GONE = "canarygate.client_gone"
+"""The scope extension under which the server (transport.py) offers a callable that says
+whether the client went away before the answer was sent (the answer is then dropped)."""
+
+
+def client_gone(scope: Scope) -> Callable[[], bool] | None:
+    """The server's probe for a departed client, when it offers one."""
+    extensions = scope.get("extensions")
+    return extensions.get(CLIENT_GONE) if extensions else None
 
 
 class ClientGone(Exception):

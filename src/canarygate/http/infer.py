@@ -17,6 +17,7 @@ from canarygate.http.asgi import (
     Receive,
     Scope,
     Send,
+    client_gone,
     error_answer,
     read_body,
     send_response,
@@ -62,8 +63,9 @@ class InferEndpoint:
         answer.request_id = answer.request_id or new_request_id()
         extra = [(b"x-request-id", answer.request_id.encode()), *encoded.headers,
                  *answer.served_headers()]
-        await self.observer.answered(answer)
-        await send_response(send, answer.status, encoded.body, encoded.content_type, extra)
+        # A client that left while its model ran is recorded as 499 and sent nothing.
+        if await self.observer.answered(answer, client_gone(scope)):
+            await send_response(send, answer.status, encoded.body, encoded.content_type, extra)
 
     async def _serve(self, answer: Answer, scope: Scope, receive: Receive,
                      headers: Headers) -> Encoded:

@@ -91,16 +91,19 @@ class Recorder:
         self.captured += 1
         return True
 
-    async def put_or_wait(self, record: Record | FeedbackRecord) -> None:
-        """Queue a record, waiting for room under the ``block`` policy."""
+    async def wait_for_room(self) -> None:
+        """Under the ``block`` policy, wait until the queue has room (at once otherwise)."""
         if (not self.block or len(self.queue) < self.limit or self._room is None
                 or self.closed):
-            self.put(record)
             return
         self.blocked += 1
         while len(self.queue) >= self.limit and not self.closed:
             self._room.clear()
             await self._room.wait()
+
+    async def put_or_wait(self, record: Record | FeedbackRecord) -> None:
+        """Queue a record, waiting for room under the ``block`` policy."""
+        await self.wait_for_room()
         self.put(record)
 
     def made_room(self) -> None:

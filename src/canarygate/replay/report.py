@@ -23,6 +23,7 @@ from canarygate.replay import compare
 from canarygate.replay.run import Progress, Runs, check_inputs, run_all
 from canarygate.replay.source import Captured, ReplayError, Served, read
 from canarygate.replay.verdict import REPORT_FORMAT, gates, overall
+from canarygate.runtime.files import FolderRules
 from canarygate.runtime.model import ModelVersion
 
 MAX_ROWS_PER_RUN = 1 << 30  # offline there is no request to refuse for its size
@@ -43,9 +44,14 @@ class Options:
     progress: TextIO | None = None
 
 
-def model_digest(folder: Path) -> str:
-    """SHA-256 of a version's ``model.onnx``: which build a report was made on."""
-    return hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+def model_digest(folder: Path, rules: FolderRules | None = None) -> str:
+    """SHA-256 of a version's ``model.onnx``: which build a report was made on (read as
+    ``rules`` allow; by default inside the folder)."""
+    data = (rules or FolderRules.within(folder)).read(folder, "model.onnx",
+                                                      f"version folder {folder}")
+    if data is None:
+        raise ConfigError(f"version folder {folder} has no model.onnx")
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_version(options: Options, version: str) -> ModelVersion:

@@ -408,6 +408,7 @@ async def _load_new_versions(catalog: VersionCatalog, stored: dict[str, dict[str
                 continue
             try:
                 loaded = await asyncio.to_thread(catalog.load, served, version, path)
+                await asyncio.to_thread(catalog.read_profile, served, loaded)
             except ConfigError as exc:
                 log.error("version %r of %r, registered on another worker, cannot be loaded "
                           "here: %s", version, model, exc)

@@ -36,18 +36,21 @@ class VersionCatalog:
         off the event loop). Raises ConfigError naming the problem; serves nothing."""
         return load_version(self.config, served.config, version, path, served.signature)
 
+    def read_profile(self, served: ServedModel, loaded: ModelVersion) -> None:
+        """Read a loaded version's reference profile and calibration for drift (blocking);
+        ConfigError names a file that cannot be used. Serves nothing."""
+        if self.drift is not None:
+            self.drift.add_profile(served.name, loaded.version, loaded.folder, loaded.rules)
+
     def persist(self, served: ServedModel, loaded: ModelVersion, path: str) -> None:
         """Write a loaded version to the store (blocking), before ``install`` serves it. If
         this fails (OSError, or ConfigError for a damaged file), do not serve the version:
         after a restart it would be gone while a rollout names it."""
         self.store.save_version(served.name, loaded.version, path)
-        if self.drift is not None:
-            self.drift.add_profile(served.name, loaded.version, loaded.folder)
 
     def adopt(self, served: ServedModel, loaded: ModelVersion) -> None:
-        """Serve a version another worker registered (already in the store)."""
-        if self.drift is not None:
-            self.drift.add_profile(served.name, loaded.version, loaded.folder)
+        """Serve a version another worker registered (already in the store; its profile
+        read with ``read_profile``)."""
         self.install(served, loaded)
 
     @staticmethod
@@ -72,11 +75,10 @@ class VersionCatalog:
                     continue
                 try:
                     loaded = self.load(served, version, path)
+                    self.read_profile(served, loaded)
                 except ConfigError as exc:
                     log.error("registered version not loaded: %s", exc)
                     problems.setdefault(name, {})[version] = str(exc)
                     continue
-                if self.drift is not None:
-                    self.drift.add_profile(name, version, loaded.folder)
                 self.install(served, loaded)
         return problems

@@ -11,6 +11,8 @@ import onnxruntime as ort
 
 from canarygate.config import BatchingConfig
 from canarygate.errors import BadRequest, ConfigError, ModelFailure
+from canarygate.runtime.files import METADATA_FILE, MODEL_FILE, FolderRules
+from canarygate.runtime.graph import check_model
 from canarygate.runtime.tensors import ONNX_TYPES, Tensor, TensorSpec
 
 
@@ -23,6 +25,18 @@ def _spec(arg: Any, what: str, where: str) -> TensorSpec:
         )
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or []))
     return TensorSpec(arg.name, datatype, shape)
+
+
+def _metadata(raw: bytes | None, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        metadata = json.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ConfigError(f"{where}: metadata.json is not valid JSON: {exc}") from None
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"{where}: metadata.json must hold a JSON object")
+    return metadata
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
@@ -43,11 +57,13 @@ class ModelVersion:
         max_batch_size: int,
         allow_non_finite: bool,
         batching: BatchingConfig | None = None,
+        rules: FolderRules | None = None,
     ) -> None:
         where = f"model {model!r} version {version!r}"
         self.model = model
         self.version = version
         self.folder = folder
+        self.rules = rules or FolderRules.within(folder)  # how its other files may be read
         self.metadata = metadata
         self.max_batch_size = max_batch_size
         self.allow_non_finite = allow_non_finite
@@ -75,37 +91,40 @@ class ModelVersion:
         version: str,
         folder: Path,
         *,
+        rules: FolderRules | None = None,
         intra_op_threads: int = 1,
         max_batch_size: int = 1024,
         allow_non_finite: bool = False,
         batching: BatchingConfig | None = None,
     ) -> ModelVersion:
+        """The version in ``folder``, its files read as ``rules`` allow (by default: inside
+        the folder, with the default limits); ConfigError names what is wrong."""
         where = f"model {model!r} version {version!r}"
-        onnx_path = folder / "model.onnx"
-        if not onnx_path.is_file():
+        rules = rules or FolderRules.within(folder)
+        onnx_bytes = rules.read(folder, MODEL_FILE, where)
+        if onnx_bytes is None:
             raise ConfigError(f"{where}: no model.onnx in {folder}")
-        metadata: dict[str, Any] = {}
-        meta_path = folder / "metadata.json"
-        if meta_path.is_file():
-            try:
-                metadata = json.loads(meta_path.read_text())
-            except ValueError as exc:
-                raise ConfigError(f"{where}: {meta_path} is not valid JSON: {exc}") from None
+        # Before onnxruntime creates a session: what loading would make, bounded.
+        check_model(onnx_bytes, rules.limits.max_constant_bytes, where)
+        metadata = _metadata(rules.read(folder, METADATA_FILE, where), where)
+        rules.check_later_files(folder, where)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         try:
+            # From the bytes checked, not the path: what runs is what was inspected.
             session = ort.InferenceSession(
-                str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+                onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own, unexported exception types
-            raise ConfigError(f"{where}: onnxruntime cannot load {onnx_path}: {exc}") from None
+            raise ConfigError(f"{where}: onnxruntime cannot load {folder / MODEL_FILE}: "
+                              f"{exc}") from None
         return cls(
             model, version, folder, session, metadata,
             max_batch_size=max_batch_size, allow_non_finite=allow_non_finite,
-            batching=batching,
+            batching=batching, rules=rules,
         )
 
     def feeds(self, tensors: list[Tensor]) -> dict[str, np.ndarray]:

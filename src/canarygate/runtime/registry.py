@@ -8,6 +8,7 @@ from pathlib import Path
 
 from canarygate.config import GatewayConfig, ModelConfig
 from canarygate.errors import ConfigError, NotFound
+from canarygate.runtime.files import FolderRules
 from canarygate.runtime.model import ModelVersion
 
 
@@ -69,7 +70,7 @@ def load_version(config: GatewayConfig, model: ModelConfig, version: str, path: 
     where = f"model {model.name!r} version {version!r}"
     folder = resolve_folder(config.models_dir, path, where)
     loaded = ModelVersion.load(
-        model.name, version, folder,
+        model.name, version, folder, rules=FolderRules.of(config),
         intra_op_threads=config.server.intra_op_threads,
         max_batch_size=model.max_batch_size or config.server.max_batch_size,
         allow_non_finite=model.allow_non_finite,

@@ -13,6 +13,7 @@ protocols below, so the request path imports none of their code.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -54,6 +55,10 @@ class SharedFeedback(Protocol):
     def claim_labels(self, labels: dict[str, tuple[float, ...]]) -> dict[str, list[float]]: ...
 
 
+GONE = "the client went away before the answer was sent"
+"""A prediction whose client left before its answer could be sent is recorded as 499 with
+this error (the status nginx gives it), never as the answer nobody received."""
+
 FETCH_TRIES = 4  # a label sent right after its answer may beat the prediction's shipping
 FETCH_PAUSE = 0.1  # seconds between two looks
 
@@ -73,11 +78,22 @@ class Observer:
         self.shadow = shadow
         self.shared = shared
 
-    async def answered(self, answer: Answer) -> None:
-        """Every consumer's share of one answer (before it is sent: under the dataset's block
-        policy, a full queue holds the answer back rather than lose its record)."""
+    async def answered(self, answer: Answer, gone: Callable[[], bool] | None = None) -> bool:
+        """Every consumer's share of one answer, before it is sent (under the dataset's block
+        policy, a full queue holds the answer back rather than lose its record). ``gone``
+        says whether the client has left: then nothing can be sent, and the answer is counted
+        and recorded as 499, not as what it would have been. True when the answer is to be
+        sent. Past the one wait (for the queue's room) nothing here awaits, so what is
+        recorded is what the connection allows at the moment the answer is sent."""
         now = perf_counter()
         elapsed = now - answer.started
+        recorder = self.recorder
+        sampled = recorder is not None and recorder.sampled()
+        if sampled and recorder is not None:
+            await recorder.wait_for_room()
+        sending = gone is None or not gone()
+        if not sending:
+            answer.failed(499, GONE)
         model, version, variant = answer.model, answer.version_label, answer.variant
         self.metrics.request(model, version, variant, answer.protocol, answer.status)
         if answer.routing is not None:
@@ -91,11 +107,12 @@ class Observer:
                 self.detectors.observe_latency(model, version, elapsed)
         if answer.outputs is not None and answer.feeds is not None:
             self._served(answer)
-        record = self._record(answer, elapsed)
+        record = self._record(answer, elapsed) if sampled else None
         if answer.mirror and self.shadow is not None:
             await self.shadow.mirror(answer, record)
-        elif record is not None and self.recorder is not None:
-            await self.recorder.put_or_wait(record)
+        elif record is not None and recorder is not None:
+            await recorder.put_or_wait(record)  # room was made above: no wait
+        return sending
 
     def abandoned(self, answer: Answer) -> None:
         """The client went away before its request was whole: counted, nothing recorded."""
@@ -138,9 +155,7 @@ class Observer:
             self.shared.offer(answer.request_id, answer.arrived, answer.model, version.version,
                               answer.variant, version.classifier, rows.tolist())
 
-    def _record(self, answer: Answer, elapsed: float) -> Record | None:
-        if self.recorder is None or not self.recorder.sampled():
-            return None
+    def _record(self, answer: Answer, elapsed: float) -> Record:
         routing, run = answer.routing, answer.run
         return Record(
             time=answer.arrived, request_id=answer.request_id, model=answer.model,
