@@ -285,6 +285,10 @@ class GatewayProtocol(HttpToolsProtocol):
         can destroy the answer before the client reads it (a lingering close, as nginx's)."""
         self._lingering = True
         self.flow.resume_reading()
+        if self.cycle is not None:
+            # No interim 100 Continue after this: Uvicorn would write it when the app next
+            # asks for the body, after our end of stream (a RuntimeError, so a 500).
+            self.cycle.waiting_for_100_continue = False
         if answer is not None:
             self.transport.write(answer)
         if self.transport.can_write_eof():
