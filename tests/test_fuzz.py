@@ -475,7 +475,12 @@ def test_no_input_gets_a_5xx_or_a_hang_and_every_4xx_is_counted(
           f"{dict(sorted(counts.items(), key=str))}")
     errors = [line for line in server.log.read_text().splitlines() if "ERROR" in line]
     assert not any(code >= 500 for code in grown), (grown, errors[-5:])
-    assert grown == seen, (grown, seen)
+    # Every 4xx the client saw is counted. The server may count a few more than a raw client
+    # read: an answer given before the request's body was read (a 401, a 404) closes the
+    # connection with that body unread, the kernel then resets it, and the reset can destroy
+    # the answer before the client reads it (such a client got nothing: counted as None).
+    assert all(grown[code] >= seen[code] for code in seen), (grown, seen)
+    assert grown.total() - seen.total() <= counts[None], (grown, seen, counts[None])
     if "at_mark" in memory:
         at_end = resident_kib(server.process.pid)
         print(f"fuzz: server resident memory {memory['at_mark'] / 1024:.1f} MiB after "
