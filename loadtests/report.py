@@ -7,6 +7,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
+from loadtests import startup
 from loadtests.measure import median_rep, spread
 
 # name -> (numerator, denominator, target, "ge" or "le", what it means)
@@ -246,6 +247,7 @@ def table(results: dict[str, Any]) -> str:
         lines += _rollout_lines(entry)
     lines += _batching_lines(results.get("batching"))
     lines += _memory_lines(results.get("memory"))
+    lines += startup.lines(results.get("startup"))
     lines += ["", "ratios (same run; median req/s of the reps):"]
     for key, r in results.get("ratios", {}).items():
         if r["op"] == "info":
