@@ -154,6 +154,10 @@ def rep_line(rep: dict[str, Any]) -> str:
         flags.append("CONTAMINATED (kept after retries)")
     if rep.get("idle_gate_timed_out"):
         flags.append("machine never idle")
+    if "loop_lag_p99_le_ms" in rep:
+        flags.append(f"loop lag p99 <= {rep['loop_lag_p99_le_ms']:g} ms, "
+                     f"{rep['loop_stalls_10ms_per_s']:g} stalls >= 10 ms/s, "
+                     f"{rep['loop_stalls_50ms']} >= 50 ms")
     rollout = rep.get("rollout")
     if rollout:
         flags.append(f"rollout {rollout.get('phase')} {rollout.get('weight')}%")
