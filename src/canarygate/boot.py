@@ -104,11 +104,10 @@ class Boot:
             return
         built = time.monotonic()
         self.timings["load_seconds"] = built - self._started
-        inner = _Lifespan(app)
+        inner = self._inner = _Lifespan(app)  # a shutdown from here on stops it too
         if not await inner.startup():
             self._fail("the gateway's start-up failed (see the log above)")
             return
-        self._inner = inner
         gateway = app.state.gateway
         for status in self._errors:
             gateway.metrics.http_error(status)
