@@ -11,8 +11,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from conftest import MODELS, Server, free_port, v2_body
+
+pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
 
 ROW = np.full((1, 30), 0.5, dtype=np.float32)
 

@@ -17,6 +17,8 @@ from playwright.sync_api import sync_playwright  # the dev extra; never skipped
 
 from conftest import ROOT, Server, demo_config, open_loop_load
 
+pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
+
 CHROMIUM = "/usr/bin/chromium"  # Debian's; `make test` installs it when missing
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import ROOT, Server, demo_config, open_loop_load, start_server
 
+pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
+
 TOKEN = "secret"  # what the README exports
 
 
