@@ -103,17 +103,7 @@ class Metrics:
             "request id), 400 (bad labels), 409 (a different label for a labelled id).",
             ["model", "code"], registry=self.registry)
         self._request_children: dict[tuple[str, str, str, str, int], Counter] = {}
-        self._loop_lag = Histogram(
-            "canarygate_event_loop_lag_seconds",
-            "How late the event loop woke a 10 ms timer: time it spent on other work (a long "
-            "callback, the garbage collector, a background thread holding the GIL). Requests "
-            "arriving meanwhile queue for at least this long.", registry=self.registry,
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
-        self._tick_seconds = Histogram(
-            "canarygate_controller_tick_seconds",
-            "Time one controller tick (the judgement of one model's rollout) held the event "
-            "loop.", ["model"], registry=self.registry,
-            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0))
+        self._loop_lag, self._tick_seconds = _loop_histograms(self.registry)
 
     def request(self, model: str, version: str, variant: str, protocol: str, code: int) -> None:
         key = (model, version, variant, protocol, code)
@@ -276,6 +266,22 @@ class _LatencyCollector:
                 family.add_metric([model, version, variant], [*buckets, ("+Inf", hist.count)],
                                   hist.sum)
         yield from families.values()
+
+
+def _loop_histograms(registry: CollectorRegistry) -> tuple[Histogram, Histogram]:
+    """What holds the event loop: its lag, and the controller's ticks that run on it."""
+    lag = Histogram(
+        "canarygate_event_loop_lag_seconds",
+        "How late the event loop woke a 10 ms timer: time it spent on other work (a long "
+        "callback, the garbage collector, a background thread holding the GIL). Requests "
+        "arriving meanwhile queue for at least this long.", registry=registry,
+        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
+    tick = Histogram(
+        "canarygate_controller_tick_seconds",
+        "Time one controller tick (the judgement of one model's rollout) held the event "
+        "loop.", ["model"], registry=registry,
+        buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0))
+    return lag, tick
 
 
 class _BatchCollector:
