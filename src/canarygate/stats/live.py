@@ -135,16 +135,62 @@ class LiveStats:
             found = self.variants[key] = VariantStats(now, self.width, self.slots)
         return found
 
-    def summary(self, model: str, now: float, seconds: float | None = None) -> dict[str, Any]:
-        """The last minute of every version and variant of ``model``, as JSON."""
+    def summary(self, model: str, now: float, seconds: float | None = None,
+                others: list[dict[str, Any]] | None = None, wall: float = 0.0
+                ) -> dict[str, Any]:
+        """The last minute of every version and variant of ``model``, as JSON; with
+        ``others`` (other workers' ``snapshot``s, ``wall`` the time now on the wall clock),
+        everyone's figures added up."""
         span = seconds if seconds is not None else self.width * self.slots
+        found: dict[tuple[str, str], tuple[Slot, float]] = {}
+        for (m, version, variant), stats in list(self.variants.items()):
+            if m == model:
+                found[(version, variant)] = stats.last(now, span)
+        for snapshot in others or []:
+            for version, variant, created, slots in snapshot["variants"]:
+                total = Slot(wall)
+                for raw in slots:
+                    if raw[0] > wall - span - 1e-9:
+                        total.merge(slot_from(raw))
+                covered = max(wall - max(created, wall - span), 1e-9)
+                if (version, variant) in found:
+                    mine, seen = found[(version, variant)]
+                    mine.merge(total)
+                    covered = max(covered, seen)
+                    total = mine
+                found[(version, variant)] = (total, covered)
+        out = [{"version": version, "variant": variant, **describe(slot, covered)}
+               for (version, variant), (slot, covered) in found.items()]
+        return {"model": model, "window_seconds": span, "variants": out}
+
+    def snapshot(self, model: str, now: float, wall: float) -> dict[str, Any]:
+        """The last minute of each variant of ``model``, its times on the wall clock (the
+        only clock two processes share), for the other workers of a shared gateway. Cheap
+        (copies of a few counters and buckets): it runs on the event loop, which owns them."""
         out = []
         for (m, version, variant), stats in list(self.variants.items()):
             if m != model:
                 continue
-            slot, covered = stats.last(now, span)
-            out.append({"version": version, "variant": variant, **describe(slot, covered)})
-        return {"model": model, "window_seconds": span, "variants": out}
+            if now >= stats.end:
+                stats._advance(now)
+            out.append([version, variant, stats.created - now + wall,
+                        [slot_json(slot, slot.start - now + wall)
+                         for slot in stats.ring if slot.requests]])
+        return {"at": wall, "variants": out}
+
+
+def slot_json(slot: Slot, start: float) -> list[Any]:
+    return [start, slot.requests, slot.client_errors, slot.server_errors, slot.rows,
+            slot.batch_rows, *(getattr(slot, kind).to_json() for kind in KINDS)]
+
+
+def slot_from(raw: list[Any]) -> Slot:
+    slot = Slot(float(raw[0]))
+    (slot.requests, slot.client_errors, slot.server_errors, slot.rows,
+     slot.batch_rows) = (int(x) for x in raw[1:6])
+    for kind, hist in zip(KINDS, raw[6:9], strict=True):
+        setattr(slot, kind, LogHistogram.from_json(hist))
+    return slot
 
 
 def describe(slot: Slot, seconds: float) -> dict[str, Any]:
