@@ -38,6 +38,7 @@ DRIFT_GRACE = 2.5  # seconds past an interval (besides two syncs) before it is r
 STREAM_KEEP = 2000  # detector batches the stream keeps (a new controller starts from them)
 READ_COUNT = 1000  # detector batches read at most in one command
 LIVE_SECONDS = 120  # a worker's last-minute figures outlive it this long
+LIVE_EVERY = 1.0  # seconds between two shipments of a worker's last-minute figures
 
 
 class Telemetry:
@@ -51,7 +52,8 @@ class Telemetry:
         self.live = live
         self.drift = drift
         self.detectors = detectors
-        self._live: dict[str, dict[str, Any]] = {}
+        self._live: dict[str, str] = {}  # model -> this worker's last minute, not shipped
+        self._captured = 0.0
         self._next: int | None = None  # the next drift interval to read
         self._cursor: str | None = None  # the last detector batch read, while leading
         self._seq = 0
@@ -62,15 +64,19 @@ class Telemetry:
             detectors.share()
 
     def capture(self, now: float, wall: float) -> None:
-        """On the event loop (which owns the last-minute figures): this worker's, copied."""
-        self._live = {model: self.live.snapshot(model, now, wall) for model in self.models}
+        """On the event loop (which owns the last-minute figures): this worker's, as JSON, at
+        most once a second whatever the sync's pace."""
+        if wall - self._captured >= LIVE_EVERY:
+            self._live = {m: self.live.snapshot(m, now, wall) for m in self.models}
+            self._captured = wall
 
     def sync(self, acting: bool, wall: float | None = None) -> None:
         """One exchange (on the sync thread; redis.RedisError or OSError when Redis is away,
         with what was not shipped kept for the next one)."""
         at = time.time() if wall is None else wall
-        self.store.put_fields([(self.store.key("live", m), {self.worker: json.dumps(s)})
-                               for m, s in self._live.items()], LIVE_SECONDS)
+        live, self._live = self._live, {}
+        self.store.put_fields([(self.store.key("live", m), {self.worker: text})
+                               for m, text in live.items()], LIVE_SECONDS)
         if self.drift is not None:
             self._ship_drift()
             self._read_drift(at)

@@ -10,6 +10,7 @@ exports as histograms) and merge the ring into last-minute figures, off the requ
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +25,11 @@ class Slot:
     """One sub-window's counts."""
 
     __slots__ = ("batch_rows", "client_errors", "inference", "queue", "requests", "rows",
-                 "server_errors", "start", "total")
+                 "server_errors", "shipped", "start", "total")
 
     def __init__(self, start: float) -> None:
         self.start = start
+        self.shipped: str | None = None  # as JSON for other workers, once it is closed
         self.requests = 0
         self.client_errors = 0  # 4xx: the caller's mistake
         self.server_errors = 0  # 5xx and model failures
@@ -163,25 +165,36 @@ class LiveStats:
                for (version, variant), (slot, covered) in found.items()]
         return {"model": model, "window_seconds": span, "variants": out}
 
-    def snapshot(self, model: str, now: float, wall: float) -> dict[str, Any]:
-        """The last minute of each variant of ``model``, its times on the wall clock (the
-        only clock two processes share), for the other workers of a shared gateway. Cheap
-        (copies of a few counters and buckets): it runs on the event loop, which owns them."""
+    def snapshot(self, model: str, now: float, wall: float) -> str:
+        """The last minute of each variant of ``model`` as JSON, its times on the wall clock
+        (the only clock two processes share), for the other workers of a shared gateway.
+        It runs on the event loop, which owns the figures; a closed sub-window never changes,
+        so each is written once and only the open one every time."""
         out = []
         for (m, version, variant), stats in list(self.variants.items()):
             if m != model:
                 continue
             if now >= stats.end:
                 stats._advance(now)
-            out.append([version, variant, stats.created - now + wall,
-                        [slot_json(slot, slot.start - now + wall)
-                         for slot in stats.ring if slot.requests]])
-        return {"at": wall, "variants": out}
+            slots = []
+            for slot in stats.ring:
+                if not slot.requests:
+                    continue
+                if slot is stats.current:
+                    slots.append(slot_text(slot, slot.start - now + wall))
+                    continue
+                if slot.shipped is None:
+                    slot.shipped = slot_text(slot, slot.start - now + wall)
+                slots.append(slot.shipped)
+            head = json.dumps([version, variant, stats.created - now + wall])[:-1]
+            out.append(f"{head}, [{', '.join(slots)}]]")
+        return f'{{"at": {wall!r}, "variants": [{", ".join(out)}]}}'
 
 
-def slot_json(slot: Slot, start: float) -> list[Any]:
-    return [start, slot.requests, slot.client_errors, slot.server_errors, slot.rows,
-            slot.batch_rows, *(getattr(slot, kind).to_json() for kind in KINDS)]
+def slot_text(slot: Slot, start: float) -> str:
+    return json.dumps([start, slot.requests, slot.client_errors, slot.server_errors,
+                       slot.rows, slot.batch_rows,
+                       *(getattr(slot, kind).to_json() for kind in KINDS)])
 
 
 def slot_from(raw: list[Any]) -> Slot:
