@@ -176,8 +176,13 @@ class DriftMonitor:
             self._evaluate(at)
 
     def _keep(self, interval: int, text: str) -> None:
+        """The latest snapshot of ``interval``; while Redis is away they wait, bounded: an
+        interval older than the window is no use to anyone, and goes."""
         with self._snapshots_lock:
             self.snapshots[interval] = text
+            oldest = interval - self.config.window_intervals - 2
+            for stale in [k for k in self.snapshots if k < oldest]:
+                del self.snapshots[stale]
 
     def take_snapshots(self) -> dict[int, str]:
         """The snapshots not shipped yet, the latest of each interval (they leave)."""
