@@ -336,6 +336,7 @@ def shared_figures(a: Server, b: Server, bodies: list[bytes], rows: np.ndarray) 
     took.append(wait_for(lambda: window_rows(b) == sent + 300, 10,
                          "the rows replica A answered reach replica B's drift window"))
     assert drift(b)["variants"][0]["state"] == "alert", "A's shifted inputs drift on B"
+    wait_for(lambda: window_rows(a) == sent + 300, 5, "and A's own window")
     assert drift(a)["variants"][0] == drift(b)["variants"][0]  # one report everywhere
     print("\n[scale-out] sent, stats merged, detectors fed, drift merged, shift seen on B: "
           + ", ".join(f"{t:.2f} s" for t in took))

@@ -3,6 +3,7 @@ without Redis: what each worker ships, handed to the reader as the sync would)."
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from canarygate.config import DetectorsConfig, DriftConfig
 from canarygate.drift import DriftMonitor
 from canarygate.drift.sequential import SequentialMonitor
 from canarygate.rollout.telemetry import keep_share
+from canarygate.stats.live import LiveStats
 from canarygate.stats.sampling import Stride
 from conftest import MODELS, FakeClock, ort_outputs
 
@@ -184,3 +186,28 @@ def test_a_stationary_candidate_on_two_workers_alarms_no_more_than_on_one() -> N
     # The same false alarms per value fed, and so no more in all than one process.
     assert alarms_two / fed_two <= 1.3 * alarms_one / fed_one
     assert alarms_apart > 1.2 * alarms_two
+
+
+def test_last_minute_of_two_workers_is_one_process_last_minute() -> None:
+    """/admin/stats's merge: one worker's own figures plus the other's shipped snapshot (its
+    perf_counter times turned into wall-clock ones) give what one process serving every
+    request shows: the same counts, error rates and percentiles."""
+    rng = np.random.default_rng(5)
+    one, a, b = LiveStats(), LiveStats(), LiveStats()
+    start_a, start_b, wall = 100.0, 5_000.0, 1_700_000_000.0  # two unrelated clocks
+    for i in range(3000):
+        t = i * 0.015  # 45 s of traffic
+        seconds, status = float(rng.lognormal(-5, 0.4)), 500 if i % 97 == 0 else 200
+        worker, start = (a, start_a) if i % 3 else (b, start_b)
+        for live, clock in ((one, t), (worker, start + t)):
+            live.get(MODEL, "1", "baseline", clock).record(clock, seconds, status, 1, None,
+                                                           None, 1)
+    shipped = json.loads(b.snapshot(MODEL, start_b + 45.0, wall + 45.0))
+    merged = a.summary(MODEL, start_a + 45.0, 60.0, [shipped], wall + 45.0)
+    alone = one.summary(MODEL, 45.0, 60.0)
+    ours, theirs = merged["variants"][0], alone["variants"][0]
+    assert ours["requests"] == theirs["requests"] == 3000
+    assert ours["error_rate"] == pytest.approx(theirs["error_rate"])
+    assert ours["total_ms"] == theirs["total_ms"]
+    mine = a.summary(MODEL, start_a + 45.0, 60.0)["variants"][0]
+    assert mine["requests"] == 2000  # without the other's snapshot: this worker's only
