@@ -125,6 +125,9 @@ def test_merged_errors_feed_one_detector_as_one_process_would() -> None:
     assert any(e["kind"] == "drift" for e in ours["2"]["errors"]["events"])
     a.published = {MODEL: ours}
     assert a.state(MODEL) == ours  # a follower shows the controller's
+    controller.lead(False)  # the lease passed on: its detectors go (counted once, elsewhere)
+    controller.tick(T0 + 61)
+    assert controller.streams == {} and controller.state(MODEL) == {}
 
 
 SECONDS = 60

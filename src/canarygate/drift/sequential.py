@@ -184,8 +184,9 @@ class SequentialMonitor:
 
     def lead(self, leading: bool) -> None:
         """This worker became the acting controller (its detectors start afresh, on the
-        batches Redis still holds), or stopped being it (it shows the controller's state)."""
-        if leading and not self.leading:
+        batches Redis still holds), or stopped being it (it shows the controller's state, and
+        its own detectors go, so that /metrics counts the controller's alone)."""
+        if leading != self.leading:
             self._restart = True
         self.leading = leading
 
