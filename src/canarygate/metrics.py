@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -103,6 +103,17 @@ class Metrics:
             "request id), 400 (bad labels), 409 (a different label for a labelled id).",
             ["model", "code"], registry=self.registry)
         self._request_children: dict[tuple[str, str, str, str, int], Counter] = {}
+        self._loop_lag = Histogram(
+            "canarygate_event_loop_lag_seconds",
+            "How late the event loop woke a 10 ms timer: time it spent on other work (a long "
+            "callback, the garbage collector, a background thread holding the GIL). Requests "
+            "arriving meanwhile queue for at least this long.", registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
+        self._tick_seconds = Histogram(
+            "canarygate_controller_tick_seconds",
+            "Time one controller tick (the judgement of one model's rollout) held the event "
+            "loop.", ["model"], registry=self.registry,
+            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0))
 
     def request(self, model: str, version: str, variant: str, protocol: str, code: int) -> None:
         key = (model, version, variant, protocol, code)
@@ -167,6 +178,12 @@ class Metrics:
     def watch_cluster(self, cluster: Cluster) -> None:
         """The shared store's health and this worker's part in it, read at scrape time."""
         self.registry.register(_ClusterCollector(cluster))
+
+    def loop_lag(self, seconds: float) -> None:
+        self._loop_lag.observe(seconds)
+
+    def controller_tick(self, model: str, seconds: float) -> None:
+        self._tick_seconds.labels(model).observe(seconds)
 
     def http_error(self, code: int) -> None:
         self._http_errors.labels(str(code)).inc()

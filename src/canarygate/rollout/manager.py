@@ -481,12 +481,14 @@ class RolloutManager:
                 pass
             if not self.acting():
                 continue
+            started = time.perf_counter()
             try:
                 self.tick(name)
                 for hook in self.tick_hooks:
                     hook(name)
             except Exception:
                 log.exception("controller of %r failed a tick", name)
+            self.metrics.controller_tick(name, time.perf_counter() - started)
 
     # -- plumbing ---------------------------------------------------------------------------
 
