@@ -46,6 +46,7 @@ from canarygate.rollout.manager import RolloutManager
 from canarygate.rollout.persist import Persister, StateWriter
 from canarygate.rollout.redis_store import RedisStore
 from canarygate.rollout.store import FileStateStore, StateStore
+from canarygate.rollout.telemetry import Telemetry
 from canarygate.router import RoutingTable
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.catalog import VersionCatalog
@@ -126,6 +127,9 @@ def build(config: GatewayConfig) -> Parts:
     writer = Writer(recorder, config.dataset) if recorder is not None else None
     shadow = Shadow(runner, metrics, recorder, drift)
     store, persister, cluster = state_store(config, list(registry.models))
+    if cluster is not None:  # drift, detectors and the last minute judged on everyone's
+        cluster.telemetry = Telemetry(cluster.store, cluster.worker, config.state.sync_seconds,
+                                      list(registry.models), live, drift, detectors)
     observer = Observer(metrics, live, feedback, table, recorder=recorder, drift=drift,
                         detectors=detectors, shadow=shadow, shared=cluster)
     analysis = Analysis(config.drift, registry, live, drift, detectors)
@@ -234,7 +238,8 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
     pinned = InferEndpoint(gw.plane, gw.observer, v2, config.server, pinned=True)
     predict = InferEndpoint(gw.plane, gw.observer, v1, config.server, pinned=False)
     admin = AdminAPI(config, gw.registry, gw.rollouts, gw.catalog, gw.feedback, gw.live,
-                     drift=gw.drift, detectors=gw.detectors, history=gw.history)
+                     drift=gw.drift, detectors=gw.detectors, history=gw.history,
+                     shared=gw.cluster.telemetry if gw.cluster is not None else None)
     routes = [
         Route("/v2/health/live", meta.live),
         Route("/v2/health/ready", meta.ready),

@@ -431,6 +431,11 @@ class _ClusterCollector:
         shipped.add_metric(["shipped"], c.shipped)
         shipped.add_metric(["dropped"], c.outbox_dropped)
         yield shipped
+        if c.telemetry is not None and c.telemetry.detectors is not None:
+            yield CounterMetricFamily(
+                "canarygate_detector_batches_dropped",
+                "Batches of detector inputs this worker could not ship: its outbox was full "
+                "while the store was away.", value=c.telemetry.detectors.batches_dropped)
         yield GaugeMetricFamily(
             "canarygate_feedback_shared_reach_seconds",
             "How long the shared index keeps a prediction: the feedback TTL, or less when the "

@@ -10,6 +10,7 @@ exports as histograms) and merge the ring into last-minute figures, off the requ
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,11 @@ class Slot:
     """One sub-window's counts."""
 
     __slots__ = ("batch_rows", "client_errors", "inference", "queue", "requests", "rows",
-                 "server_errors", "start", "total")
+                 "server_errors", "shipped", "start", "total")
 
     def __init__(self, start: float) -> None:
         self.start = start
+        self.shipped: str | None = None  # as JSON for other workers, once it is closed
         self.requests = 0
         self.client_errors = 0  # 4xx: the caller's mistake
         self.server_errors = 0  # 5xx and model failures
@@ -138,19 +140,73 @@ class LiveStats:
         return found
 
     def summary(self, model: str, now: float, seconds: float | None = None,
+                others: list[dict[str, Any]] | None = None, wall: float = 0.0,
                 kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
         """The last minute of every version and variant of ``model``, as JSON (the latency
         quantiles of ``kinds``: the controller's tick asks for ``total`` only, a third of the
-        merging)."""
+        merging); with ``others`` (other workers' ``snapshot``s, ``wall`` the time now on the
+        wall clock), everyone's figures added up."""
         span = seconds if seconds is not None else self.width * self.slots
+        found: dict[tuple[str, str], tuple[Slot, float]] = {}
+        for (m, version, variant), stats in list(self.variants.items()):
+            if m == model:
+                found[(version, variant)] = stats.last(now, span, kinds)
+        for snapshot in others or []:
+            for version, variant, created, slots in snapshot["variants"]:
+                total = Slot(wall)
+                for raw in slots:
+                    if raw[0] > wall - span - 1e-9:
+                        total.merge(slot_from(raw), kinds)
+                covered = max(wall - max(created, wall - span), 1e-9)
+                if (version, variant) in found:
+                    mine, seen = found[(version, variant)]
+                    mine.merge(total, kinds)
+                    covered = max(covered, seen)
+                    total = mine
+                found[(version, variant)] = (total, covered)
+        out = [{"version": version, "variant": variant, **describe(slot, covered, kinds)}
+               for (version, variant), (slot, covered) in found.items()]
+        return {"model": model, "window_seconds": span, "variants": out}
+
+    def snapshot(self, model: str, now: float, wall: float) -> str:
+        """The last minute of each variant of ``model`` as JSON, its times on the wall clock
+        (the only clock two processes share), for the other workers of a shared gateway.
+        It runs on the event loop, which owns the figures; a closed sub-window never changes,
+        so each is written once and only the open one every time."""
         out = []
         for (m, version, variant), stats in list(self.variants.items()):
             if m != model:
                 continue
-            slot, covered = stats.last(now, span, kinds)
-            out.append({"version": version, "variant": variant,
-                        **describe(slot, covered, kinds)})
-        return {"model": model, "window_seconds": span, "variants": out}
+            if now >= stats.end:
+                stats._advance(now)
+            slots = []
+            for slot in stats.ring:
+                if not slot.requests:
+                    continue
+                if slot is stats.current:
+                    slots.append(slot_text(slot, slot.start - now + wall))
+                    continue
+                if slot.shipped is None:
+                    slot.shipped = slot_text(slot, slot.start - now + wall)
+                slots.append(slot.shipped)
+            head = json.dumps([version, variant, stats.created - now + wall])[:-1]
+            out.append(f"{head}, [{', '.join(slots)}]]")
+        return f'{{"at": {wall!r}, "variants": [{", ".join(out)}]}}'
+
+
+def slot_text(slot: Slot, start: float) -> str:
+    return json.dumps([start, slot.requests, slot.client_errors, slot.server_errors,
+                       slot.rows, slot.batch_rows,
+                       *(getattr(slot, kind).to_json() for kind in KINDS)])
+
+
+def slot_from(raw: list[Any]) -> Slot:
+    slot = Slot(float(raw[0]))
+    (slot.requests, slot.client_errors, slot.server_errors, slot.rows,
+     slot.batch_rows) = (int(x) for x in raw[1:6])
+    for kind, hist in zip(KINDS, raw[6:9], strict=True):
+        setattr(slot, kind, LogHistogram.from_json(hist))
+    return slot
 
 
 def describe(slot: Slot, seconds: float, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
