@@ -38,6 +38,7 @@ from canarygate.http.v1 import V1Codec
 from canarygate.http.v2 import V2Codec
 from canarygate.metrics import Metrics
 from canarygate.notify import Notifier
+from canarygate.openapi import ApiDocs
 from canarygate.recorder import Recorder
 from canarygate.recorder.writer import Writer
 from canarygate.rollout.cluster import Cluster
@@ -223,6 +224,8 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
     predict = InferEndpoint(gw.plane, gw.observer, v1, config.server, pinned=False)
     admin = AdminAPI(config, gw.registry, gw.rollouts, gw.catalog, gw.feedback, gw.live,
                      drift=gw.drift, detectors=gw.detectors, history=gw.history)
+    # /openapi.json and /docs, built here once (the baselines' inputs make the examples).
+    docs = ApiDocs(config, {name: gw.plane.baseline(name).inputs for name in gw.registry.models})
     routes = [
         Route("/v2/health/live", meta.live),
         Route("/v2/health/ready", meta.ready),
@@ -240,6 +243,7 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
         Route("/metrics", meta.metrics_text),
         *admin.routes(),
         *Dashboard().routes(),
+        *docs.routes(),
     ]
 
     async def error(request: Request, exc: Exception) -> Response:
