@@ -214,7 +214,9 @@ def admin_schemas() -> dict[str, Schema]:
             closed=True),
         "History": obj(["model", "level_codes", "drift_features", "points"], {
             "model": TEXT, "level_codes": {"type": "object"},
-            "drift_features": array(TEXT), "points": array(obj(["t", "phase", "weight"], {
+            "drift_features": mapping(array(TEXT)) | {
+                "description": "Per variant: the input features whose drift points hold"},
+            "points": array(obj(["t", "phase", "weight"], {
                 "t": {"type": "number"}, "phase": TEXT, "weight": {"type": "number"},
                 "observed_share": FIGURE}))}, closed=True),
         "Drift": obj(["model", "evaluated_at", "variants", "detectors"], {
