@@ -51,6 +51,7 @@ from canarygate.router import RoutingTable
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.catalog import VersionCatalog
 from canarygate.runtime.runner import Runner
+from canarygate.runtime.tensors import TensorSpec
 from canarygate.serving import Observer, ServingPlane
 from canarygate.serving.shadow import Shadow
 from canarygate.stats.live import LiveStats
@@ -215,6 +216,11 @@ async def stop(gw: Parts) -> None:
     gw.runner.close()
 
 
+def baseline_inputs(gw: Parts) -> dict[str, tuple[TensorSpec, ...]]:
+    """Each model's baseline inputs: the OpenAPI document's examples are made of them."""
+    return {name: gw.plane.baseline(name).inputs for name in gw.registry.models}
+
+
 def create_app(config: GatewayConfig) -> PredictionDispatch:
     gw = build(config)
     meta = MetaEndpoints(gw.plane, gw.metrics, lambda: gw.ready)
@@ -224,8 +230,6 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
     predict = InferEndpoint(gw.plane, gw.observer, v1, config.server, pinned=False)
     admin = AdminAPI(config, gw.registry, gw.rollouts, gw.catalog, gw.feedback, gw.live,
                      drift=gw.drift, detectors=gw.detectors, history=gw.history)
-    # /openapi.json and /docs, built here once (the baselines' inputs make the examples).
-    docs = ApiDocs(config, {name: gw.plane.baseline(name).inputs for name in gw.registry.models})
     routes = [
         Route("/v2/health/live", meta.live),
         Route("/v2/health/ready", meta.ready),
@@ -243,7 +247,7 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
         Route("/metrics", meta.metrics_text),
         *admin.routes(),
         *Dashboard().routes(),
-        *docs.routes(),
+        *ApiDocs(config, baseline_inputs(gw)).routes(),  # /openapi.json, /docs: built once
     ]
 
     async def error(request: Request, exc: Exception) -> Response:

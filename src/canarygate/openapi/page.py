@@ -93,7 +93,8 @@ def body_html(op: dict[str, Any]) -> str:
     if body is None:
         return ""
     needed = "required" if body.get("required") else "optional"
-    return f"<h4>Request body ({needed})</h4>" + content_html(body.get("content", {}))
+    return (f"<h4>Request body ({needed})</h4>" + paragraphs(body.get("description", ""))
+            + content_html(body.get("content", {})))
 
 
 def responses_html(op: dict[str, Any]) -> str:

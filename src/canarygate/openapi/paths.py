@@ -34,6 +34,8 @@ WHY = {
     503: "Not ready, or (scale-out) the shared state store cannot be reached",
 }
 BODY_ERRORS = (400, 413, 415)
+COMPRESSED = ("A body may be compressed: `Content-Encoding: gzip` or `deflate` (any other is a "
+              "415); the limit applies after decompression too.")
 
 
 def json_content(schema: Schema) -> dict[str, Any]:
@@ -97,9 +99,6 @@ def parameters(server: ServerConfig, models: list[str]) -> dict[str, Any]:
         "StickyKey": {"name": server.sticky_header, "in": "header", "schema": {"type": "string"},
                       "description": "Routes by a hash of its value: a key keeps its variant "
                                      "(`server.sticky_header`)"},
-        "ContentEncoding": {"name": "content-encoding", "in": "header", "schema": {
-            "type": "string", "enum": ["gzip", "deflate", "identity"]},
-            "description": "The body's compression"},
         "HeaderLength": {"name": "inference-header-content-length", "in": "header",
                          "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"},
                          "description": "Binary tensor extension: the length of the JSON "
@@ -130,7 +129,7 @@ def prediction_headers() -> dict[str, Any]:
 
 
 def _infer_body() -> dict[str, Any]:
-    return {"required": True, "content": {
+    return {"required": True, "description": COMPRESSED, "content": {
         JSON: {"schema": ref("InferenceRequest")},
         "application/octet-stream": {"schema": {
             "type": "string", "format": "binary",
@@ -152,7 +151,7 @@ def _infer_answers() -> dict[str, Any]:
 
 
 def prediction_paths() -> dict[str, Any]:
-    heads = ("RequestId", "ContentEncoding", "HeaderLength")
+    heads = ("RequestId", "HeaderLength")
     headers = prediction_headers()
     v1_answers = {"200": ok(ref("V1Response"), headers=headers),
                   **errors(*BODY_ERRORS, 404, 500,
@@ -168,13 +167,15 @@ def prediction_paths() -> dict[str, Any]:
             _infer_answers(), params=("Model", "Version", *heads), body=_infer_body())},
         "/v1/models/{name}:predict": {"post": operation(
             "predictV1", "KServe V1: instances in, predictions out", "inference", v1_answers,
-            params=("Model", "RequestId", "ContentEncoding", "StickyKey"),
-            body={"required": True, "content": json_content(ref("V1Request"))})},
+            params=("Model", "RequestId", "StickyKey"),
+            body={"required": True, "description": COMPRESSED,
+                  "content": json_content(ref("V1Request"))})},
         "/v2/models/{name}/feedback": {"post": operation(
             "feedback", "Labels for earlier predictions, joined by request id", "feedback",
             {"200": ok(ref("FeedbackResponse")), **errors(*BODY_ERRORS, 404, 409)},
-            params=("Model", "ContentEncoding"),
-            body={"required": True, "content": json_content(ref("FeedbackRequest"))},
+            params=("Model",),
+            body={"required": True, "description": COMPRESSED,
+                  "content": json_content(ref("FeedbackRequest"))},
             description="All items are checked before any is applied: an unknown or expired "
                         "request id is a 404, a second different label for one id a 409.")},
     }
@@ -274,7 +275,8 @@ def admin_write_paths() -> dict[str, Any]:
             op_id, summary, "admin",
             {**answers, **errors(*BODY_ERRORS, 401, 403, 404, 409, 503, *codes)},
             params=("AdminModel",), role="operator",
-            body={"required": required, "content": json_content(ref(body))})}
+            body={"required": required, "description": COMPRESSED,
+                  "content": json_content(ref(body))})}
 
     paths = {
         "/admin/rollouts/{model}/start": write(
