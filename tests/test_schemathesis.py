@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ADMIN_TOKEN, ROOT, Server, demo_config, start_server
+from conftest import ADMIN_TOKEN, GOOD_ROW_BODY, ROOT, Server, demo_config, start_server
 
 TESTS = ROOT / "tests"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -33,10 +33,17 @@ SECONDS = 150  # a bound on a hang (the run takes 20-30 s on a quiet machine), n
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The demo with a drift window that fills within the run, after some traffic: the admin
+    views then hold drift scores, judgements and their traffic, not only empty lists."""
     tmp = tmp_path_factory.mktemp("schemathesis")
-    server = start_server(demo_config(tmp), tmp, {
+    drift = {"interval_seconds": 1, "window_intervals": 5, "min_window": 50}
+    server = start_server(demo_config(tmp, drift=drift), tmp, {
         "CANARYGATE_ADMIN_TOKEN": ADMIN_TOKEN, "HTTP_PROXY": NOWHERE, "HTTPS_PROXY": NOWHERE,
         "ALL_PROXY": NOWHERE, "NO_PROXY": ""})
+    with server.client() as http:
+        for _ in range(300):
+            assert http.post("/v2/models/breast-cancer/infer",
+                             content=GOOD_ROW_BODY).status_code == 200
     yield server
     server.stop()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from canarygate.config import NAME_PATTERN, RolloutConfig
+from canarygate.drift.report import LEVELS as DRIFT_LEVELS
 from canarygate.http.protocol import MAX_REQUEST_ID
 from canarygate.rollout.gates import Verdict
 from canarygate.rollout.state import Phase
@@ -21,6 +22,7 @@ FIGURE: Schema = {"type": ["number", "null"]}
 COUNT: Schema = {"type": "integer", "minimum": 0}
 TEXT: Schema = {"type": "string"}
 NAME: Schema = {"type": "string", "pattern": NAME_PATTERN}
+LEVELS = list(DRIFT_LEVELS)
 
 
 def ref(name: str) -> Schema:
@@ -195,7 +197,41 @@ def rollout_view_schema() -> Schema:
         "step_number": {"type": ["integer", "null"], "minimum": 1},
         "waiting": {"anyOf": [waiting, {"type": "null"}]},
         "last_verdicts": array(ref("GateResult")), "feedback": ref("Scores"),
-        "estimated_accuracy": array({"type": "object"})})
+        "estimated_accuracy": array({"allOf": [ref("Estimate"), obj(
+            ["version", "variant", "realised_accuracy"], {
+                "version": TEXT, "variant": TEXT, "realised_accuracy": FIGURE})]})})
+
+
+def decision_schema() -> Schema:
+    """One entry of the decision log: a judgement, a person's action or a registration."""
+    return obj(["time", "model", "action", "actor", "reason"], {
+        "time": {"type": "number"}, "model": TEXT, "action": TEXT,
+        "actor": {"type": "string", "description": "controller, or the admin token's name"},
+        "reason": TEXT, "phase": TEXT, "phase_before": TEXT, "step": {"type": "integer"},
+        "weight": {"type": "number"}, "weight_before": {"type": "number"},
+        "baseline": TEXT, "candidate": {"type": ["string", "null"]}, "revision": COUNT,
+        "gates": array(ref("GateResult")),
+        "traffic": array(obj(["version", "variant", "requests", "qps"], {
+            "version": TEXT, "variant": TEXT, "requests": COUNT, "qps": FIGURE,
+            "error_rate": FIGURE, "mean_batch_rows": FIGURE, "p50_ms": FIGURE,
+            "p99_ms": FIGURE}), description="What each variant served in the last minute "
+                                             "(a judgement's)"),
+        "version": TEXT, "path": TEXT})
+
+
+def column_schema() -> Schema:
+    """One column's drift figures (``psi``, ``ks``, p-values... as the column's kind has)."""
+    return {**obj(["name", "kind", "window_size", "missing", "level"], {
+        "name": TEXT, "kind": {"type": "string", "enum": ["numeric", "categorical"]},
+        "window_size": COUNT, "missing": COUNT,
+        "level": {"type": "string", "enum": LEVELS}}), "additionalProperties": FIGURE}
+
+
+def estimate_schema() -> Schema:
+    return obj(["rows", "accuracy", "low", "high", "expected_wrong"], {
+        "rows": COUNT, "accuracy": FIGURE, "low": FIGURE, "high": FIGURE,
+        "expected_wrong": FIGURE}, description="Accuracy estimated from the model's own "
+                                               "scores (no labels), with its 95 % interval")
 
 
 def admin_schemas() -> dict[str, Schema]:
@@ -208,9 +244,9 @@ def admin_schemas() -> dict[str, Schema]:
         "Whoami": obj(["name", "role", "models"], {
             "name": TEXT, "role": {"type": "string", "enum": ["viewer", "operator"]},
             "models": array(TEXT)}, closed=True),
+        "Decision": decision_schema(),
         "Decisions": obj(["model", "decisions"], {
-            "model": TEXT, "decisions": array({"type": "object"}, description=(
-                "Newest last: time, action, actor, reason, phase, step, weight, verdicts"))},
+            "model": TEXT, "decisions": array(ref("Decision"), description="Newest last")},
             closed=True),
         "History": obj(["model", "level_codes", "drift_features", "points"], {
             "model": TEXT, "level_codes": {"type": "object"},
@@ -219,8 +255,17 @@ def admin_schemas() -> dict[str, Schema]:
             "points": array(obj(["t", "phase", "weight"], {
                 "t": {"type": "number"}, "phase": TEXT, "weight": {"type": "number"},
                 "observed_share": FIGURE}))}, closed=True),
+        "ColumnScore": column_schema(),
+        "Estimate": estimate_schema(),
+        "DriftVariant": obj(["version", "variant", "window_rows", "min_window", "features",
+                             "outputs", "alerts", "state", "estimated_accuracy"], {
+            "version": TEXT, "variant": TEXT, "window_rows": COUNT, "min_window": COUNT,
+            "features": array(ref("ColumnScore")), "outputs": array(ref("ColumnScore")),
+            "alerts": array(TEXT), "state": {"type": "string", "enum": LEVELS},
+            "estimated_accuracy": {"anyOf": [ref("Estimate"), {"type": "null"}]}},
+            closed=True),
         "Drift": obj(["model", "evaluated_at", "variants", "detectors"], {
-            "model": TEXT, "evaluated_at": FIGURE, "variants": array({"type": "object"}),
+            "model": TEXT, "evaluated_at": FIGURE, "variants": array(ref("DriftVariant")),
             "dropped_rows": COUNT, "output_comparison": {"type": ["object", "null"]},
             "detectors": {"type": ["object", "null"]}}),
         "Stats": obj(["model", "window_seconds", "variants"], {
