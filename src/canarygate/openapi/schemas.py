@@ -193,13 +193,38 @@ def rollout_view_schema() -> Schema:
         "figures": {"type": "object"}, "window": COUNT, "versions": array(TEXT),
         "steps": array({"type": "number"}),
         "step_counts": obj(["baseline", "candidate"], {"baseline": arm, "candidate": arm}),
-        "shadow": {"type": "object"}, "tau_ms": FIGURE,
+        "shadow": obj(["pairs", "labelled", "agreements", "abs_diff_sum", "dropped"], {
+            "pairs": COUNT, "labelled": {"type": "boolean"}, "agreements": COUNT,
+            "abs_diff_sum": FIGURE, "dropped": COUNT}, closed=True), "tau_ms": FIGURE,
         "step_number": {"type": ["integer", "null"], "minimum": 1},
         "waiting": {"anyOf": [waiting, {"type": "null"}]},
         "last_verdicts": array(ref("GateResult")), "feedback": ref("Scores"),
         "estimated_accuracy": array({"allOf": [ref("Estimate"), obj(
             ["version", "variant", "realised_accuracy"], {
                 "version": TEXT, "variant": TEXT, "realised_accuracy": FIGURE})]})})
+
+
+def history_point_schema() -> Schema:
+    """One controller tick of ``GET /admin/rollouts/{model}/history``."""
+    gate = obj(["verdict", "statistic", "threshold"], {
+        "verdict": {"type": "string", "enum": [v.value for v in Verdict]},
+        "statistic": FIGURE, "threshold": FIGURE}, closed=True)
+    traffic = obj(["version", "qps", "error_rate", "p50", "p95", "p99"], {
+        "version": TEXT, "qps": FIGURE, "error_rate": FIGURE, "p50": FIGURE, "p95": FIGURE,
+        "p99": FIGURE}, closed=True)
+    drift = obj(["version", "levels", "psi"], {
+        "version": TEXT, "levels": array({"type": "integer"}), "psi": array(FIGURE)},
+        closed=True, description="Per input feature, in `drift_features`' order: level code "
+                                 "(`level_codes`) and PSI")
+    return obj(["t", "phase", "step", "weight", "baseline", "candidate", "observed_share",
+                "variants", "gates", "agreement", "shadow_pairs", "feedback", "drift"], {
+        "t": {"type": "number"}, "phase": TEXT, "step": {"type": "integer"},
+        "weight": {"type": "number"}, "baseline": TEXT,
+        "candidate": {"type": ["string", "null"]}, "observed_share": FIGURE,
+        "variants": mapping(traffic), "gates": mapping(gate), "agreement": FIGURE,
+        "shadow_pairs": COUNT, "feedback": mapping(obj([], {
+            "accuracy": FIGURE, "mae": FIGURE}, closed=True)),
+        "drift": mapping(drift)}, closed=True)
 
 
 def decision_schema() -> Schema:
@@ -227,6 +252,16 @@ def column_schema() -> Schema:
         "level": {"type": "string", "enum": LEVELS}}), "additionalProperties": FIGURE}
 
 
+def comparison_schema() -> Schema:
+    """The candidate's outputs against the baseline's over the same window."""
+    side = obj(["version", "window_rows"], {"version": TEXT, "window_rows": COUNT},
+               closed=True)
+    return obj(["baseline", "candidate", "min_window", "outputs", "alerts", "state"], {
+        "baseline": side, "candidate": side, "min_window": COUNT,
+        "outputs": array(ref("ColumnScore")), "alerts": array(TEXT),
+        "state": {"type": "string", "enum": LEVELS}}, closed=True)
+
+
 def estimate_schema() -> Schema:
     return obj(["rows", "accuracy", "low", "high", "expected_wrong"], {
         "rows": COUNT, "accuracy": FIGURE, "low": FIGURE, "high": FIGURE,
@@ -249,13 +284,13 @@ def admin_schemas() -> dict[str, Schema]:
             "model": TEXT, "decisions": array(ref("Decision"), description="Newest last")},
             closed=True),
         "History": obj(["model", "level_codes", "drift_features", "points"], {
-            "model": TEXT, "level_codes": {"type": "object"},
+            "model": TEXT, "level_codes": mapping({"type": "integer"}),
             "drift_features": mapping(array(TEXT)) | {
                 "description": "Per variant: the input features whose drift points hold"},
-            "points": array(obj(["t", "phase", "weight"], {
-                "t": {"type": "number"}, "phase": TEXT, "weight": {"type": "number"},
-                "observed_share": FIGURE}))}, closed=True),
+            "points": array(ref("HistoryPoint"))}, closed=True),
+        "HistoryPoint": history_point_schema(),
         "ColumnScore": column_schema(),
+        "OutputComparison": comparison_schema(),
         "Estimate": estimate_schema(),
         "DriftVariant": obj(["version", "variant", "window_rows", "min_window", "features",
                              "outputs", "alerts", "state", "estimated_accuracy"], {
@@ -266,7 +301,8 @@ def admin_schemas() -> dict[str, Schema]:
             closed=True),
         "Drift": obj(["model", "evaluated_at", "variants", "detectors"], {
             "model": TEXT, "evaluated_at": FIGURE, "variants": array(ref("DriftVariant")),
-            "dropped_rows": COUNT, "output_comparison": {"type": ["object", "null"]},
+            "dropped_rows": COUNT,
+            "output_comparison": {"anyOf": [ref("OutputComparison"), {"type": "null"}]},
             "detectors": {"type": ["object", "null"]}}),
         "Stats": obj(["model", "window_seconds", "variants"], {
             "model": TEXT, "window_seconds": {"type": "number"},
