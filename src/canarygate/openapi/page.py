@@ -21,7 +21,8 @@ text-align:center;margin-right:.5rem}.get{background:#1f6feb}.post{background:#1
 table{border-collapse:collapse;width:100%;margin:.4rem 0}
 th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa}code,pre{font-family:ui-monospace,monospace;font-size:13px}
-pre{background:#f6f8fa;padding:.6rem;overflow-x:auto;border-radius:4px}
+pre{background:#f6f8fa;padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere;
+border-radius:4px}
 .auth{color:#9a6700}
 """
 
@@ -37,9 +38,9 @@ def paragraphs(text: str) -> str:
     return "".join(f"<p>{inline(p)}</p>" for p in text.split("\n\n") if p.strip())
 
 
-def schema_html(schema: Any) -> str:
+def schema_html(schema: Any, indent: int | None = 2) -> str:
     """A schema as indented JSON, each reference a link to the schema it names."""
-    text = escape(json.dumps(schema, indent=2), quote=True)
+    text = escape(json.dumps(schema, indent=indent), quote=True)
     return "<pre>" + REF.sub(r'<a href="#\1-\2">\2</a>', text) + "</pre>"
 
 
@@ -85,6 +86,8 @@ def content_html(content: dict[str, Any]) -> str:
         note = inline(entry.get("description", ""))
         parts.append(f"<p><code>{escape(media)}</code> {note}</p>"
                      + schema_html(entry.get("schema", {})))
+        if "example" in entry:
+            parts.append("<p>For example:</p>" + schema_html(entry["example"], indent=None))
     return "".join(parts)
 
 
@@ -112,9 +115,9 @@ def responses_html(op: dict[str, Any]) -> str:
 
 def operation_html(doc: dict[str, Any], method: str, path: str, op: dict[str, Any]) -> str:
     role = op.get("x-canarygate-role")
-    auth = (f'<p class="auth">Admin API: <code>Authorization: Bearer &lt;token&gt;</code> of '
-            f"a {'viewer or operator' if role == 'viewer' else 'operator'}.</p>"
-            if role else "")
+    who = "a viewer's or an operator's" if role == "viewer" else "an operator's"
+    auth = (f'<p class="auth">Admin API: <code>Authorization: Bearer &lt;token&gt;</code> '
+            f"with {who} token.</p>" if role else "")
     return (f'<article id="op-{escape(op["operationId"])}"><h3><span class="m {method}">'
             f"{method.upper()}</span>{escape(path)}</h3><p>{inline(op['summary'])}</p>"
             + paragraphs(op.get("description", "")) + auth + parameters_html(doc, op)
