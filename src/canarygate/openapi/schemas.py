@@ -270,7 +270,6 @@ def estimate_schema() -> Schema:
 
 
 def admin_schemas() -> dict[str, Schema]:
-    reason: Schema = {"type": "string", "description": "Kept in the decision log"}
     return {
         "Schedule": schedule_schema(),
         "GateResult": gate_schema(),
@@ -317,6 +316,13 @@ def admin_schemas() -> dict[str, Schema]:
         "Registered": obj(["name", "version", "versions", "inputs", "outputs"], {
             "name": TEXT, "version": TEXT, "versions": array(TEXT), "platform": TEXT,
             "inputs": array(ref("TensorMetadata")), "outputs": array(ref("TensorMetadata"))}),
+    }
+
+
+def admin_request_schemas() -> dict[str, Schema]:
+    """The admin writes' bodies."""
+    reason: Schema = {"type": "string", "description": "Kept in the decision log"}
+    return {
         "Reason": obj([], {"reason": reason}),
         "StartRequest": obj(["candidate"], {
             "candidate": {"type": ["string", "integer"], "description": "A loaded version"},
@@ -336,4 +342,4 @@ def admin_schemas() -> dict[str, Schema]:
 
 def all_schemas() -> dict[str, Schema]:
     return {**server_schemas(), **tensor_schemas(), **inference_schemas(),
-            **feedback_schemas(), **admin_schemas()}
+            **feedback_schemas(), **admin_schemas(), **admin_request_schemas()}
