@@ -38,6 +38,7 @@ from canarygate.http.v1 import V1Codec
 from canarygate.http.v2 import V2Codec
 from canarygate.metrics import Metrics
 from canarygate.notify import Notifier
+from canarygate.openapi import ApiDocs
 from canarygate.recorder import Recorder
 from canarygate.recorder.writer import Writer
 from canarygate.rollout.cluster import Cluster
@@ -51,6 +52,7 @@ from canarygate.router import RoutingTable
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.catalog import VersionCatalog
 from canarygate.runtime.runner import Runner
+from canarygate.runtime.tensors import TensorSpec
 from canarygate.serving import Observer, ServingPlane
 from canarygate.serving.shadow import Shadow
 from canarygate.stats.live import LiveStats
@@ -230,6 +232,11 @@ async def stop(gw: Parts) -> None:
     gw.runner.close()
 
 
+def baseline_inputs(gw: Parts) -> dict[str, tuple[TensorSpec, ...]]:
+    """Each model's baseline inputs: the OpenAPI document's examples are made of them."""
+    return {name: gw.plane.baseline(name).inputs for name in gw.registry.models}
+
+
 def create_app(config: GatewayConfig) -> PredictionDispatch:
     gw = build(config)
     meta = MetaEndpoints(gw.plane, gw.metrics, lambda: gw.ready)
@@ -257,6 +264,7 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
         Route("/metrics", meta.metrics_text),
         *admin.routes(),
         *Dashboard().routes(),
+        *ApiDocs(config, baseline_inputs(gw)).routes(),  # /openapi.json, /docs: built once
     ]
 
     async def error(request: Request, exc: Exception) -> Response:
