@@ -9,8 +9,8 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,6 +237,40 @@ def baseline_inputs(gw: Parts) -> dict[str, tuple[TensorSpec, ...]]:
     return {name: gw.plane.baseline(name).inputs for name in gw.registry.models}
 
 
+def _error_handler(metrics: Metrics) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def error(request: Request, exc: Exception) -> Response:
+        """Every error outside the prediction endpoints, rendered as they render theirs."""
+        if isinstance(exc, HTTPException):
+            message = {404: f"no route for {request.url.path}",
+                       405: f"method {request.method} is not allowed on {request.url.path}"}
+            status, text = exc.status_code, message.get(exc.status_code, str(exc.detail))
+            body, headers = error_json(text), exc.headers
+        else:  # Starlette logs what it re-raises after this answer: no second traceback
+            status, body, _ = error_answer(exc, log_unexpected=False)
+            headers = None
+        metrics.http_error(status)
+        return Response(body, status_code=status, headers=headers, media_type=JSON.decode())
+
+    return error
+
+
+def _lifespan(gw: Parts) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await start(gw)
+        if gw.config.server.tune_gc:  # see ServerConfig.tune_gc
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+        log.info("canarygate serving %s", ", ".join(gw.registry.models))
+        try:
+            yield
+        finally:
+            await stop(gw)
+
+    return lifespan
+
+
 def create_app(config: GatewayConfig) -> PredictionDispatch:
     gw = build(config)
     meta = MetaEndpoints(gw.plane, gw.metrics, lambda: gw.ready)
@@ -267,34 +301,8 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
         *ApiDocs(config, baseline_inputs(gw)).routes(),  # /openapi.json, /docs: built once
     ]
 
-    async def error(request: Request, exc: Exception) -> Response:
-        """Every error outside the prediction endpoints, rendered as they render theirs."""
-        if isinstance(exc, HTTPException):
-            message = {404: f"no route for {request.url.path}",
-                       405: f"method {request.method} is not allowed on {request.url.path}"}
-            status, text = exc.status_code, message.get(exc.status_code, str(exc.detail))
-            body, headers = error_json(text), exc.headers
-        else:  # Starlette logs what it re-raises after this answer: no second traceback
-            status, body, _ = error_answer(exc, log_unexpected=False)
-            headers = None
-        gw.metrics.http_error(status)
-        return Response(body, status_code=status, headers=headers, media_type=JSON.decode())
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await start(gw)
-        if config.server.tune_gc:  # see ServerConfig.tune_gc
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-        log.info("canarygate serving %s", ", ".join(gw.registry.models))
-        try:
-            yield
-        finally:
-            await stop(gw)
-
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict.fromkeys(
-        (HTTPException, GatewayError, Exception), error))
+    app = Starlette(routes=routes, lifespan=_lifespan(gw), exception_handlers=dict.fromkeys(
+        (HTTPException, GatewayError, Exception), _error_handler(gw.metrics)))
     app.state.gateway = gw
     # POSTs to the prediction routes skip Starlette's middleware and router (http/dispatch.py).
     return PredictionDispatch(app, routed, pinned, predict)
