@@ -50,8 +50,12 @@ test-tools:
 	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 
+# Two pytest processes share what can run side by side (most tests wait on servers, not the
+# CPU); the tests marked `serial` judge throughput, latency or timeouts, so they run after, alone.
+TEST_PROCS ?= 2
 test: lint test-tools
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCS) -m "not serial"
+	$(PY) -m pytest -m serial
 
 # The judge's seeded scenario matrix through the real controller (tests/judge_sim.py): the
 # README's table. SIM_RUNS rollouts a case; SIM_ONLY keeps the cases whose name contains it.

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests import mlserver_setup, report
+from loadtests import mlserver_setup, report, startup
 from loadtests.measure import (
     LOADER_CPU,
     SERVER_CPU,
@@ -65,7 +65,7 @@ from loadtests.wrk import ensure_wrk
 
 SERVERS = ("bare-starlette", "minimal-ort", "canarygate-all-on", "canarygate-recording-off",
            "mlserver")
-STAGES = (*SERVERS, "batching", "memory")
+STAGES = (*SERVERS, "batching", "memory", "startup")
 MODEL = "breast-cancer"
 # v2 over v1 at a fixed 50 %: the ramp never advances, and nothing promotes by itself. Every
 # gate is still judged each interval. v2 (boosted trees) costs about 4x v1 per batch of 64
@@ -227,6 +227,26 @@ class Bench:
                 print(f"  {label} FAILED: {exc}", flush=True)
             result[label] = entry
         return result
+
+    # -- warm start --------------------------------------------------------------------------
+
+    def startup(self, starts: int = 3) -> dict[str, Any]:
+        """Process start to live and to ready, and the first request against the steady p50."""
+        print("\n== warm start: canarygate-all-on from process start", flush=True)
+        runs = []
+        try:
+            for i in range(starts):
+                spec = self.spec("canarygate-all-on")
+                server = Server(spec, self.run_dir / f"startup-{spec.port}.log", SERVER_CPU)
+                run = startup.one_start(server)
+                runs.append(run)
+                print(f"  start {i + 1}/{starts}: live {run['live_seconds']:.2f} s, ready "
+                      f"{run['ready_seconds']:.2f} s, first {run['first_ms']:.2f} ms, steady "
+                      f"p50 {run['steady_p50_ms']:.2f} ms", flush=True)
+        except (ServerFailed, RuntimeError, OSError) as exc:
+            print(f"  FAILED: {exc}", flush=True)
+            return {"error": str(exc)}
+        return startup.summary(runs)
 
     # -- memory ------------------------------------------------------------------------------
 
@@ -391,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             results["batching"] = bench.batching()
         if "memory" in o.only:
             results["memory"] = bench.memory()
+        if "startup" in o.only:
+            results["startup"] = bench.startup()
     except KeyboardInterrupt:
         results["interrupted"] = True
         print("\ninterrupted: writing what was measured", file=sys.stderr)

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from loadtests import sysstat
 from loadtests.payloads import ROOT
-from loadtests.servers import Server
+from loadtests.servers import Server, request
 from loadtests.wrk import run_timed, run_wrk
 
 LOADER_CPU = 0  # the load generator's core; the server gets SERVER_CPU
@@ -51,16 +53,55 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+LAG_METRIC = "canarygate_event_loop_lag_seconds"
+
+
+def loop_lag_buckets(server: Server) -> dict[float, float] | None:
+    """The gateway's event-loop lag histogram (cumulative counts by upper bound); None for a
+    server that has none."""
+    try:
+        status, raw, _ = request(server.spec.port, "GET", "/metrics", timeout=5)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(raw.decode()):
+        if family.name == LAG_METRIC:
+            for sample in family.samples:
+                if sample.name == LAG_METRIC + "_bucket":
+                    buckets[float(sample.labels["le"])] = sample.value
+    return buckets or None
+
+
+def lag_figures(before: dict[float, float], after: dict[float, float],
+                seconds: float) -> dict[str, Any]:
+    """The rep's own lag: its p99 (as a bucket bound) and how often the loop stalled 10 ms+."""
+    delta = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = delta.get(float("inf"), 0.0)
+    if not total:
+        return {}
+    p99 = next(le for le, n in delta.items() if n >= 0.99 * total)
+    below_10ms = delta.get(0.01, 0.0)
+    below_50ms = delta.get(0.05, 0.0)
+    return {"loop_lag_p99_le_ms": p99 * 1000, "loop_stalls_10ms_per_s": round(
+        (total - below_10ms) / seconds, 2), "loop_stalls_50ms": int(total - below_50ms)}
+
+
 def measured(server: Server, load: Callable[[], dict[str, Any]], hygiene: Hygiene,
              label: str) -> dict[str, Any]:
     """Run ``load`` (which reports its own ``loader_cpu``) as one clean rep if it can."""
     discarded: list[dict[str, Any]] = []
     while True:
         idle, idle_share, waited = hygiene.wait_idle()
+        lag0 = loop_lag_buckets(server)
         machine0, server0, own0 = sysstat.machine_cpu(), server.cpu_seconds(), _own_cpu()
         started = time.monotonic()
         result = load()
         wall = time.monotonic() - started
+        lag1 = loop_lag_buckets(server) if lag0 is not None else None
+        if lag0 is not None and lag1 is not None:
+            result.update(lag_figures(lag0, lag1, wall))
         machine = sysstat.machine_cpu() - machine0
         server_cpu = server.cpu_seconds() - server0
         other = machine.busy - server_cpu - result["loader_cpu"] - (_own_cpu() - own0)

@@ -7,6 +7,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
+from loadtests import startup
 from loadtests.measure import median_rep, spread
 
 # name -> (numerator, denominator, target, "ge" or "le", what it means)
@@ -153,6 +154,10 @@ def rep_line(rep: dict[str, Any]) -> str:
         flags.append("CONTAMINATED (kept after retries)")
     if rep.get("idle_gate_timed_out"):
         flags.append("machine never idle")
+    if "loop_lag_p99_le_ms" in rep:
+        flags.append(f"loop lag p99 <= {rep['loop_lag_p99_le_ms']:g} ms, "
+                     f"{rep['loop_stalls_10ms_per_s']:g} stalls >= 10 ms/s, "
+                     f"{rep['loop_stalls_50ms']} >= 50 ms")
     rollout = rep.get("rollout")
     if rollout:
         flags.append(f"rollout {rollout.get('phase')} {rollout.get('weight')}%")
@@ -246,6 +251,7 @@ def table(results: dict[str, Any]) -> str:
         lines += _rollout_lines(entry)
     lines += _batching_lines(results.get("batching"))
     lines += _memory_lines(results.get("memory"))
+    lines += startup.lines(results.get("startup"))
     lines += ["", "ratios (same run; median req/s of the reps):"]
     for key, r in results.get("ratios", {}).items():
         if r["op"] == "info":

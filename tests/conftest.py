@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -139,6 +141,42 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield _launch
     for server in started:
         server.stop()
+
+
+@contextlib.contextmanager
+def open_loop_load(server: Server, rate: float, seconds: float) -> Iterator[None]:
+    """The project's open-loop generator (loadtests/openloop.py) sending real rows to
+    ``server`` at ``rate`` a second, for at most ``seconds``, stopped on leaving."""
+    load = subprocess.Popen(
+        [sys.executable, "-m", "loadtests.openloop", "--port", server.url.rsplit(":", 1)[1],
+         "--rate", str(rate), "--processes", "1", "--duration", str(seconds), "--warmup", "0",
+         "--quiet"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield
+    finally:
+        os.killpg(load.pid, signal.SIGTERM)  # the generator and its loader processes
+        load.wait(timeout=15)
+
+
+def gateway_config(tmp: Path, versions: dict[str, tuple[str, ...]] | None = None,
+                   dataset: dict[str, object] | None = None, **sections: object) -> Path:
+    """A gateway config in ``tmp``: the demo models (``versions``: each model's versions, the
+    first its baseline), state and dataset in ``tmp``, and any other top-level ``sections``
+    (``dataset`` adds to the default one, which writes to ``tmp``)."""
+    dataset = dataset or {}
+    versions = versions or {"breast-cancer": ("1", "2"), "diabetes": ("1",)}
+    raw: dict[str, object] = {
+        "models_dir": str(MODELS), "state_dir": str(tmp / "state"),
+        "models": [{"name": name, "baseline": vs[0],
+                    "versions": {v: {"path": f"{name}/{v}"} for v in vs}}
+                   for name, vs in versions.items()],
+        **sections,
+        "dataset": {"dir": str(tmp / "dataset"), **dataset},
+    }
+    path = tmp / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
 def demo_config(tmp: Path, **changes: object) -> Path:

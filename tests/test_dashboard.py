@@ -5,10 +5,6 @@ actions and is refused writes. Screenshots go to var/artifacts/ (the README show
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +15,9 @@ import pytest
 import yaml
 from playwright.sync_api import sync_playwright  # the dev extra; never skipped
 
-from conftest import ROOT, Server, demo_config
+from conftest import ROOT, Server, demo_config, open_loop_load
+
+pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; `make test` installs it when missing
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -47,15 +45,8 @@ def dashboard_config(tmp: Path) -> Path:
 def gateway(launch: Callable[..., Server], tmp_path: Path) -> Iterator[Server]:
     server = launch(dashboard_config(tmp_path), {"CANARYGATE_ADMIN_TOKEN": OPERATOR,
                                                  "CANARYGATE_VIEWER_TOKEN": VIEWER})
-    load = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.openloop", "--port", server.url.rsplit(":", 1)[1],
-         "--rate", "120", "--processes", "1", "--duration", "300", "--warmup", "0", "--quiet"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
+    with open_loop_load(server, rate=120, seconds=300):
         yield server
-    finally:
-        os.killpg(load.pid, signal.SIGTERM)  # the generator and its loader processes
-        load.wait(timeout=15)
 
 
 def state(server: Server, token: str = OPERATOR) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -22,25 +21,11 @@ import pytest
 from canarygate.config import DatasetConfig
 from canarygate.recorder import Record, Recorder, reader
 from canarygate.recorder.writer import Writer
-from conftest import MODELS, FakeClock, Server, ort_outputs, v2_body
+from conftest import MODELS, FakeClock, Server, gateway_config, ort_outputs, v2_body
 
 
 def config(tmp: Path, **dataset: Any) -> Path:
-    settings = {"dir": str(tmp / "dataset"), "flush_interval_seconds": 0.1, **dataset}
-    path = tmp / "gateway.yaml"
-    path.write_text(f"""
-models_dir: {MODELS}
-state_dir: {tmp / "state"}
-dataset: {json.dumps(settings)}
-models:
-  - name: breast-cancer
-    versions: {{"1": {{path: breast-cancer/1}}, "2": {{path: breast-cancer/2}}}}
-    baseline: "1"
-  - name: diabetes
-    versions: {{"1": {{path: diabetes/1}}}}
-    baseline: "1"
-""")
-    return path
+    return gateway_config(tmp, dataset={"flush_interval_seconds": 0.1, **dataset})
 
 
 def all_records(tmp: Path) -> list[dict[str, Any]]:
@@ -158,7 +143,9 @@ def test_sigterm_under_load_writes_every_record(
     async def main() -> None:
         stop = asyncio.Event()
         load = asyncio.create_task(hammer(server.url, stop, answered, breast_cancer_rows))
-        await asyncio.sleep(1.5)
+        deadline = time.monotonic() + 30  # a busy machine answers fewer a second
+        while len(answered) <= 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         server.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(server.process.wait, 30)
         stop.set()

@@ -19,6 +19,8 @@ from canarygate.rollout.gates import Verdict
 from canarygate.rollout.quality import Evidence, estimated_accuracy_gate
 from conftest import ADMIN_TOKEN, AUTH, MODELS, Server, ort_outputs, v2_body
 
+pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
+
 BC = MODELS / "breast-cancer"
 
 

@@ -15,27 +15,15 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.metrics import accuracy_score, mean_absolute_error, root_mean_squared_error
 
 from canarygate.recorder import reader
-from conftest import MODELS, Server, ort_outputs, v2_body
+from conftest import Server, gateway_config, ort_outputs, v2_body
 
 
 def config(tmp: Path, ttl: float = 3600, max_entries: int = 100_000,
-           dataset: str = "flush_interval_seconds: 0.05", body_limit: int = 8_388_608) -> Path:
-    path = tmp / "gateway.yaml"
-    path.write_text(f"""
-models_dir: {MODELS}
-state_dir: {tmp / "state"}
-server: {{max_body_bytes: {body_limit}}}
-dataset: {{dir: {tmp / "dataset"}, {dataset}}}
-feedback: {{ttl_seconds: {ttl}, max_entries: {max_entries}}}
-models:
-  - name: breast-cancer
-    versions: {{"1": {{path: breast-cancer/1}}, "3": {{path: breast-cancer/3}}}}
-    baseline: "1"
-  - name: diabetes
-    versions: {{"1": {{path: diabetes/1}}}}
-    baseline: "1"
-""")
-    return path
+           dataset: dict[str, object] | None = None, body_limit: int = 8_388_608) -> Path:
+    return gateway_config(tmp, {"breast-cancer": ("1", "3"), "diabetes": ("1",)},
+                          dataset=dataset or {"flush_interval_seconds": 0.05},
+                          server={"max_body_bytes": body_limit},
+                          feedback={"ttl_seconds": ttl, "max_entries": max_entries})
 
 
 @pytest.fixture
@@ -194,7 +182,7 @@ def test_labels_wait_for_room_under_the_block_policy(launch: Any, tmp_path: Path
     """A queue of one and the block policy: each label waits for the writer rather than
     being dropped, so every label is in the dataset and nothing is counted as dropped."""
     server: Server = launch(config(
-        tmp_path, dataset="queue_size: 1, on_full: block, flush_interval_seconds: 0.02"))
+        tmp_path, dataset={"queue_size": 1, "on_full": "block", "flush_interval_seconds": 0.02}))
     x = load_breast_cancer().data.astype(np.float32)
     ids = predict(server, "breast-cancer", "1", x[:20])
     with server.client() as http:

@@ -165,9 +165,15 @@ def test_evidence_of_a_pause_is_folded_at_resume_and_a_restart_folds_the_last_ti
     window.thresholds(0.01, 0.05)
     feed_interval(window, (200, 5), (1800, 18))
     clock.now += 1
+    revision = m.states[NAME].revision
     m.tick(NAME)
     pending = m.states[NAME].pending_log_e["errors"]
     assert pending == pytest.approx(log_e_grid(5, 23, 0.1))
+    # The checkpoint is the same revision stored over itself: a person's next action, made
+    # from the revision they saw, is not refused for the controller's bookkeeping.
+    assert m.states[NAME].revision == revision
+    persister.flush()
+    assert persister.store.load()[NAME].pending_log_e == m.states[NAME].pending_log_e
     m.pause(NAME, actor="test", reason="look")
     after_pause = m.states[NAME].restarts_log_e["errors"]
     feed_interval(m.step_stats(NAME), (100, 4), (900, 9))

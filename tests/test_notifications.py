@@ -24,6 +24,8 @@ from canarygate.metrics import Metrics
 from canarygate.notify import Notifier
 from conftest import ADMIN_TOKEN, AUTH, Server, demo_config, drive
 
+pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
+
 SECRET, OTHER = "shared-secret", "another-secret"
 
 

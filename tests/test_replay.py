@@ -27,7 +27,7 @@ from canarygate.replay import (
     replay_allows,
 )
 from canarygate.replay.html import render
-from conftest import MODELS, ort_outputs, start_server, v2_body
+from conftest import MODELS, gateway_config, ort_outputs, start_server, v2_body
 
 SINGLE = 450  # breast-cancer rows sent one a request; the rest go in requests of 7
 LABELLED = 300  # requests that get feedback
@@ -43,20 +43,7 @@ class Captured:
 
 
 def config(tmp: Path) -> Path:
-    path = tmp / "gateway.yaml"
-    path.write_text(f"""
-models_dir: {MODELS}
-state_dir: {tmp / "state"}
-dataset: {{dir: {tmp / "dataset"}, flush_interval_seconds: 0.05, parquet: true}}
-models:
-  - name: breast-cancer
-    versions: {{"1": {{path: breast-cancer/1}}, "2": {{path: breast-cancer/2}}}}
-    baseline: "1"
-  - name: diabetes
-    versions: {{"1": {{path: diabetes/1}}}}
-    baseline: "1"
-""")
-    return path
+    return gateway_config(tmp, dataset={"flush_interval_seconds": 0.05, "parquet": True})
 
 
 @pytest.fixture(scope="module")

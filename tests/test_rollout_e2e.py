@@ -14,6 +14,8 @@ from sklearn.datasets import load_breast_cancer
 
 from conftest import ADMIN_TOKEN, AUTH, MODELS, Server, drive, ort_outputs, v2_body
 
+pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
+
 # The ramp's mechanics in seconds: promotion on evidence (non-inferiority, which takes
 # thousands of requests at these error and latency rates) is tested in test_judge_validity.
 FAST = {"steps": [10, 25, 50, 100], "interval_seconds": 0.25, "min_step_seconds": 0.5,

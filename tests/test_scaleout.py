@@ -29,16 +29,19 @@ RAMP = {"steps": [50, 100], "interval_seconds": 0.5, "min_step_seconds": 1,
 FOLLOW_SECONDS = 1.0  # a state change reaches every worker's router within this
 
 
-def config(tmp: Path, prefix: str, **state: object) -> Path:
+def config(tmp: Path, prefix: str, drift: dict[str, object] | None = None,
+           **state: object) -> Path:
     raw = {
         "models_dir": str(MODELS), "state_dir": str(tmp / "state"),
         "dataset": {"dir": str(tmp / "dataset")},
-        "drift": {"enabled": False},
+        "drift": drift or {"enabled": False},
         "state": {"backend": "redis", "prefix": prefix, "lease_seconds": 2.0,
                   "sync_seconds": 0.2, **state},
         "models": [{"name": "breast-cancer", "baseline": "1",
                     "versions": {v: {"path": f"breast-cancer/{v}"} for v in ("1", "2", "4")}}],
     }
+    if drift:  # every latency to the detectors, for exact counts
+        raw["detectors"] = {"max_latencies_per_second": 1e6}
     path = tmp / f"{prefix}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -269,16 +272,22 @@ def test_redis_away_costs_no_request(launch: Callable[..., Server], tmp_path: Pa
     wait_for(lambda: holders(servers) == 1, 10, "one controller after the outage")
     wait_for(lambda: act(servers[1], "pause", reason="after").status_code == 200, 10,
              "actions accepted again")
-    # Every replica follows the stored state again (after an outage a replica may first have
-    # to drop writes of its own that Redis never took: allow it a few syncs).
-    wait_for(lambda: all(view(s)["phase"] == "paused" for s in servers), 15, "both paused")
+    # Every replica follows the stored state again: writes an ex-controller queued while
+    # Redis was away are refused (decided under a lease since lost, or made from a revision
+    # the store never took), and nothing it builds on them overwrites the person's pause.
+    took = wait_for(lambda: all(view(s)["phase"] == "paused" for s in servers), 5,
+                    "both paused")
+    print(f"[scale-out] both replicas paused {took:.2f} s after the pause was taken")
 
 
-def test_a_label_joins_on_any_replica_and_counts_once(launch: Callable[..., Server],
-                                                     tmp_path: Path,
-                                                     redis_server: RedisServer,
-                                                     bodies: list[bytes]) -> None:
-    a, b = group(launch, redis_server, config(tmp_path, "labels"), (1, 1))
+SHARED_DRIFT = {"interval_seconds": 1.0, "window_intervals": 60, "min_window": 200,
+                "max_rows_per_second": 1e6}
+
+
+def test_two_replicas_share_labels_stats_drift_and_detectors(
+        launch: Callable[..., Server], tmp_path: Path, redis_server: RedisServer,
+        bodies: list[bytes], breast_cancer_rows: np.ndarray) -> None:
+    a, b = group(launch, redis_server, config(tmp_path, "labels", drift=SHARED_DRIFT), (1, 1))
     with a.client() as http:
         answer = http.post("/v2/models/breast-cancer/infer", content=bodies[0])
     rid = answer.headers["x-request-id"]
@@ -300,6 +309,64 @@ def test_a_label_joins_on_any_replica_and_counts_once(launch: Callable[..., Serv
         unknown = http.post("/v2/models/breast-cancer/feedback",
                             json={"request_id": "never-served", "label": 0})
     assert unknown.status_code == 404
+    shared_figures(a, b, bodies, breast_cancer_rows)
+
+
+def shared_figures(a: Server, b: Server, bodies: list[bytes], rows: np.ndarray) -> None:
+    """/admin/stats and /admin/drift on either replica show both replicas' traffic: the
+    last minute's requests add up to what the client sent, the drift window holds the rows
+    of both, the controller's detectors saw every latency, and inputs shifted on one replica
+    only show as drift on the other."""
+    import orjson
+
+    started = time.monotonic()
+    sent = 1 + len(predict([a, b], bodies, 600))  # the first answer, above, and these
+    took = [time.monotonic() - started]
+    took.append(wait_for(lambda: all(requests(s) == sent for s in (a, b)), 5,
+                         f"/admin/stats on both replicas counts all {sent} requests"))
+    assert all(stats(s)["workers"] == 2 and stats(s)["merged"] for s in (a, b))
+    took.append(wait_for(lambda: all(latencies(s) == sent for s in (a, b)), 5,
+                         "the detectors see every replica's latencies"))
+    took.append(wait_for(lambda: all(window_rows(s) == sent for s in (a, b)), 10,
+                         "both replicas' drift windows hold every row"))
+    shifted = rows.copy()
+    shifted[:, :10] *= 1.5
+    assert all(status == 200 for status, _, _ in predict(
+        [a], [orjson.dumps(v2_body(shifted[i:i + 1])) for i in range(300)], 300))
+    took.append(wait_for(lambda: window_rows(b) == sent + 300, 10,
+                         "the rows replica A answered reach replica B's drift window"))
+    assert drift(b)["variants"][0]["state"] == "alert", "A's shifted inputs drift on B"
+    wait_for(lambda: window_rows(a) == sent + 300, 5, "and A's own window")
+    assert drift(a)["variants"][0] == drift(b)["variants"][0]  # one report everywhere
+    print("\n[scale-out] sent, stats merged, detectors fed, drift merged, shift seen on B: "
+          + ", ".join(f"{t:.2f} s" for t in took))
+
+
+def stats(server: Server) -> dict[str, Any]:
+    with server.client(headers=AUTH) as http:
+        found: dict[str, Any] = http.get("/admin/stats/breast-cancer").json()
+    return found
+
+
+def requests(server: Server) -> int:
+    return sum(int(v["requests"]) for v in stats(server)["variants"])
+
+
+def drift(server: Server) -> dict[str, Any]:
+    with server.client(headers=AUTH) as http:
+        found: dict[str, Any] = http.get("/admin/drift/breast-cancer").json()
+    return found
+
+
+def latencies(server: Server) -> int:
+    """Latencies of version 1 the controller's detectors saw, as ``server`` shows them."""
+    found = (drift(server)["detectors"] or {}).get("1", {}).get("latency", {})
+    return int(found.get("values", 0))
+
+
+def window_rows(server: Server) -> int:
+    variants = drift(server)["variants"]
+    return int(variants[0]["window_rows"]) if variants else 0
 
 
 def test_workers_above_one_need_a_shared_store(tmp_path: Path) -> None:
@@ -316,3 +383,29 @@ def test_workers_above_one_need_a_shared_store(tmp_path: Path) -> None:
                               if k != "CANARYGATE_REDIS_URL"})
     assert run.returncode == 2
     assert "needs a shared state store" in run.stderr and "state.backend" in run.stderr
+
+
+def test_redis_takes_a_revision_only_on_top_of_its_parent(redis_server: RedisServer) -> None:
+    """Two workers that each made revision 2 from 1 made different states: the second is
+    refused, and so is what it then builds on its own 2 (revision 3, which a check on the
+    number alone would take over the first worker's 2). A checkpoint stores a revision over
+    itself; over a revision it was not made from, it is refused too."""
+    from canarygate.rollout.redis_store import RedisStore, StaleRevision
+    from canarygate.rollout.state import RolloutState
+
+    store = RedisStore.connect(redis_server.url, "lineage", 1.0)
+    first = RolloutState(model="m", baseline="1").evolve()
+    store.commit(first, None, None)
+    mine, theirs = first.evolve(reason="paused by a person"), first.evolve(reason="a tick")
+    store.commit(mine, None, None)
+    with pytest.raises(StaleRevision):
+        store.commit(theirs, None, None)
+    with pytest.raises(StaleRevision):
+        store.commit(theirs.evolve(reason="built on the refused one"), None, None)
+    store.commit(mine.checkpoint(pending_log_e={"errors": 1.0}), None, None)
+    with pytest.raises(StaleRevision):
+        store.commit(theirs.checkpoint(pending_log_e={"errors": 2.0}), None, None)
+    stored = store.load()["m"]
+    assert (stored.reason, stored.revision, stored.pending_log_e) == (
+        "paused by a person", 2, {"errors": 1.0})
+    store.commit(stored.evolve(reason="next"), None, None)  # what was read back builds on

@@ -21,6 +21,8 @@ from test_transport import INFER, gateway_config, infer_request, parse, port_of
 
 from conftest import GOOD_ROW_BODY, Server
 
+pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
+
 SILENT, SLOW_HEADERS, SLOW_BODIES = 700, 700, 600
 TIMEOUT = 2.0  # each of the three, in the gateway's config
 TRICKLE = 0.5  # seconds between the bytes an abuser sends

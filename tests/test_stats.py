@@ -28,6 +28,22 @@ def test_quantiles_within_one_percent_of_the_exact_order_statistic(q: float) -> 
     assert hist.sum == pytest.approx(LATENCIES.sum(), rel=1e-9)
 
 
+def test_all_quantiles_in_one_pass_match_the_exact_order_statistics() -> None:
+    """``quantiles`` (one pass, what the summaries use) against numpy's order statistics,
+    with zeros mixed in and on a histogram small enough that ranks fall between buckets."""
+    qs = (0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0)
+    for n in (1, 7, 300, 20_000):
+        values = np.concatenate([LATENCIES[:n], np.zeros(n // 5)])
+        hist = LogHistogram(0.01)
+        for x in values:
+            hist.add(float(x))
+        ordered = np.sort(values)
+        for q, got in zip(qs, hist.quantiles(qs), strict=True):
+            exact = ordered[int(q * (len(values) - 1))]
+            assert got is not None and abs(got - exact) <= 0.01 * exact, (n, q)
+    assert LogHistogram().quantiles(qs) == [None] * len(qs)
+
+
 def test_cumulative_buckets_bracket_numpy_counts() -> None:
     hist = LogHistogram(0.01)
     for x in LATENCIES:

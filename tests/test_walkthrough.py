@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Server, demo_config, start_server
+from conftest import ROOT, Server, demo_config, open_loop_load, start_server
+
+pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
 
 TOKEN = "secret"  # what the README exports
 
@@ -48,16 +49,10 @@ def loaded_demo(tmp_path: Path) -> Iterator[Server]:
     """The demo gateway, as `CANARYGATE_ADMIN_TOKEN=secret make serve` starts it, with the
     open-loop load generator sending real rows for the test's length."""
     server = start_server(demo_config(tmp_path), tmp_path, {"CANARYGATE_ADMIN_TOKEN": TOKEN})
-    port = server.url.rsplit(":", 1)[1]
-    load = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.openloop", "--port", port, "--rate", "150",
-         "--processes", "1", "--duration", "150", "--warmup", "0", "--quiet"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        yield server
+        with open_loop_load(server, rate=150, seconds=150):
+            yield server
     finally:
-        os.killpg(load.pid, signal.SIGTERM)  # the generator and its loader processes
-        load.wait(timeout=15)
         server.stop()
 
 

@@ -9,8 +9,8 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from canarygate.http.v1 import V1Codec
 from canarygate.http.v2 import V2Codec
 from canarygate.metrics import Metrics
 from canarygate.notify import Notifier
+from canarygate.openapi import ApiDocs
 from canarygate.recorder import Recorder
 from canarygate.recorder.writer import Writer
 from canarygate.rollout.cluster import Cluster
@@ -46,15 +47,18 @@ from canarygate.rollout.manager import RolloutManager
 from canarygate.rollout.persist import Persister, StateWriter
 from canarygate.rollout.redis_store import RedisStore
 from canarygate.rollout.store import FileStateStore, StateStore
+from canarygate.rollout.telemetry import Telemetry
 from canarygate.router import RoutingTable
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.catalog import VersionCatalog
 from canarygate.runtime.runner import Runner
+from canarygate.runtime.tensors import TensorSpec
 from canarygate.serving import Observer, ServingPlane
 from canarygate.serving.shadow import Shadow
 from canarygate.stats.live import LiveStats
 from canarygate.workers import GROUP_DIR_ENV
 
+LAG_PERIOD = 0.01  # seconds between two looks at the event loop's lag
 log = logging.getLogger("canarygate")
 GC_THRESHOLD = 50_000
 PUBLISH_SECONDS = 1.0
@@ -125,6 +129,9 @@ def build(config: GatewayConfig) -> Parts:
     writer = Writer(recorder, config.dataset) if recorder is not None else None
     shadow = Shadow(runner, metrics, recorder, drift)
     store, persister, cluster = state_store(config, list(registry.models))
+    if cluster is not None:  # drift, detectors and the last minute judged on everyone's
+        cluster.telemetry = Telemetry(cluster.store, cluster.worker, config.state.sync_seconds,
+                                      list(registry.models), live, drift, detectors)
     observer = Observer(metrics, live, feedback, table, recorder=recorder, drift=drift,
                         detectors=detectors, shadow=shadow, shared=cluster)
     analysis = Analysis(config.drift, registry, live, drift, detectors)
@@ -184,9 +191,20 @@ async def start(gw: Parts) -> None:
     if gw.cluster is not None:
         gw.tasks.append(loop.create_task(gw.cluster.run(gw.rollouts, gw.catalog)))
     gw.tasks.append(loop.create_task(gw.analysis.run()))
+    gw.tasks.append(loop.create_task(watch_loop(gw.metrics)))
     if gw.metrics.group is not None:
         gw.tasks.append(loop.create_task(publish_metrics(gw.metrics)))
     gw.ready = True
+
+
+async def watch_loop(metrics: Metrics) -> None:
+    """The event loop's lag: a timer every 10 ms, and how late it fired (one timer and one
+    histogram insert a turn: nothing the request path pays for)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(LAG_PERIOD)
+        metrics.loop_lag(max(loop.time() - before - LAG_PERIOD, 0.0))
 
 
 async def publish_metrics(metrics: Metrics) -> None:
@@ -214,6 +232,45 @@ async def stop(gw: Parts) -> None:
     gw.runner.close()
 
 
+def baseline_inputs(gw: Parts) -> dict[str, tuple[TensorSpec, ...]]:
+    """Each model's baseline inputs: the OpenAPI document's examples are made of them."""
+    return {name: gw.plane.baseline(name).inputs for name in gw.registry.models}
+
+
+def _error_handler(metrics: Metrics) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def error(request: Request, exc: Exception) -> Response:
+        """Every error outside the prediction endpoints, rendered as they render theirs."""
+        if isinstance(exc, HTTPException):
+            message = {404: f"no route for {request.url.path}",
+                       405: f"method {request.method} is not allowed on {request.url.path}"}
+            status, text = exc.status_code, message.get(exc.status_code, str(exc.detail))
+            body, headers = error_json(text), exc.headers
+        else:  # Starlette logs what it re-raises after this answer: no second traceback
+            status, body, _ = error_answer(exc, log_unexpected=False)
+            headers = None
+        metrics.http_error(status)
+        return Response(body, status_code=status, headers=headers, media_type=JSON.decode())
+
+    return error
+
+
+def _lifespan(gw: Parts) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await start(gw)
+        if gw.config.server.tune_gc:  # see ServerConfig.tune_gc
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+        log.info("canarygate serving %s", ", ".join(gw.registry.models))
+        try:
+            yield
+        finally:
+            await stop(gw)
+
+    return lifespan
+
+
 def create_app(config: GatewayConfig) -> PredictionDispatch:
     gw = build(config)
     meta = MetaEndpoints(gw.plane, gw.metrics, lambda: gw.ready)
@@ -222,7 +279,8 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
     pinned = InferEndpoint(gw.plane, gw.observer, v2, config.server, pinned=True)
     predict = InferEndpoint(gw.plane, gw.observer, v1, config.server, pinned=False)
     admin = AdminAPI(config, gw.registry, gw.rollouts, gw.catalog, gw.feedback, gw.live,
-                     drift=gw.drift, detectors=gw.detectors, history=gw.history)
+                     drift=gw.drift, detectors=gw.detectors, history=gw.history,
+                     shared=gw.cluster.telemetry if gw.cluster is not None else None)
     routes = [
         Route("/v2/health/live", meta.live),
         Route("/v2/health/ready", meta.ready),
@@ -240,36 +298,11 @@ def create_app(config: GatewayConfig) -> PredictionDispatch:
         Route("/metrics", meta.metrics_text),
         *admin.routes(),
         *Dashboard().routes(),
+        *ApiDocs(config, baseline_inputs(gw)).routes(),  # /openapi.json, /docs: built once
     ]
 
-    async def error(request: Request, exc: Exception) -> Response:
-        """Every error outside the prediction endpoints, rendered as they render theirs."""
-        if isinstance(exc, HTTPException):
-            message = {404: f"no route for {request.url.path}",
-                       405: f"method {request.method} is not allowed on {request.url.path}"}
-            status, text = exc.status_code, message.get(exc.status_code, str(exc.detail))
-            body, headers = error_json(text), exc.headers
-        else:  # Starlette logs what it re-raises after this answer: no second traceback
-            status, body, _ = error_answer(exc, log_unexpected=False)
-            headers = None
-        gw.metrics.http_error(status)
-        return Response(body, status_code=status, headers=headers, media_type=JSON.decode())
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await start(gw)
-        if config.server.tune_gc:  # see ServerConfig.tune_gc
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-        log.info("canarygate serving %s", ", ".join(gw.registry.models))
-        try:
-            yield
-        finally:
-            await stop(gw)
-
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict.fromkeys(
-        (HTTPException, GatewayError, Exception), error))
+    app = Starlette(routes=routes, lifespan=_lifespan(gw), exception_handlers=dict.fromkeys(
+        (HTTPException, GatewayError, Exception), _error_handler(gw.metrics)))
     app.state.gateway = gw
     # POSTs to the prediction routes skip Starlette's middleware and router (http/dispatch.py).
     return PredictionDispatch(app, routed, pinned, predict)

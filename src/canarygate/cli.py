@@ -61,9 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from canarygate import workers
-    from canarygate.app import create_app
     from canarygate.config import load_config
-    from canarygate.server import build_server
+    from canarygate.server import booted_server
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -74,16 +73,16 @@ def _serve(args: argparse.Namespace) -> int:
             raise ConfigError(why)
         if args.workers > 1:
             return workers.serve_group(args, config, args.workers)
-        app = create_app(config)
-        # The transport's own error answers (400, 408, 431, 503) count as any other.
-        server = build_server(
-            app, config.server, host=args.host or config.server.host,
-            port=args.port if args.port is not None else config.server.port,
-            log_level=args.log_level, on_error=app.state.gateway.metrics.http_error)
+        boot, server = booted_server(config, args.host or config.server.host,
+                                     args.port if args.port is not None else config.server.port,
+                                     args.log_level)
     except ConfigError as exc:
         print(f"canarygate: {exc}", file=sys.stderr)
         return 2
     server.run()
+    if boot.failed is not None:  # a model that could not be loaded, found after listening
+        print(f"canarygate: {boot.failed}", file=sys.stderr)
+        return 2
     # Uvicorn re-raises SIGTERM itself when the drain was cut short (status 143).
     return 0 if server.drained else 1
 

@@ -85,6 +85,11 @@ class ServerConfig(_Frozen):
     drain_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     """On SIGTERM, requests in flight get this long to finish; exit 0 when all did."""
     tls: TlsConfig | None = None
+    warmup_rows: int = Field(default=8, ge=0, le=4096)
+    """At start, each version runs batches of this many zero-filled rows before the gateway
+    calls itself ready (0: no warm-up). The server answers ``/v2/health/live`` meanwhile."""
+    warmup_runs: int = Field(default=4, ge=0, le=100)
+    """Warm-up batches per version: enough for a batcher to learn what a run costs."""
 
 
 class TokenConfig(_Frozen):

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -103,6 +103,7 @@ class Metrics:
             "request id), 400 (bad labels), 409 (a different label for a labelled id).",
             ["model", "code"], registry=self.registry)
         self._request_children: dict[tuple[str, str, str, str, int], Counter] = {}
+        self._loop_lag, self._tick_seconds = _loop_histograms(self.registry)
 
     def request(self, model: str, version: str, variant: str, protocol: str, code: int) -> None:
         key = (model, version, variant, protocol, code)
@@ -167,6 +168,12 @@ class Metrics:
     def watch_cluster(self, cluster: Cluster) -> None:
         """The shared store's health and this worker's part in it, read at scrape time."""
         self.registry.register(_ClusterCollector(cluster))
+
+    def loop_lag(self, seconds: float) -> None:
+        self._loop_lag.observe(seconds)
+
+    def controller_tick(self, model: str, seconds: float) -> None:
+        self._tick_seconds.labels(model).observe(seconds)
 
     def http_error(self, code: int) -> None:
         self._http_errors.labels(str(code)).inc()
@@ -259,6 +266,22 @@ class _LatencyCollector:
                 family.add_metric([model, version, variant], [*buckets, ("+Inf", hist.count)],
                                   hist.sum)
         yield from families.values()
+
+
+def _loop_histograms(registry: CollectorRegistry) -> tuple[Histogram, Histogram]:
+    """What holds the event loop: its lag, and the controller's ticks that run on it."""
+    lag = Histogram(
+        "canarygate_event_loop_lag_seconds",
+        "How late the event loop woke a 10 ms timer: time it spent on other work (a long "
+        "callback, the garbage collector, a background thread holding the GIL). Requests "
+        "arriving meanwhile queue for at least this long.", registry=registry,
+        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
+    tick = Histogram(
+        "canarygate_controller_tick_seconds",
+        "Time one controller tick (the judgement of one model's rollout) held the event "
+        "loop.", ["model"], registry=registry,
+        buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0))
+    return lag, tick
 
 
 class _BatchCollector:
@@ -408,6 +431,11 @@ class _ClusterCollector:
         shipped.add_metric(["shipped"], c.shipped)
         shipped.add_metric(["dropped"], c.outbox_dropped)
         yield shipped
+        if c.telemetry is not None and c.telemetry.detectors is not None:
+            yield CounterMetricFamily(
+                "canarygate_detector_batches_dropped",
+                "Batches of detector inputs this worker could not ship: its outbox was full "
+                "while the store was away.", value=c.telemetry.detectors.batches_dropped)
         yield GaugeMetricFamily(
             "canarygate_feedback_shared_reach_seconds",
             "How long the shared index keeps a prediction: the feedback TTL, or less when the "

@@ -13,7 +13,8 @@ from typing import Any
 
 import uvicorn
 
-from canarygate.config import ServerConfig
+from canarygate.boot import Boot
+from canarygate.config import GatewayConfig, ServerConfig
 from canarygate.errors import ConfigError
 from canarygate.transport import ErrorHook, Limits, ignore_error, protocol_class
 
@@ -97,6 +98,7 @@ def build_server(app: Any, config: ServerConfig, host: str, port: int, log_level
     tls = config.tls
     uvicorn_config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
+        interface="asgi3",
         http=protocol_class(limits),
         ws="none",  # the gateway serves no WebSocket; an Upgrade is answered as plain HTTP
         timeout_keep_alive=config.keep_alive_seconds,
@@ -113,3 +115,21 @@ def build_server(app: Any, config: ServerConfig, host: str, port: int, log_level
         raise ConfigError(f"server.tls: cannot load certificate {tls.certfile} with key "
                           f"{tls.keyfile}: {exc}") from None
     return GatewayServer(uvicorn_config)
+
+
+def booted_server(config: GatewayConfig, host: str, port: int,
+                  log_level: str) -> tuple[Boot, GatewayServer]:
+    """The server and the app it serves: a ``Boot`` that answers ``live`` at once and loads
+    the gateway off the event loop (boot.py). A model that cannot be loaded stops the server;
+    ``Boot.failed`` then says why."""
+    server: GatewayServer | None = None
+
+    def stop() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    boot = Boot(config, stop)
+    # The transport's own error answers (400, 408, 431, 503) count as any other.
+    server = build_server(boot, config.server, host=host, port=port, log_level=log_level,
+                          on_error=boot.http_error)
+    return boot, server

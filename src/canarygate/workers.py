@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from multiprocessing.process import BaseProcess
@@ -107,15 +108,15 @@ def serve_group(args: argparse.Namespace, config: GatewayConfig, workers: int) -
 
 def _worker(args: argparse.Namespace, sock: socket.socket) -> None:
     """One worker process: its own gateway on the group's socket."""
-    from canarygate.app import create_app
     from canarygate.config import load_config
-    from canarygate.server import build_server
+    from canarygate.server import booted_server
 
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(levelname)s %(name)s [{os.getpid()}]: %(message)s")
     config = load_config(args.config)
-    app = create_app(config)
-    server = build_server(app, config.server, host="", port=0, log_level=args.log_level,
-                          on_error=app.state.gateway.metrics.http_error)
+    boot, server = booted_server(config, "", 0, args.log_level)
     server.run(sockets=[sock])
+    if boot.failed is not None:
+        print(f"canarygate: {boot.failed}", file=sys.stderr)
+        raise SystemExit(2)
     raise SystemExit(0 if server.drained else 1)

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from canarygate.http.asgi import ClientGone, JSONResponse, json_body, read_body
 from canarygate.replay import ReplayError, load_report, model_digest, replay_allows
 from canarygate.rollout.history import History
 from canarygate.rollout.manager import RolloutManager
+from canarygate.rollout.telemetry import Telemetry
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.catalog import VersionCatalog
 from canarygate.runtime.files import FolderRules
@@ -64,8 +66,9 @@ class AdminAPI:
     def __init__(self, config: GatewayConfig, registry: ModelRegistry, rollouts: RolloutManager,
                  catalog: VersionCatalog, feedback: FeedbackBook, live: LiveStats, *,
                  drift: DriftMonitor | None, detectors: SequentialMonitor | None,
-                 history: History | None = None) -> None:
+                 history: History | None = None, shared: Telemetry | None = None) -> None:
         self.registry = registry
+        self.shared = shared  # the other workers' figures (the Redis backend)
         self.rollouts = rollouts
         self.catalog = catalog
         self.feedback = feedback
@@ -188,7 +191,8 @@ class AdminAPI:
 
     async def stats(self, request: Request) -> Response:
         """Latency percentiles, QPS and error rates per version and variant, over the last
-        minute or ``?seconds=N`` (at most a minute)."""
+        minute or ``?seconds=N`` (at most a minute); with the Redis backend, of every worker
+        (``workers`` says how many answered; ``merged`` false: Redis away, this one's only)."""
         name = self._model(request)
         live = self.live
         span = live.width * live.slots
@@ -199,7 +203,14 @@ class AdminAPI:
             seconds = math.nan
         if not 0 < seconds <= span:
             raise BadRequest(f"seconds must be a number in (0, {span:g}], not {raw!r}")
-        return JSONResponse(live.summary(name, perf_counter(), seconds))
+        if self.shared is None:
+            return JSONResponse(live.summary(name, perf_counter(), seconds))
+        # Every worker's figures: the others' as they shipped them at their last sync.
+        wall = time.time()
+        others = await asyncio.to_thread(self.shared.others_live, name, wall)
+        body = live.summary(name, perf_counter(), seconds, others or [], wall)
+        body.update(workers=1 + len(others or []), merged=others is not None)
+        return JSONResponse(body)
 
     async def versions(self, request: Request) -> Response:
         """A model's loaded versions, each with its folder and the part it plays."""

@@ -23,9 +23,12 @@ are live, so the PSI p-value uses both window sizes). The controller reads it th
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,10 +42,22 @@ from canarygate.drift.distances import (
 )
 from canarygate.drift.profile import Column, Counts, Profile
 from canarygate.drift.report import ColumnScore, DriftReport, OutputComparison, VariantReport
+from canarygate.drift.shared import (
+    compared_parts,
+    group_snapshots,
+    interval_of,
+    merged_accuracy,
+    merged_counts,
+    profile_fits,
+    snapshot_text,
+    window_json,
+)
 from canarygate.estimate.cbpe import AccuracyEstimator
 from canarygate.runtime.files import FolderRules
 from canarygate.runtime.tensors import rows_of
 from canarygate.stats.sampling import Stride
+
+log = logging.getLogger("canarygate.drift")
 
 CANDIDATE = "candidate"
 BASELINE = "baseline"
@@ -87,6 +102,14 @@ class DriftMonitor:
         self.baselines: dict[str, str] = {}  # model -> the latest baseline version seen
         self.reports: dict[str, DriftReport] = {}
         self.estimators: dict[tuple[str, str], AccuracyEstimator] = {}  # calibrated versions
+        # Shared by several workers (drift/shared.py): the open interval, the snapshots not
+        # shipped yet (interval -> text) and every worker's snapshots of the intervals over.
+        self.shared = False
+        self._interval = 0
+        self.snapshots: dict[int, str] = {}
+        self._snapshots_lock = threading.Lock()  # the analysis thread puts, the sync takes
+        self.arrived: deque[tuple[int, list[str]]] = deque()
+        self.merged_dropped: dict[str, int] = {}
 
     def add_profile(self, model: str, version: str, folder: Path,
                     rules: FolderRules | None = None) -> None:
@@ -130,8 +153,104 @@ class DriftMonitor:
         report = self.reports.get(model)
         return report.output_comparison if report is not None else None
 
-    def bin(self) -> None:
-        """Bin what arrived into the open sub-windows (background, often: small passes)."""
+    def share(self, now: float | None = None) -> None:
+        """Judge the merged traffic of every worker (drift/shared.py): this worker's counts
+        leave as snapshots, and the window fills with everyone's."""
+        self.shared = True
+        self._interval = interval_of(time.time() if now is None else now,
+                                     self.config.interval_seconds)
+
+    def bin(self, now: float | None = None) -> None:
+        """Bin what arrived into the open sub-windows (background, often: small passes).
+        Shared: the open interval's snapshot is taken, and intervals every worker finished
+        join the window (which is then evaluated)."""
+        if not self.shared:
+            self._bin()
+            return
+        at = time.time() if now is None else now
+        current = interval_of(at, self.config.interval_seconds)
+        if current != self._interval:  # the interval is over: its last snapshot
+            self._keep(self._interval, self._snapshot())
+            self._open, self._interval = {}, current
+        self._bin()
+        self._keep(current, self._snapshot())
+        if self.arrived:
+            while self.arrived:
+                self._add_merged(self.arrived.popleft()[1])
+            self._evaluate(at)
+
+    def _keep(self, interval: int, text: str) -> None:
+        """The latest snapshot of ``interval``; while Redis is away they wait, bounded: an
+        interval older than the window is no use to anyone, and goes."""
+        with self._snapshots_lock:
+            self.snapshots[interval] = text
+            oldest = interval - self.config.window_intervals - 2
+            for stale in [k for k in self.snapshots if k < oldest]:
+                del self.snapshots[stale]
+
+    def take_snapshots(self) -> dict[int, str]:
+        """The snapshots not shipped yet, the latest of each interval (they leave)."""
+        with self._snapshots_lock:
+            taken, self.snapshots = self.snapshots, {}
+        return taken
+
+    def keep_unshipped(self, taken: dict[int, str]) -> None:
+        """Snapshots that could not be shipped, back, unless a newer one of the interval
+        came meanwhile."""
+        with self._snapshots_lock:
+            for interval, text in taken.items():
+                self.snapshots.setdefault(interval, text)
+
+    def _snapshot(self) -> str:
+        return snapshot_text({key: window_json(sub.rows, sub.features, sub.outputs,
+                                               sub.compared, sub.accuracy)
+                              for key, sub in self._open.items()}, dict(self.dropped_by_model))
+
+    def _add_merged(self, texts: list[str]) -> None:
+        """One interval of every worker, added up, joins the window."""
+        try:
+            grouped, self.merged_dropped = group_snapshots(texts)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("drift: an interval's snapshots could not be read (%s); it counts as "
+                      "empty", exc)
+            grouped = {}
+        for model, version, variant in grouped:
+            if variant == BASELINE:
+                self.baselines[model] = version
+        fresh = {}
+        for key, values in grouped.items():
+            try:
+                sub = self._merged_window(key, values)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("drift: counts of %s could not be merged (%s)", key, exc)
+                continue
+            if sub is not None:
+                fresh[key] = sub
+        self._close(fresh)
+
+    def _merged_window(self, key: tuple[str, str, str], values: list[dict[str, Any]]
+                       ) -> SubWindow | None:
+        profile = self.profiles.get(key[:2])
+        if profile is None:  # a version this worker has not loaded
+            return None
+        fit = [v for v in values if profile_fits(profile, v)]
+        sub = SubWindow(profile)
+        sub.rows = sum(int(v["rows"]) for v in fit)
+        sub.features = merged_counts([v["features"] for v in fit],
+                                     profile.features)
+        sub.outputs = merged_counts([v["outputs"] for v in fit],
+                                    profile.outputs)
+        sub.accuracy = merged_accuracy([v["accuracy"] for v in fit
+                                        if v["accuracy"] is not None],
+                                       self.estimators.get(key[:2]))
+        base_version = self.baselines.get(key[0], "")
+        base = self.profiles.get((key[0], base_version))
+        parts = compared_parts(fit, base_version)
+        if key[2] == CANDIDATE and base is not None and parts:
+            sub.compared = (base_version, merged_counts(parts, base.outputs))
+        return sub
+
+    def _bin(self) -> None:
         grouped = self._take()
         for model, version, variant in grouped:  # in order of first arrival: latest wins
             if variant == BASELINE:
@@ -166,13 +285,20 @@ class DriftMonitor:
     def tick(self, now: float | None = None) -> None:
         """Close the interval: bin what is left, add the open sub-windows to the windows,
         and evaluate every window (background)."""
-        self.bin()
+        if self.shared:  # the window takes intervals every worker finished (``bin``)
+            self.bin(now)
+            return
+        self._bin()
         fresh, self._open = self._open, {}
+        self._close(fresh)
+        self._evaluate(time.time() if now is None else now)
+
+    def _close(self, fresh: dict[tuple[str, str, str], SubWindow]) -> None:
+        """An interval's sub-windows join the windows (an empty one where none came)."""
         for key in set(self.windows) | set(fresh):
             ring = self.windows.setdefault(key, deque(maxlen=self.config.window_intervals))
             ring.append(fresh.get(key) or SubWindow(self.profiles[key[:2]],
                                                     self.estimators.get(key[:2])))
-        self._evaluate(time.time() if now is None else now)
 
     def _take(self) -> dict[tuple[str, str, str], dict[str, list[np.ndarray]]]:
         """What arrived, grouped by (model, version, variant), each tensor's rows as 2-D parts.
@@ -206,13 +332,14 @@ class DriftMonitor:
         return grouped
 
     def _evaluate(self, now: float) -> None:
+        dropped = self.merged_dropped if self.shared else self.dropped_by_model
         variants: dict[str, list[VariantReport]] = {}
         for (model, version, variant), ring in self.windows.items():
             profile = self.profiles[(model, version)]
             variants.setdefault(model, []).append(
                 self._evaluate_variant(version, variant, profile, list(ring)))
         self.reports = {
-            model: DriftReport(model, now, tuple(found), self.dropped_by_model.get(model, 0),
+            model: DriftReport(model, now, tuple(found), dropped.get(model, 0),
                                self._compare(model))
             for model, found in variants.items()}
 

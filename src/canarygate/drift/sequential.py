@@ -31,6 +31,7 @@ from canarygate.stats.sampling import Stride
 MAX_EVENTS = 50  # detections kept per stream, newest last
 FEED_CHUNK = 500  # values between two pauses for the event loop
 RATE_EVERY = 256  # latencies between two updates of the sampling stride
+BATCHES_KEPT = 600  # a worker's batches waiting for Redis at most (10 minutes at one a second)
 
 
 @dataclass
@@ -120,6 +121,18 @@ class SequentialMonitor:
         self.streams: dict[tuple[str, str, str], Stream] = {}
         # The request path keeps every n-th latency (see tick).
         self.stride = Stride(config.max_latencies_per_second, RATE_EVERY)
+        # Shared by several workers (the Redis backend): each worker's inputs leave as
+        # batches, and only the acting controller's detectors run, on everyone's batches.
+        self.shared = False
+        self.leading = False
+        self.outbox: deque[dict[str, Any]] = deque()
+        self.batches_dropped = 0  # batches not shipped: the outbox was full (Redis away)
+        self.inbox: deque[tuple[list[dict[str, Any]], float]] = deque()  # (batches, share)
+        self._kept = 0.0  # the latencies' share owed to the detectors (thinning evenly)
+        self.published: dict[str, dict[str, Any]] = {}  # the controller's state, per model
+        self._errors: deque[tuple[str, str, bool, list[float], float]] = deque(
+            maxlen=config.buffer)
+        self._restart = False
 
     def observe_latency(self, model: str, version: str, seconds: float) -> None:
         """The request path's part: counters, and for every n-th request one append (the
@@ -130,8 +143,11 @@ class SequentialMonitor:
     def observe_errors(self, model: str, version: str, classifier: bool,
                        errors: list[float], now: float | None = None) -> None:
         """Labelled rows of one version: 0/1 wrong predictions, or absolute errors."""
-        stream = self._stream(model, version, "errors", classifier)
         at = time.time() if now is None else now
+        if self.shared:  # to the controller, in this worker's next batch
+            self._errors.append((model, version, classifier, list(errors), at))
+            return
+        stream = self._stream(model, version, "errors", classifier)
         for e in errors:
             stream.add(e, at)
 
@@ -145,6 +161,10 @@ class SequentialMonitor:
         loop as it goes.
         """
         at = time.time() if now is None else now
+        if self.shared:
+            self._pack()
+            self._feed_merged(at)
+            return
         buffer = self.latency_buffer
         for i in range(len(buffer)):
             try:
@@ -155,10 +175,73 @@ class SequentialMonitor:
             if i % FEED_CHUNK == FEED_CHUNK - 1:
                 yield_gil()
 
+    # -- shared by several workers ------------------------------------------------------------
+
+    def share(self) -> None:
+        """From now on this worker's inputs leave as batches (``outbox``); its detectors run
+        only while it leads, on every worker's batches (``inbox``)."""
+        self.shared = True
+
+    def lead(self, leading: bool) -> None:
+        """This worker became the acting controller (its detectors start afresh, on the
+        batches Redis still holds), or stopped being it (it shows the controller's state, and
+        its own detectors go, so that /metrics counts the controller's alone)."""
+        if leading != self.leading:
+            self._restart = True
+        self.leading = leading
+
+    def _pack(self) -> None:
+        """What arrived since the last pass, as one batch: the latencies per version (already
+        sampled on the request path) and the labelled errors with their times."""
+        latencies: dict[tuple[str, str], list[float]] = {}
+        for _ in range(len(self.latency_buffer)):
+            try:
+                model, version, seconds = self.latency_buffer.popleft()
+            except IndexError:
+                break
+            latencies.setdefault((model, version), []).append(seconds)
+        errors = []
+        while self._errors:
+            model, version, classifier, values, at = self._errors.popleft()
+            errors.append([model, version, classifier, values, at])
+        if not latencies and not errors:
+            return
+        if len(self.outbox) >= BATCHES_KEPT:
+            self.batches_dropped += 1
+            self.outbox.popleft()
+        self.outbox.append({"l": [[m, v, values] for (m, v), values in latencies.items()],
+                            "e": errors})
+
+    def _feed_merged(self, now: float) -> None:
+        """Every worker's batches, in the order Redis holds them, into this worker's
+        detectors: latencies thinned to ``max_latencies_per_second`` in all (as one process
+        would), every labelled error."""
+        if self._restart:
+            self.streams, self._restart = {}, False
+        while self.inbox:
+            batches, share = self.inbox.popleft()
+            for batch in batches:
+                for model, version, values in batch["l"]:
+                    stream = self._stream(model, version, "latency", False)
+                    for seconds in values:
+                        self._kept += share
+                        if self._kept >= 1.0 - 1e-9:
+                            self._kept -= 1.0
+                            stream.add(seconds, now)
+                for model, version, classifier, errors, at in batch["e"]:
+                    stream = self._stream(model, version, "errors", bool(classifier))
+                    for e in errors:
+                        stream.add(e, at)
+                yield_gil()
+
     def stream(self, model: str, version: str, kind: str) -> Stream | None:
         return self.streams.get((model, version, kind))
 
     def state(self, model: str) -> dict[str, Any]:
+        """Each version's streams and detectors (shared: the acting controller's, as it
+        last published them, on a worker that does not lead)."""
+        if self.shared and not self.leading:
+            return self.published.get(model, {})
         out: dict[str, Any] = {}
         for (m, version, kind), stream in list(self.streams.items()):
             if m == model:

@@ -8,7 +8,8 @@
   second, and with the last routing it knew while Redis is away.
 - **Telemetry**: every sync, each worker ships its cumulative counts of each model's current
   step; the controller judges its own counts merged with every other worker's (a cumulative
-  snapshot never counts twice, and a dead worker's last one stays).
+  snapshot never counts twice, and a dead worker's last one stays). Drift, the detectors'
+  inputs and the last-minute figures go in the same sync (rollout/telemetry.py).
 - **Writes**: states and decisions go to Redis on a thread of this link's own, never on the
   event loop; a person's action is refused (503) while Redis is away.
 
@@ -35,6 +36,7 @@ from canarygate.config import FeedbackConfig, StateConfig
 from canarygate.errors import ConfigError
 from canarygate.rollout.redis_store import BUCKET_SECONDS, Fenced, RedisStore, StaleRevision
 from canarygate.rollout.state import RolloutState
+from canarygate.rollout.telemetry import Telemetry
 from canarygate.runtime.registry import ServedModel
 from canarygate.stats import StepStats
 
@@ -86,7 +88,7 @@ class Cluster:
         self._diverged: set[str] = set()  # models whose write was refused: follow the store
         self._ids = 0
         self._writes: queue.Queue[tuple[RolloutState | None, dict[str, Any] | None, bool,
-                                        Future[bool]] | None] = queue.Queue()
+                                        str | None, Future[bool]] | None] = queue.Queue()
         self._pending = 0
         self._idle = threading.Condition()
         self._stop = threading.Event()
@@ -105,6 +107,7 @@ class Cluster:
         self._shipper = threading.Thread(target=self._ship_loop, name="canarygate-feedback",
                                          daemon=True)
         self._shipper.start()
+        self.telemetry: Telemetry | None = None  # drift, detectors, last minute (if any)
 
     # -- what the manager asks ---------------------------------------------------------------
 
@@ -188,7 +191,10 @@ class Cluster:
 
     def commit(self, state: RolloutState | None, decision: dict[str, Any] | None,
                fenced: bool = False) -> Future[bool]:
-        """Queue the write; the future says whether Redis took it."""
+        """Queue the write; the future says whether Redis took it. A controller's write
+        carries the lease it was decided under: one decided under a lease since lost is
+        refused even if this worker holds a new lease by the time it is written (a write
+        queued while Redis was away must not land under the next lease)."""
         if decision is not None:
             self._ids += 1
             decision.setdefault("id", f"{self.worker}/{self._ids}")
@@ -196,7 +202,7 @@ class Cluster:
         with self._idle:
             self._pending += 1
         done: Future[bool] = Future()
-        self._writes.put((state, decision, fenced, done))
+        self._writes.put((state, decision, fenced, self.holder if fenced else None, done))
         return done
 
     async def resync(self) -> None:
@@ -245,23 +251,23 @@ class Cluster:
 
     def _write_loop(self) -> None:
         while (item := self._writes.get()) is not None:
-            state, decision, fenced, done = item
+            state, decision, fenced, token, done = item
             try:
-                done.set_result(self._write(state, decision, fenced))
+                done.set_result(self._write(state, decision, fenced, token))
             finally:
                 with self._idle:
                     self._pending -= 1
                     self._idle.notify_all()
 
     def _write(self, state: RolloutState | None, decision: dict[str, Any] | None,
-               fenced: bool) -> bool:
+               fenced: bool, token: str | None) -> bool:
         for attempt in range(WRITE_TRIES):
-            holder = self.holder if fenced else None
-            if fenced and holder is None:
-                self._refused(state, decision, "this worker no longer holds the lease")
+            if fenced and (token is None or token != self.holder):
+                self._refused(state, decision, "this worker no longer holds the lease it "
+                              "decided under")
                 return False
             try:
-                self.store.commit(state, decision, holder)
+                self.store.commit(state, decision, token)
                 return True
             except (Fenced, StaleRevision) as exc:
                 self._refused(state, decision, str(exc))
@@ -318,6 +324,8 @@ class Cluster:
             counts = {(m, (r := table.get(m)).window): json.dumps(r.step_stats.to_json())
                       for m in models if m in table}
             diverged, self._diverged = frozenset(self._diverged), set()
+            if self.telemetry is not None:
+                self.telemetry.capture(time.perf_counter(), time.time())
             exchange = await asyncio.to_thread(self._sync, counts)
             if exchange is None:
                 self._diverged |= diverged
@@ -345,6 +353,8 @@ class Cluster:
                           for worker, text in by_worker.items() if worker != self.worker]
                     for key, by_worker in found.items()}
             exchange.decisions = self._new_decisions(list(exchange.states))
+            if self.telemetry is not None:
+                self.telemetry.sync(self.acting())
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
             return None

@@ -108,7 +108,7 @@ class History:
 
     def _traffic(self, model: str) -> dict[str, dict[str, Any]]:
         """The last ``TRAFFIC_SECONDS`` of each variant: QPS, error rate, latency quantiles."""
-        summary = self.live.summary(model, perf_counter(), TRAFFIC_SECONDS)
+        summary = self.live.summary(model, perf_counter(), TRAFFIC_SECONDS, kinds=("total",))
         out: dict[str, dict[str, Any]] = {}
         for v in summary["variants"]:
             total = v["total_ms"]

@@ -481,12 +481,14 @@ class RolloutManager:
                 pass
             if not self.acting():
                 continue
+            started = time.perf_counter()
             try:
                 self.tick(name)
                 for hook in self.tick_hooks:
                     hook(name)
             except Exception:
                 log.exception("controller of %r failed a tick", name)
+            self.metrics.controller_tick(name, time.perf_counter() - started)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -536,10 +538,13 @@ class RolloutManager:
         return ledger.fold(state, step_log_e)
 
     def _checkpoint(self, state: RolloutState, step_log_e: dict[str, float]) -> RolloutState:
-        """Keep the segment's evidence in the stored state, for a restart to fold in."""
+        """Keep the segment's evidence in the stored state, for a restart to fold in: the
+        same revision stored over itself (no new revision a tick, so a person's action made
+        from the revision they saw is not refused for the controller's bookkeeping), and only
+        when the evidence changed."""
         if not step_log_e or step_log_e == state.pending_log_e:
             return state
-        return self._settle(state.evolve(pending_log_e=dict(step_log_e)))
+        return self._settle(state.checkpoint(pending_log_e=dict(step_log_e)))
 
     def _settle(self, state: RolloutState) -> RolloutState:
         """A threshold the step froze: installed and saved like any change of state (every

@@ -12,8 +12,9 @@ Keys, under the prefix ``p``:
 - ``p:label:<request id>``: the label that joined a prediction (it counts once);
 - ``p:events``: the channel a state change is announced on.
 
-Every write of state goes through one script that compares and sets on the revision (as the
-file store does for one process) and, for the controller's writes, checks the fencing token: a
+Every write of state goes through one script that compares and sets on the revision's lineage
+(a new revision only on top of the very state it was made from: its parent's revision and
+stamp; a checkpoint only over itself) and, for the controller's writes, checks the fencing token: a
 worker whose lease has passed to another cannot write, even if it has not noticed yet. A state
 and the decision that made it are written together or not at all.
 """
@@ -33,19 +34,32 @@ STEP_TTL_SECONDS = 7 * 86_400  # a step's counts outlive any step
 BUCKET_SECONDS = 60  # the shared feedback index keeps a hash of predictions per minute
 
 # KEYS: state hash, lease, decisions list. ARGV: model, state JSON or "", revision, token or "",
-# decision JSON or "", channel, decisions kept.
+# decision JSON or "", channel, decisions kept, the state's stamp, its parent's stamp.
+# A state is taken on top of its parent (the stored revision is one less and has the parent's
+# stamp), or over itself (the same revision and stamp: a checkpoint, not announced: followers
+# read it at their next sync), or on an empty slot.
 _COMMIT = """
+local announce = ARGV[2] ~= ''
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return -1 end
 if ARGV[2] ~= '' then
   local current = redis.call('HGET', KEYS[1], ARGV[1])
-  if current and cjson.decode(current)['revision'] >= tonumber(ARGV[3]) then return 0 end
+  if current then
+    local stored = cjson.decode(current)
+    local revision, stamp = tonumber(stored['revision']), stored['stamp'] or ''
+    if type(stamp) ~= 'string' then stamp = '' end
+    local wanted = tonumber(ARGV[3])
+    local on_parent = revision == wanted - 1 and stamp == ARGV[9]
+    local itself = revision == wanted and stamp == ARGV[8]
+    if not (on_parent or itself) then return 0 end
+    announce = not itself
+  end
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 if ARGV[5] ~= '' then
   redis.call('RPUSH', KEYS[3], ARGV[5])
   redis.call('LTRIM', KEYS[3], -tonumber(ARGV[7]), -1)
 end
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[1]) end
+if announce then redis.call('PUBLISH', ARGV[6], ARGV[1]) end
 return 1
 """
 # KEYS: lease, fence. ARGV: worker, milliseconds.
@@ -137,12 +151,14 @@ class RedisStore:
             args=[model, json.dumps(state.to_json()) if state is not None else "",
                   state.revision if state is not None else 0, holder or "",
                   json.dumps(decision) if decision is not None else "", self.channel,
-                  KEEP_DECISIONS])
+                  KEEP_DECISIONS, state.stamp if state is not None else "",
+                  state.parent if state is not None else ""])
         if result == -1:
             raise Fenced(f"the controller's lease {holder!r} is no longer the current one")
         if result == 0:
-            raise StaleRevision(f"the stored rollout of {model!r} is at revision "
-                                f"{state.revision if state else 0} or newer")
+            raise StaleRevision(f"the stored rollout of {model!r} is no longer the revision "
+                                f"{state.revision - 1 if state else 0} this one was made "
+                                "from")
 
     def decisions(self, model: str, limit: int) -> list[dict[str, Any]]:
         return [json.loads(text)
@@ -216,3 +232,38 @@ class RedisStore:
         for model, window in wanted:
             pipe.hgetall(self.key("step", model, str(window)))
         return dict(zip(wanted, pipe.execute(), strict=True))
+
+    # -- drift, detectors and live figures shared by every worker (rollout/telemetry.py) ----
+
+    def put_fields(self, items: list[tuple[str, dict[str, str]]], seconds: float) -> None:
+        """Each (key, fields): the fields set in the hash, which expires ``seconds`` later."""
+        if not items:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key, fields in items:
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # a dict[str, str] is one
+            pipe.expire(key, max(int(seconds), 1))
+        pipe.execute()
+
+    def get_fields(self, keys: list[str]) -> list[dict[str, str]]:
+        """Each hash whole (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        return list(pipe.execute())
+
+    def add_batches(self, key: str, texts: list[str], keep: int) -> None:
+        """Append to a stream, which keeps about its ``keep`` newest entries."""
+        if not texts:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for text in texts:
+            pipe.xadd(key, {"b": text}, maxlen=keep, approximate=True)
+        pipe.execute()
+
+    def read_batches(self, key: str, after: str | None, count: int) -> list[tuple[str, str]]:
+        """The stream's entries after the id ``after`` (all it holds with None), oldest
+        first: (id, text)."""
+        entries: list[tuple[str, dict[str, str]]] = self.client.xrange(  # type: ignore[assignment]
+            key, min="-" if after is None else f"({after}", count=count)
+        return [(str(entry_id), str(fields["b"])) for entry_id, fields in entries]

@@ -4,6 +4,7 @@ asked). Frozen; every change is a new record with the next revision, written ato
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -56,6 +57,12 @@ class RolloutState:
     window: int = 0
     """The revision whose change started the current step's counters: every worker counts
     the step under this number, so their counts can be merged."""
+    stamp: str = ""
+    """Which write this revision is: a new token each ``evolve``. Two workers that each made
+    revision N from N-1 made different states; the stamp tells them apart."""
+    parent: str = ""
+    """The stamp of the revision this one was made from: a shared store takes a new revision
+    only on top of that very state (compare-and-set on the lineage, not on the number)."""
 
     @property
     def active(self) -> bool:
@@ -68,7 +75,13 @@ class RolloutState:
         return f"{self.model}@{self.started_at!r}".encode()
 
     def evolve(self, **changes: Any) -> RolloutState:
-        return dataclasses.replace(self, revision=self.revision + 1, **changes)
+        return dataclasses.replace(self, revision=self.revision + 1, parent=self.stamp,
+                                   stamp=secrets.token_hex(6), **changes)
+
+    def checkpoint(self, **changes: Any) -> RolloutState:
+        """The same revision with figures that do not change what it means (the segment's
+        evidence so far): stored over itself, so it never races a person's next revision."""
+        return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

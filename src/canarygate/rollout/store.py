@@ -25,7 +25,8 @@ class StateStore(Protocol):
     def load(self) -> dict[str, RolloutState]: ...
 
     def save(self, state: RolloutState) -> None:
-        """Store ``state``; refuse (Conflict) if the stored revision is not the one before."""
+        """Store ``state``; refuse (Conflict) if the stored revision is not older (unless it
+        is the same write, checkpointed again: the same revision and stamp)."""
 
     def load_versions(self) -> dict[str, dict[str, str]]:
         """Versions registered at run time: model -> version -> path under the models dir."""
@@ -56,7 +57,8 @@ class FileStateStore:
         with self._lock:
             states = self.load()
             stored = states.get(state.model)
-            if stored is not None and stored.revision >= state.revision:
+            if stored is not None and (stored.revision, stored.stamp) != (
+                    state.revision, state.stamp) and stored.revision >= state.revision:
                 raise Conflict(f"rollout of {state.model!r} changed meanwhile (revision "
                                f"{stored.revision}, not older than {state.revision})")
             states[state.model] = state

@@ -13,7 +13,7 @@ from canarygate.config import BatchingConfig
 from canarygate.errors import BadRequest, ConfigError, ModelFailure
 from canarygate.runtime.files import METADATA_FILE, MODEL_FILE, FolderRules
 from canarygate.runtime.graph import check_model
-from canarygate.runtime.tensors import ONNX_TYPES, Tensor, TensorSpec
+from canarygate.runtime.tensors import DATATYPES, ONNX_TYPES, Tensor, TensorSpec
 
 
 def _spec(arg: Any, what: str, where: str) -> TensorSpec:
@@ -126,6 +126,20 @@ class ModelVersion:
             max_batch_size=max_batch_size, allow_non_finite=allow_non_finite,
             batching=batching, rules=rules,
         )
+
+    def example_feeds(self, rows: int) -> dict[str, np.ndarray]:
+        """Zero-filled inputs of ``rows`` rows (empty strings for text), for a warm-up run; a
+        free dimension other than the first is 1, and a model without a batch axis gets one
+        example."""
+        feeds: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            shape = tuple(1 if d == -1 else d for d in spec.shape)
+            if spec.shape and spec.shape[0] == -1:
+                shape = (min(rows, self.max_batch_size), *shape[1:])
+            dtype = DATATYPES[spec.datatype]
+            feeds[spec.name] = (np.full(shape, "", dtype=np.object_) if spec.datatype == "BYTES"
+                                else np.zeros(shape, dtype=dtype))
+        return feeds
 
     def feeds(self, tensors: list[Tensor]) -> dict[str, np.ndarray]:
         """Check request tensors against the declared inputs; return onnxruntime's feed dict."""

@@ -74,6 +74,25 @@ class LogHistogram:
                 return 2.0 * self.gamma**key / (self.gamma + 1.0)
         return 2.0 * self.gamma ** max(self.buckets) / (self.gamma + 1.0)
 
+    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+        """``quantile`` of each of ``qs`` (ascending), in one pass over the sorted buckets."""
+        if self.count == 0:
+            return [None] * len(qs)
+        out: list[float | None] = []
+        keys = sorted(self.buckets)
+        seen, i = self.zeros, 0
+        for q in qs:
+            rank = q * (self.count - 1)
+            if rank < self.zeros:
+                out.append(0.0)
+                continue
+            while i < len(keys) and seen + self.buckets[keys[i]] <= rank:
+                seen += self.buckets[keys[i]]
+                i += 1
+            key = keys[min(i, len(keys) - 1)]
+            out.append(2.0 * self.gamma**key / (self.gamma + 1.0))
+        return out
+
     def count_above(self, threshold: float) -> int:
         """Values surely above ``threshold``: the bucket holding the threshold counts as not."""
         if threshold <= 0.0:

@@ -10,12 +10,14 @@ exports as histograms) and merge the ring into last-minute figures, off the requ
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from canarygate.stats.histogram import LogHistogram
 
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("p99_9", 0.999))
+_QS = tuple(q for _, q in QUANTILES)
 KINDS = ("total", "queue", "inference")
 MAX_SET_ASIDE = 64  # sub-windows waiting to be folded before the request path folds them
 
@@ -24,10 +26,11 @@ class Slot:
     """One sub-window's counts."""
 
     __slots__ = ("batch_rows", "client_errors", "inference", "queue", "requests", "rows",
-                 "server_errors", "start", "total")
+                 "server_errors", "shipped", "start", "total")
 
     def __init__(self, start: float) -> None:
         self.start = start
+        self.shipped: str | None = None  # as JSON for other workers, once it is closed
         self.requests = 0
         self.client_errors = 0  # 4xx: the caller's mistake
         self.server_errors = 0  # 5xx and model failures
@@ -37,13 +40,13 @@ class Slot:
         self.queue = LogHistogram()
         self.inference = LogHistogram()
 
-    def merge(self, other: Slot) -> None:
+    def merge(self, other: Slot, kinds: tuple[str, ...] = KINDS) -> None:
         self.requests += other.requests
         self.client_errors += other.client_errors
         self.server_errors += other.server_errors
         self.rows += other.rows
         self.batch_rows += other.batch_rows
-        for kind in KINDS:
+        for kind in kinds:
             getattr(self, kind).merge(getattr(other, kind))
 
 
@@ -107,15 +110,16 @@ class VariantStats:
             out.merge(slot)
         return out
 
-    def last(self, now: float, seconds: float) -> tuple[Slot, float]:
-        """The sub-windows that started in the last ``seconds``, merged, and the time they
-        cover (less when the variant is younger than that)."""
+    def last(self, now: float, seconds: float,
+             kinds: tuple[str, ...] = KINDS) -> tuple[Slot, float]:
+        """The sub-windows that started in the last ``seconds``, merged (the histograms of
+        ``kinds`` only), and the time they cover (less when the variant is younger)."""
         if now >= self.end:
             self._advance(now)
         out = Slot(now)
         for slot in self.ring:
             if slot.start > now - seconds - 1e-9:
-                out.merge(slot)
+                out.merge(slot, kinds)
                 out.start = min(out.start, slot.start)
         return out, max(now - max(out.start, self.created), 1e-9)
 
@@ -135,19 +139,77 @@ class LiveStats:
             found = self.variants[key] = VariantStats(now, self.width, self.slots)
         return found
 
-    def summary(self, model: str, now: float, seconds: float | None = None) -> dict[str, Any]:
-        """The last minute of every version and variant of ``model``, as JSON."""
+    def summary(self, model: str, now: float, seconds: float | None = None,
+                others: list[dict[str, Any]] | None = None, wall: float = 0.0,
+                kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
+        """The last minute of every version and variant of ``model``, as JSON (the latency
+        quantiles of ``kinds``: the controller's tick asks for ``total`` only, a third of the
+        merging); with ``others`` (other workers' ``snapshot``s, ``wall`` the time now on the
+        wall clock), everyone's figures added up."""
         span = seconds if seconds is not None else self.width * self.slots
+        found: dict[tuple[str, str], tuple[Slot, float]] = {}
+        for (m, version, variant), stats in list(self.variants.items()):
+            if m == model:
+                found[(version, variant)] = stats.last(now, span, kinds)
+        for snapshot in others or []:
+            for version, variant, created, slots in snapshot["variants"]:
+                total = Slot(wall)
+                for raw in slots:
+                    if raw[0] > wall - span - 1e-9:
+                        total.merge(slot_from(raw), kinds)
+                covered = max(wall - max(created, wall - span), 1e-9)
+                if (version, variant) in found:
+                    mine, seen = found[(version, variant)]
+                    mine.merge(total, kinds)
+                    covered = max(covered, seen)
+                    total = mine
+                found[(version, variant)] = (total, covered)
+        out = [{"version": version, "variant": variant, **describe(slot, covered, kinds)}
+               for (version, variant), (slot, covered) in found.items()]
+        return {"model": model, "window_seconds": span, "variants": out}
+
+    def snapshot(self, model: str, now: float, wall: float) -> str:
+        """The last minute of each variant of ``model`` as JSON, its times on the wall clock
+        (the only clock two processes share), for the other workers of a shared gateway.
+        It runs on the event loop, which owns the figures; a closed sub-window never changes,
+        so each is written once and only the open one every time."""
         out = []
         for (m, version, variant), stats in list(self.variants.items()):
             if m != model:
                 continue
-            slot, covered = stats.last(now, span)
-            out.append({"version": version, "variant": variant, **describe(slot, covered)})
-        return {"model": model, "window_seconds": span, "variants": out}
+            if now >= stats.end:
+                stats._advance(now)
+            slots = []
+            for slot in stats.ring:
+                if not slot.requests:
+                    continue
+                if slot is stats.current:
+                    slots.append(slot_text(slot, slot.start - now + wall))
+                    continue
+                if slot.shipped is None:
+                    slot.shipped = slot_text(slot, slot.start - now + wall)
+                slots.append(slot.shipped)
+            head = json.dumps([version, variant, stats.created - now + wall])[:-1]
+            out.append(f"{head}, [{', '.join(slots)}]]")
+        return f'{{"at": {wall!r}, "variants": [{", ".join(out)}]}}'
 
 
-def describe(slot: Slot, seconds: float) -> dict[str, Any]:
+def slot_text(slot: Slot, start: float) -> str:
+    return json.dumps([start, slot.requests, slot.client_errors, slot.server_errors,
+                       slot.rows, slot.batch_rows,
+                       *(getattr(slot, kind).to_json() for kind in KINDS)])
+
+
+def slot_from(raw: list[Any]) -> Slot:
+    slot = Slot(float(raw[0]))
+    (slot.requests, slot.client_errors, slot.server_errors, slot.rows,
+     slot.batch_rows) = (int(x) for x in raw[1:6])
+    for kind, hist in zip(KINDS, raw[6:9], strict=True):
+        setattr(slot, kind, LogHistogram.from_json(hist))
+    return slot
+
+
+def describe(slot: Slot, seconds: float, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
     answered = slot.requests - slot.client_errors - slot.server_errors
     figures: dict[str, Any] = {
         "requests": slot.requests,
@@ -158,9 +220,11 @@ def describe(slot: Slot, seconds: float) -> dict[str, Any]:
         "mean_batch_rows": slot.batch_rows / answered if answered else None,
         "covered_seconds": seconds,
     }
-    for kind in KINDS:
+    for kind in kinds:
         hist: LogHistogram = getattr(slot, kind)
-        figures[f"{kind}_ms"] = {name: _ms(hist.quantile(q)) for name, q in QUANTILES}
+        values = hist.quantiles(_QS)
+        figures[f"{kind}_ms"] = {name: _ms(v) for (name, _), v in zip(QUANTILES, values,
+                                                                      strict=True)}
     return figures
 
 

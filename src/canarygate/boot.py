@@ -1,0 +1,194 @@
+"""Warm start: the server listens at once, loads its models off the event loop, runs a warm-up
+batch through every version, and only then calls itself ready.
+
+``Boot`` is the ASGI app Uvicorn serves. Until the gateway is built it answers
+``/v2/health/live`` (the process is up), ``/v2/health/ready`` with 503, and every other route
+with 503 and ``Retry-After``; model files are read, onnxruntime sessions made and the heavy
+modules imported on a thread meanwhile. Once built, the gateway's own lifespan runs, each
+version runs ``server.warmup_runs`` batches of ``server.warmup_rows`` rows (as Triton's
+``model_warmup`` does), and from then on every request goes straight to the gateway's app.
+
+A model that cannot be loaded ends the process as a bad config does, with the problem on
+stderr and status 2; ``failed`` holds it for the CLI. This module imports nothing heavy, so
+the process answers ``live`` within a second of its start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from canarygate.config import GatewayConfig
+from canarygate.errors import ConfigError
+
+log = logging.getLogger("canarygate")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+LIVE = "/v2/health/live"
+READY = "/v2/health/ready"
+RETRY_AFTER = b"1"
+
+
+class Boot:
+    def __init__(self, config: GatewayConfig, on_failure: Callable[[], None]) -> None:
+        self.config = config
+        self.on_failure = on_failure  # stops the server (the CLI then exits 2)
+        self.app: Any = None  # the gateway's app once warm: every request goes there
+        self.failed: str | None = None
+        self.timings: dict[str, float] = {}
+        self.refused = 0  # requests answered 503 while loading
+        self._errors: list[int] = []  # transport error answers before the metrics existed
+        self._inner: _Lifespan | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = time.monotonic()
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method (Uvicorn is told the app is ASGI 3): once warm, the gateway's own
+        # coroutine is handed back as it is, so a request pays no extra frame for the boot.
+        app = self.app
+        if app is not None and scope["type"] != "lifespan":
+            return app(scope, receive, send)  # type: ignore[no-any-return]
+        if scope["type"] == "lifespan":
+            return self._lifespan(receive, send)
+        return self._loading(scope, send)
+
+    def http_error(self, status: int) -> None:
+        """The transport's error hook: the gateway's metrics count it, once they exist."""
+        app = self.app
+        if app is not None:
+            app.state.gateway.metrics.http_error(status)
+        else:
+            self._errors.append(status)
+
+    async def _loading(self, scope: Scope, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if path == LIVE:
+            await _answer(send, 200, {"live": True})
+            return
+        self.refused += 1
+        message = ("the gateway is loading its models" if self.failed is None
+                   else f"the gateway failed to start: {self.failed}")
+        await _answer(send, 503, {"error": message}, [(b"retry-after", RETRY_AFTER)])
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._task = asyncio.get_running_loop().create_task(self._boot())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _boot(self) -> None:
+        try:
+            app = await asyncio.to_thread(_build, self.config)
+        except ConfigError as exc:
+            self._fail(str(exc))
+            return
+        except Exception as exc:  # a bug: still end the process rather than hang unready
+            log.exception("the gateway could not be built")
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return
+        built = time.monotonic()
+        self.timings["load_seconds"] = built - self._started
+        inner = self._inner = _Lifespan(app)  # a shutdown from here on stops it too
+        if not await inner.startup():
+            self._fail("the gateway's start-up failed (see the log above)")
+            return
+        gateway = app.state.gateway
+        for status in self._errors:
+            gateway.metrics.http_error(status)
+        await warm_up(gateway, self.config.server.warmup_rows, self.config.server.warmup_runs)
+        self.timings["warmup_seconds"] = time.monotonic() - built
+        self.timings["ready_seconds"] = time.monotonic() - self._started
+        self.app = app
+        log.info("canarygate ready in %.2f s (built in %.2f s, warm-up %.3f s)",
+                 self.timings["ready_seconds"], self.timings["load_seconds"],
+                 self.timings["warmup_seconds"])
+
+    def _fail(self, problem: str) -> None:
+        self.failed = problem
+        self.on_failure()
+
+    async def _shutdown(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._inner is not None:
+            await self._inner.shutdown()
+
+
+def _build(config: GatewayConfig) -> Any:
+    """On the loading thread: the heavy imports, the models, the gateway's parts."""
+    from canarygate.app import create_app
+
+    return create_app(config)
+
+
+async def warm_up(gateway: Any, rows: int, runs: int) -> None:
+    """Each version's first runs, on zero-filled inputs of ``rows`` rows, through the same
+    runner (and batcher) real requests use: sessions allocate, inference threads start, and
+    a batcher learns what a run costs before the first real request comes. A version that
+    fails on zeros is logged and still served (real inputs may suit it)."""
+    if rows <= 0 or runs <= 0:
+        return
+    for served in gateway.registry.models.values():
+        for version in served.versions.values():
+            feeds = version.example_feeds(rows)
+            for _ in range(runs):
+                try:
+                    await gateway.runner.run(version, feeds, version.output_names)
+                except Exception as exc:  # ModelFailure, or a timeout
+                    log.warning("warm-up of %s version %s failed on zeros: %s",
+                                version.model, version.version, exc)
+                    break
+
+
+class _Lifespan:
+    """Drives the gateway app's own lifespan (its start and stop) from the boot's."""
+
+    def __init__(self, app: Any) -> None:
+        self._to_app: asyncio.Queue[Message] = asyncio.Queue()
+        self._from_app: asyncio.Queue[Message] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(
+            app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                self._to_app.get, self._from_app.put))
+
+    async def _exchange(self, message: str) -> bool:
+        await self._to_app.put({"type": message})
+        getter = asyncio.ensure_future(self._from_app.get())
+        done, _ = await asyncio.wait({getter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if getter not in done:
+            getter.cancel()
+            return False
+        return bool(getter.result()["type"].endswith(".complete"))
+
+    async def startup(self) -> bool:
+        return await self._exchange("lifespan.startup")
+
+    async def shutdown(self) -> None:
+        if not self._task.done():
+            await self._exchange("lifespan.shutdown")
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def _answer(send: Send, status: int, doc: dict[str, Any],
+                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps(doc)
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
