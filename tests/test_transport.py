@@ -401,12 +401,14 @@ def test_tls_serves_https_with_the_configured_certificate(
         with httpx.Client(verify=context, timeout=10) as https:
             while True:
                 assert process.poll() is None, log.read_text()
-                try:
-                    r = https.post(f"https://127.0.0.1:{port}{INFER}", content=GOOD_ROW_BODY)
-                    break
+                try:  # live at once; ready (200) once the models are loaded and warm
+                    if https.get(f"https://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                        break
+                    time.sleep(0.1)
                 except httpx.TransportError:
                     assert time.monotonic() < deadline, log.read_text()
                     time.sleep(0.1)
+            r = https.post(f"https://127.0.0.1:{port}{INFER}", content=GOOD_ROW_BODY)
         assert r.status_code == 200 and r.json()["outputs"]
         with pytest.raises(httpx.TransportError):  # plain HTTP is not served on that port
             httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=5)
