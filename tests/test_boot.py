@@ -106,5 +106,5 @@ def test_a_model_that_fails_to_load_ends_the_process(tmp_path: Path) -> None:
         [sys.executable, "-m", "canarygate", "serve", "--config", str(path),
          "--port", str(free_port())], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "onnxruntime cannot load" in result.stderr
+    assert "model.onnx is not an ONNX model" in result.stderr
     assert "Traceback" not in result.stderr

@@ -53,7 +53,7 @@ def test_unloadable_model_is_refused(tmp_path: Path) -> None:
                       "{'1': {path: broken/1}}\n    baseline: '1'\n")
     result = run("serve", "--config", str(config))
     assert result.returncode == 2
-    assert "model 'broken' version '1': onnxruntime cannot load" in result.stderr
+    assert "model 'broken' version '1': model.onnx is not an ONNX model" in result.stderr
 
 
 def test_make_serve_answers_ready(tmp_path: Path) -> None:
