@@ -10,7 +10,9 @@ version runs ``server.warmup_runs`` batches of ``server.warmup_rows`` rows (as T
 
 A model that cannot be loaded ends the process as a bad config does, with the problem on
 stderr and status 2; ``failed`` holds it for the CLI. This module imports nothing heavy, so
-the process answers ``live`` within a second of its start.
+the process answers ``live`` within a second of its start. A worker of a ``--workers`` group
+shares the group's socket: it starts taking connections only once it is warm, so a worker
+(re)starting never answers 503 while the others serve.
 """
 
 from __future__ import annotations
@@ -39,9 +41,13 @@ RETRY_AFTER = b"1"
 
 
 class Boot:
-    def __init__(self, config: GatewayConfig, on_failure: Callable[[], None]) -> None:
+    def __init__(self, config: GatewayConfig, on_failure: Callable[[], None],
+                 *, listen_first: bool = True) -> None:
         self.config = config
         self.on_failure = on_failure  # stops the server (the CLI then exits 2)
+        # False for a worker of a --workers group: it shares the group's socket, so it takes
+        # connections only once warm, and the workers already warm answer meanwhile.
+        self.listen_first = listen_first
         self.app: Any = None  # the gateway's app once warm: every request goes there
         self.failed: str | None = None
         self.timings: dict[str, float] = {}
@@ -86,6 +92,11 @@ class Boot:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._task = asyncio.get_running_loop().create_task(self._boot())
+                if not self.listen_first:
+                    await asyncio.wait({self._task})
+                    if self.failed is not None:
+                        await send({"type": "lifespan.startup.failed", "message": self.failed})
+                        return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._shutdown()

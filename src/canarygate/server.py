@@ -117,8 +117,8 @@ def build_server(app: Any, config: ServerConfig, host: str, port: int, log_level
     return GatewayServer(uvicorn_config)
 
 
-def booted_server(config: GatewayConfig, host: str, port: int,
-                  log_level: str) -> tuple[Boot, GatewayServer]:
+def booted_server(config: GatewayConfig, host: str, port: int, log_level: str,
+                  listen_first: bool = True) -> tuple[Boot, GatewayServer]:
     """The server and the app it serves: a ``Boot`` that answers ``live`` at once and loads
     the gateway off the event loop (boot.py). A model that cannot be loaded stops the server;
     ``Boot.failed`` then says why."""
@@ -128,7 +128,7 @@ def booted_server(config: GatewayConfig, host: str, port: int,
         if server is not None:
             server.should_exit = True
 
-    boot = Boot(config, stop)
+    boot = Boot(config, stop, listen_first=listen_first)
     # The transport's own error answers (400, 408, 431, 503) count as any other.
     server = build_server(boot, config.server, host=host, port=port, log_level=log_level,
                           on_error=boot.http_error)

@@ -114,7 +114,7 @@ def _worker(args: argparse.Namespace, sock: socket.socket) -> None:
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(levelname)s %(name)s [{os.getpid()}]: %(message)s")
     config = load_config(args.config)
-    boot, server = booted_server(config, "", 0, args.log_level)
+    boot, server = booted_server(config, "", 0, args.log_level, listen_first=False)
     server.run(sockets=[sock])
     if boot.failed is not None:
         print(f"canarygate: {boot.failed}", file=sys.stderr)
