@@ -25,6 +25,11 @@ def slot(state: RolloutState) -> int:
     return max(state.step, 0)
 
 
+def fresh(state: RolloutState) -> Carried:
+    """The evidence of an e-process with nothing folded yet: 1 for every step's product."""
+    return Carried((), slot(state), len(state.schedule.steps))
+
+
 def carried(state: RolloutState) -> dict[str, Carried]:
     """Each e-process's evidence from before the current segment."""
     slots = len(state.schedule.steps)
@@ -47,7 +52,7 @@ def fold(state: RolloutState, step_log_e: Mapping[str, float]) -> dict[str, Any]
     for name, value in step_log_e.items():
         plain[name] = plain.get(name, 0.0) + value
         if not name.endswith(NON_INFERIORITY):
-            restarts[name] = known.get(name, Carried((), slot(state))).started(value)
+            restarts[name] = known.get(name, fresh(state)).started(value)
     return {"carried_log_e": plain, "restarts_log_e": restarts, "pending_log_e": {}}
 
 
