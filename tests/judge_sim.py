@@ -12,6 +12,7 @@ alone at the last weight when the rollout stopped before it crossed.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -491,10 +492,12 @@ def main(argv: list[str]) -> None:
     only = argv[2] if len(argv) > 2 else ""
     part, parts = (int(x) for x in (argv[3] if len(argv) > 3 else "0/1").split("/"))
     first = int(argv[4]) if len(argv) > 4 else 0  # skip the cases before this one
+    skip = [s for s in os.environ.get("SIM_SKIP", "").split("|") if s]  # names containing
     reg, metrics = registry(), Metrics()
     rows = []
     for i, sc in enumerate(MATRIX):
-        if (only and only not in sc.name) or i % parts != part or i < first:
+        if (only and only not in sc.name) or i % parts != part or i < first or any(
+                s in sc.name for s in skip):
             continue
         started = time.monotonic()
         rows.append(run_case(sc, runs, 1000 + i, reg, metrics))
