@@ -30,7 +30,7 @@ from canarygate.rollout.quality import Evidence, NoEvidence
 from canarygate.rollout.state import Phase, RolloutState
 from canarygate.router import RoutingTable
 from canarygate.runtime import ModelRegistry
-from canarygate.stats import StepStats, VariantStepStats
+from canarygate.stats import LogHistogram, StepStats, VariantStepStats
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 NAME = "breast-cancer"
@@ -147,10 +147,7 @@ class Traffic:
         runs = -(-ok // self.sc.rows)
         lat = self.latencies(runs, candidate, step)
         hist = stats.latency
-        keys, counts = np.unique(np.ceil(np.log(lat) * hist._inv_log_gamma).astype(int),
-                                 return_counts=True)
-        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
-            hist.buckets[key] = hist.buckets.get(key, 0) + count * self.sc.rows
+        add_buckets(hist, lat, self.sc.rows)
         hist.count += runs * self.sc.rows
         hist.sum += float(lat.sum()) * self.sc.rows
         slow, tail = int((lat > stats.tau).sum()), int((lat > stats.tail_tau).sum())
@@ -167,6 +164,35 @@ class Traffic:
         """Absolute errors of n labelled answers (residual sigma 1; the candidate biased)."""
         bias = (self.sc.bias or 0.0) if candidate and self.active(step) else 0.0
         return np.abs(self.rng.standard_normal(n) + bias)
+
+
+def add_buckets(hist: LogHistogram, values: np.ndarray, times: int = 1) -> None:
+    """``LogHistogram.add`` of every value (``times`` each), its buckets counted at once."""
+    if not values.size:
+        return
+    keys = np.ceil(np.log(values) * hist._inv_log_gamma).astype(int)
+    low = int(keys.min())
+    counts = np.bincount(keys - low)
+    buckets = hist.buckets
+    for offset in np.flatnonzero(counts).tolist():
+        key = low + offset
+        buckets[key] = buckets.get(key, 0) + int(counts[offset]) * times
+
+
+class NullMetrics(Metrics):
+    """The controller's Prometheus figures, not kept (nobody scrapes a simulation)."""
+
+    def verdict(self, *args: Any) -> None:
+        pass
+
+    def gate_figures(self, *args: Any) -> None:
+        pass
+
+    def rollout(self, *args: Any) -> None:
+        pass
+
+    def decision(self, *args: Any) -> None:
+        pass
 
 
 def _z(q: float) -> float:
@@ -330,10 +356,7 @@ def feedback(traffic: Traffic, window: StepStats, n_cand: int, n_base: int, w: f
     for arm, rows in ((window.candidate, rc), (window.baseline, rb)):
         arm.labelled += rows.size
         hist = arm.abs_errors
-        keys, counts = np.unique(np.ceil(np.log(rows) * hist._inv_log_gamma).astype(int),
-                                 return_counts=True)
-        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
-            hist.buckets[key] = hist.buckets.get(key, 0) + count
+        add_buckets(hist, rows)
         hist.count += rows.size
         hist.sum += float(rows.sum())
     window.bets.add(rc, rb, w, now)
@@ -493,7 +516,7 @@ def main(argv: list[str]) -> None:
     part, parts = (int(x) for x in (argv[3] if len(argv) > 3 else "0/1").split("/"))
     first = int(argv[4]) if len(argv) > 4 else 0  # skip the cases before this one
     skip = [s for s in os.environ.get("SIM_SKIP", "").split("|") if s]  # names containing
-    reg, metrics = registry(), Metrics()
+    reg, metrics = registry(), NullMetrics()
     rows = []
     for i, sc in enumerate(MATRIX):
         if (only and only not in sc.name) or i % parts != part or i < first or any(

@@ -24,6 +24,7 @@ candidate is not a debt that a regression appearing later must first repay.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -99,11 +100,32 @@ class Carried:
         return [value + step_log_e for value in logs]
 
     def total(self, step_log_e: float) -> float:
-        started = self.started(step_log_e)
-        slots = max(self.slots, len(started))
-        terms = started + [0.0] * (slots - len(started))
-        return log_sum_exp([math.log(restart_weight(s, slots)) + value
-                            for s, value in enumerate(terms)])
+        """log(sum over begun steps s of w_s e^(restarts[s] + step_log_e) + the weights of
+        the steps not begun): e^v B + C, with B and C computed once per value (the controller
+        judges every point of every gate each tick)."""
+        known, rest = self._base
+        known += step_log_e
+        if rest is None:
+            return known
+        return max(known, rest) + math.log1p(math.exp(-abs(known - rest)))
+
+    @functools.cached_property
+    def _base(self) -> tuple[float, float | None]:
+        """log B, the begun steps' weighted products, and log C, the weight of the steps not
+        begun (None when every step has begun)."""
+        restarts = self.restarts
+        begun = max(len(restarts), self.slot + 1)
+        slots = max(self.slots, begun)
+        top = max(restarts) if restarts else 0.0
+        if len(restarts) < begun:
+            top = max(top, 0.0)
+        weighted = 0.0
+        for s in range(begun):
+            weighted += restart_weight(s, slots) * math.exp(
+                (restarts[s] if s < len(restarts) else 0.0) - top)
+        rest = (math.log((slots - begun) * restart_weight(slots - 1, slots))
+                if begun < slots else None)
+        return top + math.log(weighted), rest
 
 
 def point(name: str, i: int) -> str:
