@@ -395,11 +395,29 @@ def _people(sc: Scenario, m: RolloutManager, persister: MemoryPersister, metrics
 
 def _sprt_alone(sprt: Sprt, sc: Scenario, traffic: Traffic, m: RolloutManager, w: float,
                 rng: np.random.Generator, interval: float, served: int) -> None:
-    """The rollout stopped first: the SPRT goes on alone at the last weight (errors and bias;
-    for latency the stopped rollout's last figures stand)."""
-    if sc.sprt not in ("errors", "bias") or not 0 < w < 1:
+    """The rollout stopped first: the SPRT goes on alone at the last weight, with the last
+    step's thresholds for latency (else its median would count only the runs where it was
+    faster than the rollout)."""
+    if not 0 < w < 1:
         return
     step = max(m.states[NAME].step, sc.onset_step)
+    if sc.sprt in ("latency", "tail"):
+        base = m.step_stats(NAME).baseline
+        t = base.tau if sc.sprt == "latency" else base.tail_tau
+        if math.isinf(t):
+            return
+        pc, pb = exceed(t, sc, True), exceed(t, sc, False)
+        tol = m.states[NAME].schedule.latency_tolerance
+        rho0, rho1 = tol * w / (tol * w + 1 - w), w * pc / (w * pc + (1 - w) * pb)
+        k = n = 0
+        sprt.fold()
+        while sprt.requests is None and served < 2_000_000:
+            total = int(rng.poisson(sc.rate * interval))
+            nc = int(rng.binomial(total, w))
+            ec, eb = int(rng.binomial(nc, pc)), int(rng.binomial(total - nc, pb))
+            k, n, served = k + ec, n + ec + eb, served + nc
+            sprt.look(k, n, rho0, rho1, served)
+        return
     if sc.sprt == "bias":
         sprt.fold()
         scratch = StepStats.fresh()
