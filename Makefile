@@ -58,7 +58,8 @@ test: lint test-tools
 	$(PY) -m pytest -m serial
 
 # The judge's seeded scenario matrix through the real controller (tests/judge_sim.py): the
-# README's table. SIM_RUNS rollouts a case; SIM_ONLY keeps the cases whose name contains it.
+# README's table. SIM_RUNS rollouts a case; SIM_ONLY keeps the cases whose name contains it;
+# SIM_SKIP="a|b" leaves out the cases whose name contains a or b.
 SIM_RUNS ?= 500
 SIM_ONLY ?=
 sim: $(VENV)/.dev-installed

@@ -12,6 +12,7 @@ alone at the last weight when the rollout stopped before it crossed.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,10 +26,11 @@ from canarygate.metrics import Metrics
 from canarygate.rollout.judge import alpha_shares
 from canarygate.rollout.manager import RolloutManager
 from canarygate.rollout.persist import Persister
+from canarygate.rollout.quality import Evidence, NoEvidence
 from canarygate.rollout.state import Phase, RolloutState
 from canarygate.router import RoutingTable
 from canarygate.runtime import ModelRegistry
-from canarygate.stats import VariantStepStats
+from canarygate.stats import LogHistogram, StepStats, VariantStepStats
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 NAME = "breast-cancer"
@@ -51,6 +53,13 @@ class MemoryPersister(Persister):
 
     def close(self, timeout: float = 0.0) -> None:
         pass
+
+
+class Regressor(NoEvidence):
+    """The analysis loop of a regressor (no detectors, no drift)."""
+
+    def evidence(self, name: str, state: RolloutState) -> Evidence:
+        return Evidence(classifier=False)
 
 
 class SimManager(RolloutManager):
@@ -81,6 +90,7 @@ class Scenario:
     restarts: bool = False  # the gateway restarts in the middle of every step
     by_hand: bool = False  # a person sets 20 % at the 5 % step, resumes 5 minutes later
     hold_hours: float = 0.0  # awaiting promotion this long (no auto-promotion)
+    bias: float | None = None  # a regressor: labels on every answer; candidate's bias in sigma
     schedule: dict[str, Any] = field(default_factory=dict)
     sprt: str = "errors"  # the stream the SPRT watches: errors, latency, tail
 
@@ -137,10 +147,7 @@ class Traffic:
         runs = -(-ok // self.sc.rows)
         lat = self.latencies(runs, candidate, step)
         hist = stats.latency
-        keys, counts = np.unique(np.ceil(np.log(lat) * hist._inv_log_gamma).astype(int),
-                                 return_counts=True)
-        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
-            hist.buckets[key] = hist.buckets.get(key, 0) + count * self.sc.rows
+        add_buckets(hist, lat, self.sc.rows)
         hist.count += runs * self.sc.rows
         hist.sum += float(lat.sum()) * self.sc.rows
         slow, tail = int((lat > stats.tau).sum()), int((lat > stats.tail_tau).sum())
@@ -152,6 +159,40 @@ class Traffic:
         stats.over_slo += int((lat > stats.slo_seconds).sum()) * self.sc.rows
         stats.first_output, stats.varied, stats.differs = 0.0, True, stats.requests // 2
         return errors, runs, slow, tail
+
+    def residuals(self, n: int, candidate: bool, step: int) -> np.ndarray:
+        """Absolute errors of n labelled answers (residual sigma 1; the candidate biased)."""
+        bias = (self.sc.bias or 0.0) if candidate and self.active(step) else 0.0
+        return np.abs(self.rng.standard_normal(n) + bias)
+
+
+def add_buckets(hist: LogHistogram, values: np.ndarray, times: int = 1) -> None:
+    """``LogHistogram.add`` of every value (``times`` each), its buckets counted at once."""
+    if not values.size:
+        return
+    keys = np.ceil(np.log(values) * hist._inv_log_gamma).astype(int)
+    low = int(keys.min())
+    counts = np.bincount(keys - low)
+    buckets = hist.buckets
+    for offset in np.flatnonzero(counts).tolist():
+        key = low + offset
+        buckets[key] = buckets.get(key, 0) + int(counts[offset]) * times
+
+
+class NullMetrics(Metrics):
+    """The controller's Prometheus figures, not kept (nobody scrapes a simulation)."""
+
+    def verdict(self, *args: Any) -> None:
+        pass
+
+    def gate_figures(self, *args: Any) -> None:
+        pass
+
+    def rollout(self, *args: Any) -> None:
+        pass
+
+    def decision(self, *args: Any) -> None:
+        pass
 
 
 def _z(q: float) -> float:
@@ -174,6 +215,14 @@ class Sprt:
             return
         self.step_llr = (k * math.log(rho1 / rho0)
                          + (n - k) * (math.log1p(-rho1) - math.log1p(-rho0)))
+        if self.carried + self.step_llr >= self.threshold:
+            self.requests = served
+
+    def grow(self, llr: float, served: int) -> None:
+        """Adds the log likelihood ratio of more of the step's events."""
+        if self.requests is not None:
+            return
+        self.step_llr += llr
         if self.carried + self.step_llr >= self.threshold:
             self.requests = served
 
@@ -248,11 +297,12 @@ def simulate(sc: Scenario, reg: ModelRegistry, metrics: Metrics, rng: np.random.
     config = RolloutConfig(**schedule)
     interval = config.interval_seconds
     persister, clock = MemoryPersister(), Clock()
-    m = SimManager(reg, RoutingTable(), persister, metrics, clock=clock)
+    m = SimManager(reg, RoutingTable(), persister, metrics, clock=clock,
+                   evidence=Regressor() if sc.bias is not None else None)
     m.restore({})
     m.start(NAME, "2", config, actor="sim", reason="simulation")
-    sprt = Sprt(math.log(1 / alpha_shares(config)["errors" if sc.sprt == "errors"
-                                                  else "latency"]))
+    gate = {"errors": "errors", "bias": "accuracy"}.get(sc.sprt, "latency")
+    sprt = Sprt(math.log(1 / alpha_shares(config)[gate]))
     t0, served, window = clock.now, 0, m.step_stats(NAME)
     restarted: set[int] = set()
     hand: float | None = None
@@ -278,16 +328,47 @@ def simulate(sc: Scenario, reg: ModelRegistry, metrics: Metrics, rng: np.random.
         n = int(rng.poisson(sc.rate * interval))
         keyed = int(rng.binomial(n, sc.sticky))
         nc, kc = int(rng.binomial(n - keyed, w)), int(rng.binomial(keyed, w))
-        traffic.arm(window.candidate, nc, kc, True, state.step, minute)
-        traffic.arm(window.baseline, n - keyed - nc, keyed - kc, False, state.step, minute)
+        ec = traffic.arm(window.candidate, nc, kc, True, state.step, minute)[0]
+        eb = traffic.arm(window.baseline, n - keyed - nc, keyed - kc, False, state.step,
+                         minute)[0]
         served += nc + kc
-        sprt_look(sprt, sc, traffic, m, w, state.step, minute, served)
+        if sc.bias is not None:
+            llr = feedback(traffic, window, nc - ec, n - keyed - nc - eb, w, state.step,
+                           clock.now)
+            if traffic.active(state.step) and 0 < w < 1:
+                sprt.grow(llr, served)
+        else:
+            sprt_look(sprt, sc, traffic, m, w, state.step, minute, served)
         clock.now += interval
         m.tick(NAME)
     phase = m.states[NAME].phase
     if not sc.null and sprt.requests is None:
         _sprt_alone(sprt, sc, traffic, m, w, rng, interval, served)
     return Outcome(phase, served, sprt.requests)
+
+
+def feedback(traffic: Traffic, window: StepStats, n_cand: int, n_base: int, w: float,
+             step: int, now: float) -> float:
+    """Labels for every answered unkeyed request of the interval: each arm's absolute errors
+    to its histogram and to the error bets; the log likelihood ratio of the rows' variants
+    given their errors under the true bias (the SPRT's)."""
+    rc, rb = traffic.residuals(n_cand, True, step), traffic.residuals(n_base, False, step)
+    for arm, rows in ((window.candidate, rc), (window.baseline, rb)):
+        arm.labelled += rows.size
+        hist = arm.abs_errors
+        add_buckets(hist, rows)
+        hist.count += rows.size
+        hist.sum += float(rows.sum())
+    window.bets.add(rc, rb, w, now)
+    mu = traffic.sc.bias or 0.0
+    if not 0 < w < 1 or mu == 0:
+        return 0.0
+
+    def rho1(a: np.ndarray) -> np.ndarray:
+        r = np.exp(-mu * mu / 2) * np.cosh(mu * a)  # folded normals: f_c(a) / f_b(a)
+        return np.asarray(w * r / (w * r + 1 - w))
+
+    return float(np.log(rho1(rc) / w).sum() + np.log((1 - rho1(rb)) / (1 - w)).sum())
 
 
 def _people(sc: Scenario, m: RolloutManager, persister: MemoryPersister, metrics: Metrics,
@@ -298,7 +379,8 @@ def _people(sc: Scenario, m: RolloutManager, persister: MemoryPersister, metrics
     if sc.restarts and state.phase == Phase.PROGRESSING and state.step not in restarted and (
             elapsed >= max(state.schedule.min_step_seconds / 2, 30)):
         restarted.add(state.step)
-        m = SimManager(m.registry, RoutingTable(), persister, metrics, clock=clock)
+        m = SimManager(m.registry, RoutingTable(), persister, metrics, clock=clock,
+                       evidence=m.source)
         m.restore(dict(persister.saved))
     if sc.by_hand and hand is None and state.step == 1 and elapsed >= 30 and (
             state.phase == Phase.PROGRESSING) and -1 not in restarted:
@@ -313,11 +395,38 @@ def _people(sc: Scenario, m: RolloutManager, persister: MemoryPersister, metrics
 
 def _sprt_alone(sprt: Sprt, sc: Scenario, traffic: Traffic, m: RolloutManager, w: float,
                 rng: np.random.Generator, interval: float, served: int) -> None:
-    """The rollout stopped first: the SPRT goes on alone at the last weight (errors only;
-    for latency the stopped rollout's last figures stand)."""
-    if sc.sprt != "errors" or not 0 < w < 1:
+    """The rollout stopped first: the SPRT goes on alone at the last weight, with the last
+    step's thresholds for latency (else its median would count only the runs where it was
+    faster than the rollout)."""
+    if not 0 < w < 1:
         return
     step = max(m.states[NAME].step, sc.onset_step)
+    if sc.sprt in ("latency", "tail"):
+        base = m.step_stats(NAME).baseline
+        t = base.tau if sc.sprt == "latency" else base.tail_tau
+        if math.isinf(t):
+            return
+        pc, pb = exceed(t, sc, True), exceed(t, sc, False)
+        tol = m.states[NAME].schedule.latency_tolerance
+        rho0, rho1 = tol * w / (tol * w + 1 - w), w * pc / (w * pc + (1 - w) * pb)
+        k = n = 0
+        sprt.fold()
+        while sprt.requests is None and served < 2_000_000:
+            total = int(rng.poisson(sc.rate * interval))
+            nc = int(rng.binomial(total, w))
+            ec, eb = int(rng.binomial(nc, pc)), int(rng.binomial(total - nc, pb))
+            k, n, served = k + ec, n + ec + eb, served + nc
+            sprt.look(k, n, rho0, rho1, served)
+        return
+    if sc.sprt == "bias":
+        sprt.fold()
+        scratch = StepStats.fresh()
+        while sprt.requests is None and served < 2_000_000:
+            total = int(rng.poisson(sc.rate * interval))
+            nc = int(rng.binomial(total, w))
+            served += nc
+            sprt.grow(feedback(traffic, scratch, nc, total - nc, w, step, 0.0), served)
+        return
     pc, pb = traffic.error_rate(True, step, 1e9), traffic.error_rate(False, step, 1e9)
     rho1 = w * pc / (w * pc + (1 - w) * pb)
     k = n = 0
@@ -334,6 +443,11 @@ SPRT_ONLY = ("errors", "latency", "tail")
 
 LOW_TRAFFIC = {"steps": [10, 25, 50, 100], "min_step_seconds": 600, "min_step_requests": 100,
                "progress_deadline_seconds": 7200, "interval_seconds": 60}
+
+REGRESSOR = {"accuracy_gate": True}  # alpha in thirds: errors, latency, accuracy
+# The demo's diabetes candidate answers its baseline + 40; the baseline's residual standard
+# deviation on scikit-learn's diabetes data is about 54 (models/build.py's linear model).
+DIABETES_BIAS = 40 / 54
 
 MATRIX = (
     Scenario("identical, p0 1 %", True),
@@ -368,6 +482,12 @@ MATRIX = (
     Scenario("latency 20 % slower (LN sigma 0.5)", False, shift=1.2, sprt="latency"),
     Scenario("latency 20 % slower (LN sigma 1.0)", False, shift=1.2, sigma=1.0, sprt="tail"),
     Scenario("slowest 1 % ten times slower", False, tail=0.01, sprt="tail"),
+    Scenario("regressor, identical (labels on every answer)", True, bias=0.0,
+             schedule=REGRESSOR),
+    Scenario("regressor bias sigma/4", False, bias=0.25, schedule=REGRESSOR, sprt="bias"),
+    Scenario("regressor bias sigma/2", False, bias=0.5, schedule=REGRESSOR, sprt="bias"),
+    Scenario("diabetes +40 (regressor bias 0.74 sigma)", False, bias=DIABETES_BIAS,
+             schedule=REGRESSOR, sprt="bias"),
 )
 
 
@@ -413,10 +533,12 @@ def main(argv: list[str]) -> None:
     only = argv[2] if len(argv) > 2 else ""
     part, parts = (int(x) for x in (argv[3] if len(argv) > 3 else "0/1").split("/"))
     first = int(argv[4]) if len(argv) > 4 else 0  # skip the cases before this one
-    reg, metrics = registry(), Metrics()
+    skip = [s for s in os.environ.get("SIM_SKIP", "").split("|") if s]  # names containing
+    reg, metrics = registry(), NullMetrics()
     rows = []
     for i, sc in enumerate(MATRIX):
-        if (only and only not in sc.name) or i % parts != part or i < first:
+        if (only and only not in sc.name) or i % parts != part or i < first or any(
+                s in sc.name for s in skip):
             continue
         started = time.monotonic()
         rows.append(run_case(sc, runs, 1000 + i, reg, metrics))

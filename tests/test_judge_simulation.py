@@ -45,7 +45,8 @@ def show(row: Row, capsys: pytest.CaptureFixture[str]) -> None:
     "identical, half the requests sticky (cohort errors Gamma CV 1)",
     "identical, 8 rows a run share one latency",
     "identical, shared outage (both 60 % errors for 1 min)",
-    "identical, a restart in the middle of every step"])
+    "identical, a restart in the middle of every step",
+    "regressor, identical (labels on every answer)"])
 def test_a_candidate_as_good_as_its_baseline_is_not_rolled_back(
     sim: Callable[[str], Row], capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
@@ -57,7 +58,8 @@ def test_a_candidate_as_good_as_its_baseline_is_not_rolled_back(
 
 @pytest.mark.parametrize("name", [
     "errors x2, p0 1 %", "errors x2 from the 25 % step, p0 1 %",
-    "errors x2, p0 1 %, a restart in every step", "slowest 1 % ten times slower"])
+    "errors x2, p0 1 %, a restart in every step", "slowest 1 % ten times slower",
+    "regressor bias sigma/2"])
 def test_a_regression_is_rolled_back(
     sim: Callable[[str], Row], capsys: pytest.CaptureFixture[str], name: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from test_judge import manager
 
 from canarygate.config import RolloutConfig
 from canarygate.drift.report import ColumnScore, OutputComparison, VariantReport
-from canarygate.rollout.evalues import Carried, log_e_grid
+from canarygate.rollout.evalues import Carried, grid_log_lr, log_e_grid
 from canarygate.rollout.gates import Verdict, comparative_gate
 from canarygate.rollout.judge import alpha_shares
 from canarygate.rollout.quality import (
@@ -26,6 +27,10 @@ from canarygate.stats import StepStats
 RNG = np.random.default_rng(5)
 
 
+def NEW(name: str) -> Carried:  # the carry of a gate with no evidence before it
+    return Carried()
+
+
 def labelled(window: StepStats, cand: list[float], base: list[float],
              classifier: bool = True) -> None:
     window.candidate.label(classifier, cand)
@@ -37,9 +42,10 @@ def test_accuracy_is_the_comparative_test_on_wrong_predictions() -> None:
     cand = (RNG.random(300) < 0.12).astype(float).tolist()
     base = (RNG.random(900) < 0.02).astype(float).tolist()
     labelled(window, cand, base)
-    gate, step = accuracy_gate(window, Evidence(), None, Carried(), 0.01 / 3)
+    gate, logs = accuracy_gate(window, Evidence(), NEW, 0.01 / 3)
     k, n = int(sum(cand)), int(sum(cand) + sum(base))
-    assert step == pytest.approx(log_e_grid(k, n, 300 / 1200))
+    step = log_e_grid(k, n, 300 / 1200)
+    assert list(logs.values()) == pytest.approx(grid_log_lr(k, n, 300 / 1200))
     assert gate.verdict == Verdict.FAIL and gate.statistic == pytest.approx(step)
     assert gate.counts["candidate_events"] == k and gate.counts["baseline_requests"] == 900
 
@@ -47,34 +53,39 @@ def test_accuracy_is_the_comparative_test_on_wrong_predictions() -> None:
 def test_equal_accuracy_passes_and_few_labels_say_nothing() -> None:
     window = StepStats.fresh()
     labelled(window, [0.0] * 10, [1.0] * 5 + [0.0] * 100)
-    gate, step = accuracy_gate(window, Evidence(), None, Carried(), 0.01)
-    assert gate.verdict == Verdict.NO_DATA and step == 0.0
+    gate, logs = accuracy_gate(window, Evidence(), NEW, 0.01)
+    assert gate.verdict == Verdict.NO_DATA and logs == {}
     labelled(window, [0.0] * 190 + [1.0] * 10, [0.0] * 850 + [1.0] * 45)
-    gate, _ = accuracy_gate(window, Evidence(), None, Carried(), 0.01)
+    gate, _ = accuracy_gate(window, Evidence(), NEW, 0.01)
     assert gate.verdict == Verdict.PASS
 
 
-def test_regressors_count_errors_above_the_baselines_90th_percentile() -> None:
+def test_regressors_compare_mean_clipped_squared_errors() -> None:
     window = StepStats.fresh()
     base = np.abs(RNG.normal(0, 10, 1000))
-    cand = np.abs(RNG.normal(0, 20, 300))  # twice the spread
-    labelled(window, cand.tolist(), base.tolist(), classifier=False)
+    labelled(window, [], base.tolist(), classifier=False)
     tau = error_tau(window)
     assert tau is not None
     assert tau == pytest.approx(np.quantile(base, 0.9), rel=0.02)
-    gate, _ = accuracy_gate(window, Evidence(classifier=False), tau, Carried(), 0.01)
-    assert gate.verdict == Verdict.FAIL and gate.counts["events"] == "large errors"
-    # Counted by the histogram within its 1 % accuracy of the threshold.
-    assert abs(gate.counts["candidate_events"] - np.count_nonzero(cand > tau)) <= 3
-    none, _ = accuracy_gate(window, Evidence(classifier=False), None, Carried(), 0.01)
-    assert none.verdict == Verdict.NO_DATA
+    none, _ = accuracy_gate(window, Evidence(classifier=False), NEW, 0.01)
+    assert none.verdict == Verdict.NO_DATA  # no scale yet: no bets
+    window.error_scale(tau)
+    for _ in range(1200):  # twice the spread, at a 25 % weight
+        candidate = RNG.random() < 0.25
+        error = [abs(RNG.normal(0, 20 if candidate else 10))]
+        window.bets.add(error if candidate else [], [] if candidate else error, 0.25, 0.0)
+    gate, logs = accuracy_gate(window, Evidence(classifier=False), NEW, 0.01)
+    assert gate.verdict == Verdict.FAIL and gate.counts["events"] == "clipped squared errors"
+    assert gate.counts["candidate_mean"] > 2 * gate.counts["baseline_mean"]
+    assert len(logs) == 8 and gate.statistic == pytest.approx(
+        math.log(np.mean(np.exp(list(logs.values())))))
 
 
 def test_a_rise_in_the_candidates_error_stream_holds_but_never_rolls_back() -> None:
     window = StepStats.fresh()
     labelled(window, [0.0] * 195 + [1.0] * 5, [0.0] * 970 + [1.0] * 30)
     changes = [{"detector": "adwin", "kind": "drift", "direction": "up", "time": 1.0}]
-    gate, _ = accuracy_gate(window, Evidence(error_changes=changes), None, Carried(), 0.01)
+    gate, _ = accuracy_gate(window, Evidence(error_changes=changes), NEW, 0.01)
     assert gate.verdict == Verdict.MARGINAL and "adwin" in gate.detail
 
 
@@ -142,10 +153,11 @@ def test_the_controller_rolls_back_on_accuracy_with_its_figures(tmp_path: Path) 
 
 
 def test_latency_tolerance_shifts_the_null_share() -> None:
-    gate, step = comparative_gate("latency", 90, 1000, 50, 1000, Carried(), 0.005,
+    gate, logs = comparative_gate("latency", "latency", 90, 1000, 50, 1000, NEW, 0.005,
                                   tolerance=1.5)
     edge = 1.5 * 0.5 / (1.5 * 0.5 + 0.5)  # an event is the candidate's with this chance
-    assert step == pytest.approx(log_e_grid(90, 140, edge))
+    assert gate.statistic == pytest.approx(log_e_grid(90, 140, edge))
+    assert list(logs) == [f"latency@{i}" for i in range(8)]
     assert gate.counts["tolerance"] == 1.5 and gate.counts["candidate_share"] == 0.5
 
 
@@ -162,7 +174,7 @@ def test_latency_tolerance_holds_its_alpha_at_the_edge(ratio: float, expect: str
             n += 300
             cand += int(rng.binomial(300, 0.05 * ratio))
             base += int(rng.binomial(300, 0.05))
-            gate, _ = comparative_gate("latency", cand, n, base, n, Carried(), alpha,
+            gate, _ = comparative_gate("latency", "latency", cand, n, base, n, NEW, alpha,
                                        tolerance=1.5)
             if gate.verdict == Verdict.FAIL:
                 rolled += 1

@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from canarygate.config import RolloutConfig
 from canarygate.replay.source import ReplayError
 from canarygate.rollout.evalues import Carried
 from canarygate.rollout.gates import GateResult, Verdict, agreement_gate, comparative_gate
-from canarygate.rollout.quality import Evidence, accuracy_gate, error_tau
+from canarygate.rollout.quality import Evidence, accuracy_gate
 from canarygate.stats import StepStats
+from canarygate.stats.bets import SCALE_PER_TAU
 
 REPORT_FORMAT = "canarygate.replay/1"
 GATES = ("errors", "agreement", "accuracy")
@@ -33,8 +36,8 @@ def gates(schedule: RolloutConfig, *, classifier: bool, records: int,
     """``labelled`` holds (label, served, candidate) for each labelled row both answered."""
     alpha = schedule.alpha / len(GATES)
     fresh = Carried()  # one replay: no evidence before it
-    errors, _ = comparative_gate("errors", candidate_failed, records, served_failed, records,
-                                 fresh, alpha)
+    errors, _ = comparative_gate("errors", "errors", candidate_failed, records,
+                                 served_failed, records, lambda _: fresh, alpha)
     window = StepStats.fresh()
     if agreement is not None:
         window.shadow.pairs = int(agreement["pairs"])
@@ -52,8 +55,15 @@ def gates(schedule: RolloutConfig, *, classifier: bool, records: int,
         else:
             window.baseline.label(False, [abs(served - label)])
             window.candidate.label(False, [abs(candidate - label)])
-    accuracy, _ = accuracy_gate(window, Evidence(classifier=classifier), error_tau(window),
-                                fresh, alpha)
+    if not classifier and labelled:  # paired rows: the scale from both arms' errors
+        pooled = [abs(s - lab) for lab, s, _ in labelled] + [abs(c - lab)
+                                                              for lab, _, c in labelled]
+        scale = float(np.quantile(pooled, 0.9))
+        window.bets.scale = SCALE_PER_TAU * scale if scale > 0 else 1.0
+        window.bets.add_pairs([abs(c - lab) for lab, _, c in labelled],
+                              [abs(s - lab) for lab, s, _ in labelled])
+    accuracy, _ = accuracy_gate(window, Evidence(classifier=classifier), lambda _: fresh,
+                                alpha)
     return [errors, agree, accuracy]
 
 

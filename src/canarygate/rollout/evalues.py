@@ -15,17 +15,18 @@ inequality P(sup E >= 1/alpha) <= alpha; products over steps stay valid. docs/st
 derives it and says what it assumes.
 
 The comparative gates use ``log_e_grid`` instead: the same likelihood ratios mixed over odds
-multipliers spaced evenly in log between 1.25 and 16, which puts the prior's mass on the
-ratios a rollout cares about at every share (the Beta prior puts 98 % of it on error ratios
-above 3 at a 1 % share). ``Carried`` averages the products started at each step of the ramp
-(docs/statistics.md §1.3), so evidence in favour of the candidate is not a debt that a
-regression appearing later must first repay.
+multipliers spaced evenly in log between 1.25 and 16 (weighted towards the small ones), which
+puts the prior's mass on the ratios a rollout cares about at every share (the Beta prior puts
+98 % of it on error ratios above 3 at a 1 % share). ``Carried`` averages the products
+started at each step of the ramp (docs/statistics.md §1.3), so evidence in favour of the
+candidate is not a debt that a regression appearing later must first repay.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -36,6 +37,11 @@ Z95 = NormalDist().inv_cdf(0.975)
 ODDS_GRID = tuple(1.25 * (16 / 1.25) ** (i / 7) for i in range(8))
 # Below 1: the grid of the non-inferiority test (the candidate better than its margin).
 LOWER_ODDS_GRID = tuple(1 / c for c in ODDS_GRID)
+# The prior's weights, in proportion to 1 / log c (the same for 1 / c): a point needs samples
+# in proportion to 1 / (log c)^2, so the small ratios, which take the most requests to see, get
+# the most weight (0.45 on 1.25; 0.04 on 16, which costs a large ratio under one event).
+ODDS_WEIGHTS = tuple((1 / math.log(c)) / sum(1 / math.log(d) for d in ODDS_GRID)
+                     for c in ODDS_GRID)
 
 
 def log_sum_exp(values: Sequence[float]) -> float:
@@ -49,18 +55,27 @@ def log_e_grid(k: int, n: int, rho0: float, grid: Sequence[float] = ODDS_GRID) -
     """log E of k candidate events among n under a grid prior on the candidate's odds.
 
     Each grid point c is the alternative share rho1 = c rho0 / (c rho0 + 1 - rho0), with the
-    likelihood ratio (rho1 / rho0)^k ((1 - rho1) / (1 - rho0))^(n - k); E is their mean. For
+    likelihood ratio (rho1 / rho0)^k ((1 - rho1) / (1 - rho0))^(n - k); E is their mean
+    with ``ODDS_WEIGHTS``. For
     c > 1 each ratio is a supermartingale for every share at most rho0, so E is one too
     (for c < 1, every share at least rho0: the non-inferiority test).
     """
     if n == 0:
         return 0.0
+    return log_sum_exp([math.log(p) + v for p, v in zip(ODDS_WEIGHTS, grid_log_lr(
+        k, n, rho0, grid), strict=True)])
+
+
+def grid_log_lr(k: int, n: int, rho0: float, grid: Sequence[float] = ODDS_GRID
+                ) -> list[float]:
+    """Each grid point's log likelihood ratio of k candidate events among n (see
+    ``log_e_grid``): what a gate carries point by point across segments."""
     terms = []
     for c in grid:
         rho1 = c * rho0 / (c * rho0 + 1.0 - rho0)
         terms.append(k * math.log(rho1 / rho0) + (n - k) * (math.log1p(-rho1)
                                                              - math.log1p(-rho0)))
-    return log_sum_exp(terms) - math.log(len(grid))
+    return terms
 
 
 @dataclass(frozen=True)
@@ -85,11 +100,52 @@ class Carried:
         return [value + step_log_e for value in logs]
 
     def total(self, step_log_e: float) -> float:
-        started = self.started(step_log_e)
-        slots = max(self.slots, len(started))
-        terms = started + [0.0] * (slots - len(started))
-        return log_sum_exp([math.log(restart_weight(s, slots)) + value
-                            for s, value in enumerate(terms)])
+        """log(sum over begun steps s of w_s e^(restarts[s] + step_log_e) + the weights of
+        the steps not begun): e^v B + C, with B and C computed once per value (the controller
+        judges every point of every gate each tick)."""
+        known, rest = self._base
+        known += step_log_e
+        if rest is None:
+            return known
+        return max(known, rest) + math.log1p(math.exp(-abs(known - rest)))
+
+    @functools.cached_property
+    def _base(self) -> tuple[float, float | None]:
+        """log B, the begun steps' weighted products, and log C, the weight of the steps not
+        begun (None when every step has begun)."""
+        restarts = self.restarts
+        begun = max(len(restarts), self.slot + 1)
+        slots = max(self.slots, begun)
+        top = max(restarts) if restarts else 0.0
+        if len(restarts) < begun:
+            top = max(top, 0.0)
+        weighted = 0.0
+        for s in range(begun):
+            weighted += restart_weight(s, slots) * math.exp(
+                (restarts[s] if s < len(restarts) else 0.0) - top)
+        rest = (math.log((slots - begun) * restart_weight(slots - 1, slots))
+                if begun < slots else None)
+        return top + math.log(weighted), rest
+
+
+def point(name: str, i: int) -> str:
+    """The name under which point ``i`` of e-process ``name``'s prior keeps its evidence."""
+    return f"{name}@{i}"
+
+
+def mixed_total(carry: Callable[[str], Carried], name: str, logs: Sequence[float],
+                weights: Sequence[float] | None = None) -> float:
+    """log of the mean, over the points of a prior fixed in advance (``weights``, equal when
+    None), of each point's evidence: its own carried products times its current segment's
+    ``logs[i]``. Each point's product over segments is a test supermartingale, so is their
+    mean; carried point by point, the prior is paid once per rollout, not once per segment
+    (docs/statistics.md §1.2)."""
+    weights = weights or [1.0 / len(logs)] * len(logs)
+    return log_sum_exp([math.log(p) + carry(point(name, i)).total(value)
+                        for i, (p, value) in enumerate(zip(weights, logs, strict=True))])
+
+
+NOTHING = Carried()  # no evidence folded, a ramp of one step
 
 
 def restart_weight(slot: int, slots: int) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -21,10 +21,16 @@ from typing import Any
 from canarygate.config import RolloutConfig
 from canarygate.rollout.evalues import (
     LOWER_ODDS_GRID,
+    NOTHING,
+    ODDS_GRID,
+    ODDS_WEIGHTS,
     Carried,
+    grid_log_lr,
     log_e_grid,
     log_e_value,
     log_sum_exp,
+    mixed_total,
+    point,
 )
 from canarygate.stats import StepStats
 
@@ -86,9 +92,10 @@ class Step:
     interval: Interval
     alphas: Mapping[str, float]  # each anytime-valid gate's share of alpha
     last: bool = False  # promotion needs its evidence to leave this step
+    fresh: Carried = NOTHING  # an e-process with nothing folded yet, at this step
 
     def carry(self, name: str) -> Carried:
-        return self.carried.get(name, Carried())
+        return self.carried.get(name, self.fresh)
 
 
 def e_verdict(gate: str, total: float, threshold: float, counts: dict[str, Any],
@@ -102,11 +109,12 @@ def e_verdict(gate: str, total: float, threshold: float, counts: dict[str, Any],
 
 
 def comparative_gate(
-    gate: str, cand_events: int, cand_n: int, base_events: int, base_n: int,
-    carried: Carried, alpha: float, tolerance: float = 1.0, share: float | None = None,
-    unit: str = "requests",
-) -> tuple[GateResult, float]:
-    """Returns the verdict and the current segment's log e-value (to carry when it ends).
+    gate: str, name: str, cand_events: int, cand_n: int, base_events: int, base_n: int,
+    carry: Callable[[str], Carried], alpha: float, tolerance: float = 1.0,
+    share: float | None = None, unit: str = "requests",
+) -> tuple[GateResult, dict[str, float]]:
+    """Returns the verdict and the current segment's log likelihood ratio at each point of
+    the grid (to carry, point by point under ``point(name, i)``, when the segment ends).
 
     ``share`` is the candidate's chance of serving a unit (the weight, for randomly routed
     requests: then the labels of the events are exact Bernoulli draws); None uses the
@@ -122,22 +130,25 @@ def comparative_gate(
     threshold = math.log(1 / alpha)
     if share is not None and share >= 1.0:
         return GateResult(gate, Verdict.NOT_APPLICABLE, counts=counts,
-                          detail="no baseline traffic to compare with"), 0.0
+                          detail="no baseline traffic to compare with"), {}
     if cand_n < MIN_GATE_REQUESTS:
-        return GateResult(gate, Verdict.NO_DATA, carried.total(0.0), threshold, counts,
+        return GateResult(gate, Verdict.NO_DATA,
+                          mixed_total(carry, name, [0.0] * len(ODDS_GRID), ODDS_WEIGHTS), threshold,
+                          counts,
                           f"fewer than {MIN_GATE_REQUESTS} randomly routed candidate "
-                          f"{unit}"), 0.0
+                          f"{unit}"), {}
     if base_n == 0:
         return GateResult(gate, Verdict.NOT_APPLICABLE, counts=counts,
-                          detail="no baseline traffic to compare with"), 0.0
+                          detail="no baseline traffic to compare with"), {}
     if share is None:
         share = cand_n / (cand_n + base_n)
     rho0 = tolerance * share / (tolerance * share + 1.0 - share)
-    step = log_e_grid(cand_events, cand_events + base_events, rho0)
+    logs = grid_log_lr(cand_events, cand_events + base_events, rho0)
     counts["candidate_share"] = round(share, 6)
-    return e_verdict(gate, carried.total(step), threshold, counts,
+    return e_verdict(gate, mixed_total(carry, name, logs, ODDS_WEIGHTS), threshold, counts,
                      "the candidate is worse (anytime-valid test)",
-                     "evidence against the candidate is building"), step
+                     "evidence against the candidate is building"), {
+                         point(name, i): v for i, v in enumerate(logs)}
 
 
 def errors_gate(step: Step) -> Judged:
@@ -146,10 +157,9 @@ def errors_gate(step: Step) -> Judged:
     if step.shadow:
         return GateResult("errors", Verdict.NOT_APPLICABLE, detail="shadow phase"), NONE
     cand, base = step.stats.candidate, step.stats.baseline
-    gate, log_e = comparative_gate(
-        "errors", cand.unkeyed_errors, cand.unkeyed, base.unkeyed_errors, base.unkeyed,
-        step.carry("errors"), step.alphas["errors"], share=step.weight / 100)
-    return gate, {"errors": log_e}
+    return comparative_gate(
+        "errors", "errors", cand.unkeyed_errors, cand.unkeyed, base.unkeyed_errors,
+        base.unkeyed, step.carry, step.alphas["errors"], share=step.weight / 100)
 
 
 def health_gate(step: Step) -> Judged:
@@ -187,24 +197,23 @@ def latency_gate(step: Step) -> Judged:
         return GateResult("latency", Verdict.NO_DATA,
                           detail="the baseline's p95 is not known yet"), NONE
     tolerance, alpha = step.schedule.latency_tolerance, step.alphas["latency"]
-    p95, e95 = comparative_gate("latency", cand.slow_runs, cand.timed_runs, base.slow_runs,
-                                base.timed_runs, step.carry("latency"), alpha, tolerance,
+    p95, e95 = comparative_gate("latency", "latency", cand.slow_runs, cand.timed_runs,
+                                base.slow_runs, base.timed_runs, step.carry, alpha, tolerance,
                                 unit="runs")
-    tail, etail = comparative_gate("latency", cand.tail_runs, cand.timed_runs,
-                                   base.tail_runs, base.timed_runs,
-                                   step.carry("latency_tail"), alpha, tolerance, unit="runs")
+    tail, etail = comparative_gate("latency", "latency_tail", cand.tail_runs, cand.timed_runs,
+                                   base.tail_runs, base.timed_runs, step.carry, alpha,
+                                   tolerance, unit="runs")
     counts = {**p95.counts, "tau_ms": round(base.tau * 1000, 4),
               "tail_tau_ms": round(base.tail_tau * 1000, 4) if math.isfinite(base.tail_tau)
               else None, "candidate_tail_events": cand.tail_runs,
               "baseline_tail_events": base.tail_runs}
     if p95.statistic is None or tail.statistic is None or p95.verdict == Verdict.NO_DATA:
-        return dataclasses.replace(p95, counts=counts), {"latency": e95, "latency_tail": etail}
+        return dataclasses.replace(p95, counts=counts), {**e95, **etail}
     total = log_sum_exp([p95.statistic, tail.statistic]) - math.log(2)
     which = "slow tail" if tail.statistic > p95.statistic else "slower than the p95"
     return e_verdict("latency", total, math.log(1 / alpha), counts,
                      f"the candidate is slower ({which}; anytime-valid test)",
-                     "evidence of slowness is building"), {"latency": e95,
-                                                           "latency_tail": etail}
+                     "evidence of slowness is building"), {**e95, **etail}
 
 
 def latency_slo_gate(step: Step) -> Judged | None:
@@ -218,14 +227,18 @@ def latency_slo_gate(step: Step) -> Judged | None:
     counts = {"candidate_runs": cand.runs, "runs_over_slo": cand.slo_runs,
               "slo_ms": schedule.latency_slo_ms, "budget": SLO_BUDGET}
     threshold = math.log(1 / step.alphas["latency_slo"])
-    carried = step.carry("latency_slo")
     if cand.runs < MIN_GATE_REQUESTS:
-        return GateResult("latency_slo", Verdict.NO_DATA, carried.total(0.0), threshold,
-                          counts, f"fewer than {MIN_GATE_REQUESTS} candidate runs"), NONE
-    log_e = log_e_grid(cand.slo_runs, cand.runs, SLO_BUDGET)
-    return e_verdict("latency_slo", carried.total(log_e), threshold, counts,
-                     f"more than 1 % over {schedule.latency_slo_ms} ms (anytime-valid test)",
-                     "evidence of SLO breaches is building"), {"latency_slo": log_e}
+        return GateResult("latency_slo", Verdict.NO_DATA,
+                          mixed_total(step.carry, "latency_slo", [0.0] * len(ODDS_GRID),
+                                      ODDS_WEIGHTS),
+                          threshold, counts,
+                          f"fewer than {MIN_GATE_REQUESTS} candidate runs"), NONE
+    logs = grid_log_lr(cand.slo_runs, cand.runs, SLO_BUDGET)
+    return e_verdict("latency_slo", mixed_total(step.carry, "latency_slo", logs, ODDS_WEIGHTS),
+                     threshold,
+                     counts, f"more than 1 % over {schedule.latency_slo_ms} ms "
+                     "(anytime-valid test)", "evidence of SLO breaches is building"), {
+                         point("latency_slo", i): v for i, v in enumerate(logs)}
 
 
 def sanity_gate(step: Step) -> Judged:
@@ -360,10 +373,10 @@ def promotion_gate(step: Step) -> Judged | None:
     runs = cand.timed_runs + base.timed_runs
     errors = non_inferiority("errors", cand.unkeyed_errors, base.unkeyed_errors,
                              step.weight / 100, schedule.errors_margin,
-                             step.carry("errors_ni"), step.alphas["errors"])
+                             step.carried.get("errors_ni", NOTHING), step.alphas["errors"])
     latency = non_inferiority("latency", cand.slow_runs, base.slow_runs,
                               cand.timed_runs / runs if runs else 0.0, schedule.latency_margin,
-                              step.carry("latency_ni"), step.alphas["latency"])
+                              step.carried.get("latency_ni", NOTHING), step.alphas["latency"])
     log_e = {"errors_ni": errors[2], "latency_ni": latency[2]}
     detail = "; ".join(x[1] for x in (errors, latency))
     counts = {"errors_shown": errors[0], "latency_shown": latency[0]}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from canarygate.config import RolloutConfig
-from canarygate.rollout.evalues import Carried
+from canarygate.rollout.evalues import NOTHING, Carried
 from canarygate.rollout.gates import (
     GateResult,
     Interval,
@@ -77,13 +77,14 @@ class Judgement:
 
 def judge_step(schedule: RolloutConfig, stats: StepStats, *, weight: float, shadow: bool,
                carried: Mapping[str, Carried], elapsed: float,
-               memory: IntervalMemory, last: bool = False) -> Judgement:
+               memory: IntervalMemory, last: bool = False,
+               fresh: Carried = NOTHING) -> Judgement:
     """Every gate's verdict on the current step, the log e-values of the step's current
     segment per e-process, and the memory for the next tick."""
     now = stats.candidate.counters()
     interval = Interval(*(a - b for a, b in zip(now, memory.last, strict=True)))
     step = Step(schedule, stats, weight, shadow, carried, elapsed, interval,
-                alpha_shares(schedule), last)
+                alpha_shares(schedule), last, fresh)
     judged = [found for gate in GATES if (found := gate(step)) is not None]
     return Judgement([g for g, _ in judged],
                      {name: e for _, log_e in judged for name, e in log_e.items()},

@@ -25,8 +25,28 @@ def slot(state: RolloutState) -> int:
     return max(state.step, 0)
 
 
+def fresh(state: RolloutState) -> Carried:
+    """The evidence of an e-process with nothing folded yet: 1 for every step's product."""
+    return Carried((), slot(state), len(state.schedule.steps))
+
+
+_LAST: list[tuple[tuple[object, ...], dict[str, Carried]]] = []
+
+
 def carried(state: RolloutState) -> dict[str, Carried]:
-    """Each e-process's evidence from before the current segment."""
+    """Each e-process's evidence from before the current segment. The state's evidence dicts
+    are never changed in place (``fold`` makes new ones), so the last answer is kept for the
+    ticks of one segment, which share them."""
+    key = (state.restarts_log_e, state.carried_log_e, slot(state), len(state.schedule.steps))
+    if _LAST and all(a is b for a, b in zip(_LAST[0][0], key[:2], strict=False)) and (
+            _LAST[0][0][2:] == key[2:]):
+        return dict(_LAST[0][1])
+    found = _carried(state)
+    _LAST[:] = [(key, found)]
+    return dict(found)
+
+
+def _carried(state: RolloutState) -> dict[str, Carried]:
     slots = len(state.schedule.steps)
     out = {}
     for name in set(state.restarts_log_e) | set(state.carried_log_e):
@@ -47,7 +67,7 @@ def fold(state: RolloutState, step_log_e: Mapping[str, float]) -> dict[str, Any]
     for name, value in step_log_e.items():
         plain[name] = plain.get(name, 0.0) + value
         if not name.endswith(NON_INFERIORITY):
-            restarts[name] = known.get(name, Carried((), slot(state))).started(value)
+            restarts[name] = known.get(name, fresh(state)).started(value)
     return {"carried_log_e": plain, "restarts_log_e": restarts, "pending_log_e": {}}
 
 

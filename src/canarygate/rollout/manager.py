@@ -518,11 +518,13 @@ class RolloutManager:
         judged = judge_step(
             state.schedule, window, weight=ledger.routed_weight(state), shadow=shadow,
             carried=carried, elapsed=elapsed, memory=memory,
-            last=state.step >= ledger.promotion_step(state.schedule))
+            last=state.step >= ledger.promotion_step(state.schedule),
+            fresh=ledger.fresh(state))
         more, more_log_e = quality_gates(
             state.schedule, window, self.source.evidence(state.model, state),
             tau=state.error_tau, carried=carried,
-            alphas=alpha_shares(state.schedule), candidate=state.candidate, shadow=shadow)
+            alphas=alpha_shares(state.schedule), candidate=state.candidate, shadow=shadow,
+            fresh=ledger.fresh(state))
         return Judgement(judged.gates + more, {**judged.step_log_e, **more_log_e},
                          judged.memory)
 
@@ -562,13 +564,14 @@ class RolloutManager:
         if fresh_window or state.model not in self.table:
             slo = state.schedule.latency_slo_ms
             step_stats = StepStats.fresh(slo / 1000 if slo else None, state.tau_seconds,
-                                         state.tail_tau_seconds)
+                                         state.tail_tau_seconds, started=self.clock())
             self.memory[state.model] = IntervalMemory()
             self.quiet.pop(state.model, None)
         else:
             step_stats = self.table.get(state.model).step_stats
         if state.tau_seconds is not None and step_stats.baseline.tau != state.tau_seconds:
             step_stats.thresholds(state.tau_seconds, state.tail_tau_seconds)
+        step_stats.error_scale(state.error_tau)
         routing = Routing(
             baseline=served.versions[state.baseline],
             candidate=candidate,

@@ -8,16 +8,30 @@ Pure functions, like the other gates; what the analysis loop found reaches them 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from canarygate.config import RolloutConfig
 from canarygate.drift.report import OutputComparison, VariantReport
 from canarygate.estimate.cbpe import Estimate
-from canarygate.rollout.evalues import Carried
-from canarygate.rollout.gates import MIN_GATE_REQUESTS, GateResult, Verdict, comparative_gate
+from canarygate.rollout.evalues import (
+    NOTHING,
+    ODDS_GRID,
+    ODDS_WEIGHTS,
+    Carried,
+    mixed_total,
+    point,
+)
+from canarygate.rollout.gates import (
+    MIN_GATE_REQUESTS,
+    GateResult,
+    Verdict,
+    comparative_gate,
+    e_verdict,
+)
 from canarygate.stats import StepStats
+from canarygate.stats.bets import BETS
 
 if TYPE_CHECKING:
     from canarygate.rollout.state import RolloutState
@@ -77,47 +91,80 @@ class NoEvidence:
         return []
 
 
-def accuracy_gate(window: StepStats, evidence: Evidence, error_tau: float | None,
-                  carried: Carried, alpha: float) -> tuple[GateResult, float]:
-    """Wrong answers from feedback, candidate against baseline, with the errors gate's
-    anytime-valid test: events are a classifier's wrong predictions, or a regressor's errors
-    larger than the baseline's 90th percentile error (frozen for the step, as the latency gate
-    freezes its threshold). Labels that arrived during the step for each variant's predictions.
+def accuracy_gate(window: StepStats, evidence: Evidence, carry: Callable[[str], Carried],
+                  alpha: float) -> tuple[GateResult, dict[str, float]]:
+    """Wrong answers from feedback, candidate against baseline: a classifier's wrong
+    predictions with the errors gate's anytime-valid test (labels that arrived during the
+    step for each variant's predictions, the realised share of labelled rows as the null
+    share); a regressor's errors with the two-sample test on means (``regression_gate``).
 
     A change the sequential detectors (ADWIN, Page-Hinkley) found in the candidate's error
     stream in the last intervals, and not in the baseline's, holds the ramp (marginal)
     (``own_changes``); it never rolls back on its own, so the gate's false-rollback rate
     stays that of the test.
     """
+    if not evidence.classifier:
+        gate, logs = regression_gate(window, carry, alpha)
+        return with_detectors(gate, evidence), logs
     cand, base = window.candidate, window.baseline
-    if evidence.classifier:
-        events = (cand.wrong, base.wrong)
-    elif error_tau is not None:
-        events = (cand.abs_errors.count_above(error_tau), base.abs_errors.count_above(error_tau))
-    else:
-        return GateResult("accuracy", Verdict.NO_DATA, counts={
-            "candidate_labelled": cand.labelled, "baseline_labelled": base.labelled},
-            detail="the baseline's error spread is not known yet"), 0.0
     if cand.labelled < MIN_GATE_REQUESTS:
         counts = {"candidate_labelled": cand.labelled, "baseline_labelled": base.labelled}
-        return GateResult("accuracy", Verdict.NO_DATA, carried.total(0.0), math.log(1 / alpha),
-                          counts,
-                          f"fewer than {MIN_GATE_REQUESTS} labelled candidate rows"), 0.0
-    gate, step = comparative_gate("accuracy", events[0], cand.labelled, events[1],
-                                  base.labelled, carried, alpha)
-    gate.counts["events"] = "wrong predictions" if evidence.classifier else "large errors"
-    if error_tau is not None and not evidence.classifier:
-        gate.counts["error_tau"] = error_tau
-    if evidence.error_changes:
-        gate.counts["error_changes"] = evidence.error_changes
-        gate.counts["baseline_error_changes"] = evidence.baseline_error_changes
-        own = own_changes(evidence)
-        if own and gate.verdict in (Verdict.PASS, Verdict.NO_DATA):
-            names = sorted({c["detector"] for c in own})
-            return GateResult("accuracy", Verdict.MARGINAL, gate.statistic, gate.threshold,
-                              gate.counts, f"the candidate's error rate rose ({', '.join(names)})"
-                              ), step
-    return gate, step
+        return GateResult("accuracy", Verdict.NO_DATA,
+                          mixed_total(carry, "accuracy", [0.0] * len(ODDS_GRID), ODDS_WEIGHTS),
+                          math.log(1 / alpha), counts,
+                          f"fewer than {MIN_GATE_REQUESTS} labelled candidate rows"), {}
+    gate, logs = comparative_gate("accuracy", "accuracy", cand.wrong, cand.labelled,
+                                  base.wrong, base.labelled, carry, alpha)
+    gate.counts["events"] = "wrong predictions"
+    return with_detectors(gate, evidence), logs
+
+
+def with_detectors(gate: GateResult, evidence: Evidence) -> GateResult:
+    """The accuracy verdict with the detectors' findings: a rise in the candidate's error
+    stream that the baseline's does not show holds a passing (or data-less) gate."""
+    if not evidence.error_changes:
+        return gate
+    gate.counts["error_changes"] = evidence.error_changes
+    gate.counts["baseline_error_changes"] = evidence.baseline_error_changes
+    own = own_changes(evidence)
+    if own and gate.verdict in (Verdict.PASS, Verdict.NO_DATA):
+        names = sorted({c["detector"] for c in own})
+        return GateResult("accuracy", Verdict.MARGINAL, gate.statistic, gate.threshold,
+                          gate.counts, f"the candidate's error rate rose ({', '.join(names)})")
+    return gate
+
+
+def regression_gate(window: StepStats, carry: Callable[[str], Carried],
+                    alpha: float) -> tuple[GateResult, dict[str, float]]:
+    """A regressor's errors from feedback, candidate against baseline: a two-sample test on
+    the arms' mean clipped squared errors, scaled by the routed weight (``ErrorBets``; H0:
+    the candidate's mean is at most the baseline's). The bettor's wealth at each fraction of
+    ``BETS`` is carried point by point across segments, and the gate judges their mean against
+    1 / alpha. Returns the verdict and each point's log wealth in the current segment."""
+    bets = window.bets
+    n = len(BETS)
+    counts: dict[str, Any] = {
+        "events": "clipped squared errors", "candidate_labelled": bets.candidate_rows,
+        "baseline_labelled": bets.baseline_rows,
+        "scale": bets.scale if math.isfinite(bets.scale) else None,
+        "candidate_mean": bets.candidate_sum / bets.candidate_rows
+        if bets.candidate_rows else None,
+        "baseline_mean": bets.baseline_sum / bets.baseline_rows
+        if bets.baseline_rows else None}
+    threshold = math.log(1 / alpha)
+    if not math.isfinite(bets.scale):
+        return GateResult("accuracy", Verdict.NO_DATA, counts=counts,
+                          detail="the baseline's error spread is not known yet"), {}
+    if bets.candidate_rows < MIN_GATE_REQUESTS or not bets.baseline_rows:
+        return GateResult("accuracy", Verdict.NO_DATA,
+                          mixed_total(carry, "accuracy", [0.0] * n), threshold, counts,
+                          f"fewer than {MIN_GATE_REQUESTS} labelled candidate rows of this "
+                          "segment's predictions"), {}
+    total = mixed_total(carry, "accuracy", bets.wealth)
+    return e_verdict("accuracy", total, threshold, counts,
+                     "the candidate's errors are larger (anytime-valid test)",
+                     "evidence of larger errors is building"), {
+                         point("accuracy", i): w for i, w in enumerate(bets.wealth)}
 
 
 def error_tau(window: StepStats) -> float | None:
@@ -198,16 +245,17 @@ def estimated_accuracy_gate(schedule: RolloutConfig, evidence: Evidence) -> Gate
 
 def quality_gates(schedule: RolloutConfig, window: StepStats, evidence: Evidence, *,
                   tau: float | None, carried: Mapping[str, Carried], alphas: dict[str, float],
-                  candidate: str | None, shadow: bool) -> tuple[list[GateResult],
+                  candidate: str | None, shadow: bool, fresh: Carried = NOTHING
+                  ) -> tuple[list[GateResult],
                                                                 dict[str, float]]:
     """These gates' verdicts on the step and their log e-values (the accuracy gate's)."""
     results: list[GateResult] = []
     step_log_e: dict[str, float] = {}
     if "accuracy" in alphas and not shadow:  # shadow answers get no labels
-        gate, log_e = accuracy_gate(window, evidence, tau, carried.get("accuracy", Carried()),
-                                    alphas["accuracy"])
+        gate, logs = accuracy_gate(window, evidence, lambda name: carried.get(name, fresh),
+                                   alphas["accuracy"])
         results.append(gate)
-        step_log_e["accuracy"] = log_e
+        step_log_e.update(logs)
     results.append(output_drift_gate(schedule, evidence, candidate))
     if not shadow and evidence.candidate_accuracy is not None:
         results.append(estimated_accuracy_gate(schedule, evidence))

@@ -225,10 +225,17 @@ class Observer:
         routing = self.table.get(prediction.model)
         if routing.candidate is None:
             return
+        stats = routing.step_stats
         if prediction.variant == "candidate" and prediction.version == routing.candidate.version:
-            routing.step_stats.candidate.label(prediction.classifier, errors)
+            stats.candidate.label(prediction.classifier, errors)
         elif prediction.variant == "baseline" and prediction.version == routing.baseline.version:
-            routing.step_stats.baseline.label(prediction.classifier, errors)
+            stats.baseline.label(prediction.classifier, errors)
+        else:
+            return
+        if not prediction.classifier:  # the two-sample test on a regressor's errors
+            mine = prediction.variant == "candidate"
+            stats.bets.add(errors if mine else [], [] if mine else errors,
+                           routing.weight / 100, prediction.time)
 
 
 def routing_reason(answer: Answer) -> str:

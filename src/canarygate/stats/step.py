@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from canarygate.stats.bets import SCALE_PER_TAU, ErrorBets
 from canarygate.stats.histogram import LogHistogram
 
 
@@ -177,13 +178,21 @@ class StepStats:
     baseline: VariantStepStats
     candidate: VariantStepStats
     shadow: ShadowStats = field(default_factory=ShadowStats)
+    bets: ErrorBets = field(default_factory=ErrorBets)  # a regressor's errors (feedback)
 
     @classmethod
     def fresh(cls, slo_seconds: float | None = None, tau: float | None = None,
-              tail_tau: float | None = None) -> StepStats:
-        stats = cls(VariantStepStats(slo_seconds), VariantStepStats(slo_seconds))
+              tail_tau: float | None = None, started: float = 0.0) -> StepStats:
+        stats = cls(VariantStepStats(slo_seconds), VariantStepStats(slo_seconds),
+                    bets=ErrorBets(started))
         stats.thresholds(tau, tail_tau)
         return stats
+
+    def error_scale(self, error_tau: float | None) -> None:
+        """Freeze the step's clip scale of a regressor's errors (from the baseline's 90th
+        percentile absolute error, known before the rows it scores)."""
+        if error_tau is not None and error_tau > 0 and not math.isfinite(self.bets.scale):
+            self.bets.scale = SCALE_PER_TAU * error_tau
 
     def thresholds(self, tau: float | None, tail_tau: float | None) -> None:
         self.baseline.thresholds(tau, tail_tau)
@@ -191,12 +200,14 @@ class StepStats:
 
     def to_json(self) -> dict[str, object]:
         return {"baseline": self.baseline.to_json(), "candidate": self.candidate.to_json(),
-                "shadow": dataclasses.asdict(self.shadow)}
+                "shadow": dataclasses.asdict(self.shadow), "bets": self.bets.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepStats:
+        bets = ErrorBets.from_json(data["bets"]) if "bets" in data else ErrorBets()
         return cls(VariantStepStats.from_json(data["baseline"]),
-                   VariantStepStats.from_json(data["candidate"]), ShadowStats(**data["shadow"]))
+                   VariantStepStats.from_json(data["candidate"]), ShadowStats(**data["shadow"]),
+                   bets)
 
     def merged(self, others: list[StepStats]) -> StepStats:
         """These counts plus other workers' of the same step, as a new value."""
@@ -206,6 +217,7 @@ class StepStats:
         for other in others:
             out.baseline.merge(other.baseline)
             out.candidate.merge(other.candidate)
+            out.bets.merge(other.bets)
             for f in dataclasses.fields(ShadowStats):
                 mine, theirs = getattr(out.shadow, f.name), getattr(other.shadow, f.name)
                 setattr(out.shadow, f.name, (mine or theirs) if isinstance(mine, bool)
