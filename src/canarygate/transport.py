@@ -13,8 +13,9 @@ not arrive in one read, so a typical request arms none; the idle timer is per co
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import httptools
 import orjson
@@ -74,17 +75,27 @@ class Limits:
         self.max_connections = max_connections
 
 
+class _GoneProbe:
+    """``CLIENT_GONE``'s callable: whether the connection is lost or cut, so that whatever
+    the app sends now is dropped (what Uvicorn's send checks before it drops an answer); the
+    app then records no answer as sent that Uvicorn dropped without a word. A cycle already
+    freed has nobody left to answer."""
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: weakref.ref[RequestResponseCycle]) -> None:
+        self._cycle = cycle
+
+    def __call__(self) -> bool:
+        cycle = self._cycle()
+        return cycle is None or bool(cycle.disconnected)
+
+
 class GatewayCycle(RequestResponseCycle):
     """One request's cycle: a 500 closes the connection and says so, and Uvicorn's own 500
     (the app raised before answering) is JSON."""
 
     limits: ClassVar[Limits]
-
-    def client_gone(self) -> bool:
-        """The connection is lost or cut: whatever the app sends now is dropped (offered to
-        the app as the scope extension ``CLIENT_GONE``, so it records no answer as sent that
-        Uvicorn dropped without a word)."""
-        return self.disconnected  # what Uvicorn's send checks before it drops an answer
 
     async def send(self, message: Any) -> None:
         # After a 500 the connection's state is unknown to the client; close it, and say so
@@ -228,7 +239,11 @@ class GatewayProtocol(HttpToolsProtocol):
         # methods is one assignment per request.
         cycle.__class__ = self.cycle_class
         scope: Any = cycle.scope
-        scope["extensions"] = {CLIENT_GONE: cast(GatewayCycle, cycle).client_gone}
+        # Through a weak reference: a bound method in the cycle's own scope would make a
+        # reference cycle of every request (the cycle, its scope, its body), which only the
+        # garbage collector frees; with a cycle a request, its full collections came back and
+        # held the event loop for 100-300 ms (p99 at 60 % load from 25 to 150 ms).
+        scope["extensions"] = {CLIENT_GONE: _GoneProbe(weakref.ref(cycle))}
         super()._start_asgi_task(cycle, app)
 
     def _arm(self, kind: int, seconds: float) -> None:
