@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -157,6 +158,35 @@ def open_loop_load(server: Server, rate: float, seconds: float) -> Iterator[None
     finally:
         os.killpg(load.pid, signal.SIGTERM)  # the generator and its loader processes
         load.wait(timeout=15)
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; `make test` installs it when missing
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium driven by playwright (which never downloads a browser here)."""
+    from playwright.sync_api import sync_playwright  # the dev extra; never skipped
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def watch(page: Any, errors: list[str], requests: list[str] | None = None) -> Any:
+    """``page`` with its console errors and uncaught exceptions (and, when asked, every URL
+    it requests) collected into the lists given."""
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    if requests is not None:
+        page.on("request", lambda q: requests.append(q.url))
+    return page
 
 
 def gateway_config(tmp: Path, versions: dict[str, tuple[str, ...]] | None = None,

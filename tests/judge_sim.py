@@ -409,14 +409,7 @@ def _sprt_alone(sprt: Sprt, sc: Scenario, traffic: Traffic, m: RolloutManager, w
         pc, pb = exceed(t, sc, True), exceed(t, sc, False)
         tol = m.states[NAME].schedule.latency_tolerance
         rho0, rho1 = tol * w / (tol * w + 1 - w), w * pc / (w * pc + (1 - w) * pb)
-        k = n = 0
-        sprt.fold()
-        while sprt.requests is None and served < 2_000_000:
-            total = int(rng.poisson(sc.rate * interval))
-            nc = int(rng.binomial(total, w))
-            ec, eb = int(rng.binomial(nc, pc)), int(rng.binomial(total - nc, pb))
-            k, n, served = k + ec, n + ec + eb, served + nc
-            sprt.look(k, n, rho0, rho1, served)
+        binomial_sprt(sprt, rng, sc.rate * interval, w, pc, pb, rho0, rho1, served)
         return
     if sc.sprt == "bias":
         sprt.fold()
@@ -429,14 +422,21 @@ def _sprt_alone(sprt: Sprt, sc: Scenario, traffic: Traffic, m: RolloutManager, w
         return
     pc, pb = traffic.error_rate(True, step, 1e9), traffic.error_rate(False, step, 1e9)
     rho1 = w * pc / (w * pc + (1 - w) * pb)
+    binomial_sprt(sprt, rng, sc.rate * interval, w, pc, pb, w, rho1, served)
+
+
+def binomial_sprt(sprt: Any, rng: np.random.Generator, mean: float, w: float, pc: float,
+                  pb: float, rho0: float, rho1: float, served: int) -> None:
+    """The SPRT alone at weight ``w`` (``mean`` requests an interval): each interval's
+    candidate share of the events (candidate rate ``pc``, baseline ``pb``) until it crosses."""
     k = n = 0
     sprt.fold()
     while sprt.requests is None and served < 2_000_000:
-        total = int(rng.poisson(sc.rate * interval))
+        total = int(rng.poisson(mean))
         nc = int(rng.binomial(total, w))
         ec, eb = int(rng.binomial(nc, pc)), int(rng.binomial(total - nc, pb))
         k, n, served = k + ec, n + ec + eb, served + nc
-        sprt.look(k, n, w, rho1, served)
+        sprt.look(k, n, rho0, rho1, served)
 
 
 SPRT_ONLY = ("errors", "latency", "tail")

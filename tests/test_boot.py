@@ -1,6 +1,7 @@
 """Warm start, against the real CLI: the process answers ``live`` while its models load,
 refuses predictions with 503 and ``Retry-After`` meanwhile, and calls itself ready only after
-every version ran its warm-up batches."""
+every version ran its warm-up batches. (A model that cannot load is found after the server
+listens; ``test_cli.py``'s unloadable-model test shows the process still exits 2.)"""
 
 from __future__ import annotations
 
@@ -69,20 +70,25 @@ def test_live_while_loading_ready_after_warm_up(tmp_path: Path) -> None:
                     ready_at = time.monotonic() - started
             assert ready_at is not None, log.read_text()
             # The window between live and ready was seen, and every route in it said why.
-            assert loading, "ready as soon as live: no loading window was observed"
-            for answer in loading:
-                assert answer.status_code == 503
+            # (A prediction sent just after a 503 from ready may find the gateway warm.)
+            refused = [a for a in loading if a.status_code == 503]
+            assert all(a.status_code in (200, 503) for a in loading)
+            assert any(a.request.method == "POST" for a in refused), \
+                "ready as soon as live: no prediction was refused while loading"
+            for answer in refused:
                 assert answer.headers["retry-after"] == "1"
                 assert "loading its models" in answer.json()["error"]
             # Ready means warm: each version's runs went through its batcher before any
             # request, and the first request is answered like any other.
-            for model, version in (("breast-cancer", "1"), ("breast-cancer", "2"),
-                                   ("diabetes", "1")):
+            served = sum(a.request.method == "POST" and a.status_code == 200 for a in loading)
+            for model, version, extra in (("breast-cancer", "1", served),
+                                          ("breast-cancer", "2", 0), ("diabetes", "1", 0)):
                 assert server.metric("canarygate_batches_total", model=model,
-                                     version=version) == 3
+                                     version=version) == 3 + extra
             first = client.post("/v2/models/breast-cancer/infer", json=v2_body(ROW))
             assert first.status_code == 200
-            assert server.metric("canarygate_requests_total", model="breast-cancer") == 1
+            assert server.metric("canarygate_requests_total",
+                                 model="breast-cancer") == 1 + served
         text = log.read_text()
         assert "canarygate ready in" in text
         print(f"live after {live_at:.2f} s, ready after {ready_at:.2f} s")
@@ -93,18 +99,3 @@ def test_live_while_loading_ready_after_warm_up(tmp_path: Path) -> None:
 def test_no_warm_up_when_switched_off(launch: object, tmp_path: Path) -> None:
     server: Server = launch(config(tmp_path, 0))  # type: ignore[operator]
     assert server.metric("canarygate_batches_total", model="breast-cancer") == 0
-
-
-def test_a_model_that_fails_to_load_ends_the_process(tmp_path: Path) -> None:
-    """Found after the server listens: the process still exits 2 with the problem."""
-    (tmp_path / "broken" / "1").mkdir(parents=True)
-    (tmp_path / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx file")
-    path = tmp_path / "broken.yaml"
-    path.write_text(f"models_dir: {tmp_path}\nmodels:\n  - name: broken\n    versions: "
-                    "{'1': {path: broken/1}}\n    baseline: '1'\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "canarygate", "serve", "--config", str(path),
-         "--port", str(free_port())], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert "model.onnx is not an ONNX model" in result.stderr
-    assert "Traceback" not in result.stderr

@@ -13,15 +13,11 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from playwright.sync_api import sync_playwright  # the dev extra; never skipped
 
-from conftest import ROOT, Server, demo_config, open_loop_load
+from conftest import ROOT, Server, chromium, demo_config, open_loop_load, watch
 
 pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; `make test` installs it when missing
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 OPERATOR, VIEWER = "operator-secret", "viewer-secret"
 ARTIFACTS = ROOT / "var" / "artifacts"
 PANELS = ["status", "actions", "timeline", "split", "qps", "errors", "latency", "agreement",
@@ -68,19 +64,10 @@ def until(check: Callable[[], bool], seconds: float = 60) -> None:
 def test_dashboard_in_chromium(gateway: Server) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            operator_session(page, gateway)
-            viewer = browser.new_page()
-            viewer.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            viewer.on("pageerror", lambda e: errors.append(str(e)))
-            viewer_session(viewer, gateway)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        operator_session(watch(browser.new_page(viewport={"width": 1280, "height": 900}),
+                               errors), gateway)
+        viewer_session(watch(browser.new_page(), errors), gateway)
     assert errors == []
 
 

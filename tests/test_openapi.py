@@ -14,17 +14,13 @@ import httpx
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
-from playwright.sync_api import sync_playwright  # the dev extra; never skipped
 from starlette.routing import BaseRoute, Match, Route
 
 from canarygate.app import create_app
 from canarygate.config import load_config
-from conftest import AUTH, ROOT, Server, demo_config
+from conftest import AUTH, ROOT, Server, chromium, demo_config, watch
 
 METHODS = ("get", "post", "put", "patch", "delete")
-CHROMIUM = "/usr/bin/chromium"  # Debian's; `make test` installs it when missing
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 ARTIFACTS = ROOT / "var" / "artifacts"
 
 
@@ -155,21 +151,15 @@ def test_docs_page_in_chromium(demo_server: Server, document: dict[str, Any]) ->
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     requests: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda q: requests.append(q.url))
-            page.goto(f"{demo_server.url}/docs")
-            page.screenshot(path=str(ARTIFACTS / "docs.png"))
-            assert page.locator("article").count() == len(operations(document))
-            page.click("a[href='#op-infer']")
-            assert page.locator("#op-infer h3").is_visible()
-            page.click("#op-infer a[href='#schemas-InferenceRequest']")
-            assert page.locator("#schemas-InferenceRequest").is_visible()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = watch(browser.new_page(viewport={"width": 1280, "height": 900}), errors,
+                     requests)
+        page.goto(f"{demo_server.url}/docs")
+        page.screenshot(path=str(ARTIFACTS / "docs.png"))
+        assert page.locator("article").count() == len(operations(document))
+        page.click("a[href='#op-infer']")
+        assert page.locator("#op-infer h3").is_visible()
+        page.click("#op-infer a[href='#schemas-InferenceRequest']")
+        assert page.locator("#schemas-InferenceRequest").is_visible()
     assert errors == []
     assert requests == [f"{demo_server.url}/docs"]

@@ -27,7 +27,7 @@ from canarygate.replay import (
     replay_allows,
 )
 from canarygate.replay.html import render
-from conftest import MODELS, gateway_config, ort_outputs, start_server, v2_body
+from conftest import MODELS, chromium, gateway_config, ort_outputs, start_server, v2_body, watch
 
 SINGLE = 450  # breast-cancer rows sent one a request; the rest go in requests of 7
 LABELLED = 300  # requests that get feedback
@@ -424,26 +424,17 @@ def test_the_html_report_opens_in_a_browser(captured: Captured, tmp_path: Path) 
     """The report is one self-contained page: Chromium (Debian's, driven by playwright, as the
     dashboard's test does) opens it from a file with no request outside it and no console
     error, and its tables show the JSON's figures."""
-    from playwright.sync_api import sync_playwright
-    from test_dashboard import ARGS, CHROMIUM
-
     report = run(captured, "3")
     page_file = tmp_path / "report.html"
     page_file.write_text(render(report))
     errors: list[str] = []
     requests: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(page_file.as_uri())
-            text = page.inner_text("body")
-            svgs = page.locator("svg").count()
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = watch(browser.new_page(), errors, requests)
+        page.goto(page_file.as_uri())
+        text = page.inner_text("body")
+        svgs = page.locator("svg").count()
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert errors == [] and requests == [page_file.as_uri()]
     assert svgs >= 2 and "agreement" in text.lower()
     assert f"{report['agreement']['pairs']}" in text.replace(",", "")
