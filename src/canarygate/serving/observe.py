@@ -111,7 +111,7 @@ class Observer:
         if answer.mirror and self.shadow is not None:
             await self.shadow.mirror(answer, record)
         elif record is not None and recorder is not None:
-            await recorder.put_or_wait(record)  # room was made above: no wait
+            recorder.put(record)  # room was made above, and nothing has awaited since
         return sending
 
     def abandoned(self, answer: Answer) -> None:
