@@ -11,8 +11,9 @@ Servers (each on core 1, its whole process tree; load generators on core 0):
   canarygate-all-on         dataset recording, drift, a rollout of v2 over v1 held at 50 %
   canarygate-recording-off  the same without dataset recording and drift
   mlserver                  MLServer 1.7.1 serving the same model.onnx with onnxruntime
-Each gets wrk (closed loop, -t1 -c32: the throughput headline) and then the open-loop generator
-at a fixed rate (default 60 % of that server's wrk rate) for honest latency percentiles. Then
+All of them start together; each gets wrk (closed loop, -t1 -c32: the throughput headline) and
+then the open-loop generator at a fixed rate (default 60 % of that server's wrk rate) for honest
+latency percentiles, the servers taking turns rep by rep. Then
 micro-batching on versus off at c128, and canarygate's memory after 100k and 1M requests.
 Only the ratios between servers measured in the same run mean anything on this machine.
 """
@@ -32,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,7 @@ HELD_ROLLOUT: dict[str, Any] = {"steps": [50], "min_step_seconds": 86400,
                                 "latency_tolerance": 4.0}
 BATCHED = {"max_rows": 64, "max_wait_us": 500}
 UNBATCHED = {"max_rows": 64, "max_wait_us": 0}
+LoadFactory = Callable[[str, Server], Callable[[], dict[str, Any]]]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -157,44 +160,80 @@ class Bench:
                 "error": view.get("error"),
                 "requests": {arm: c.get("requests") for arm, c in counts.items()}}
 
-    def run_server(self, name: str) -> dict[str, Any]:
-        o = self.o
-        entry: dict[str, Any] = {"name": name, "wrk": [], "open": []}
-        print(f"\n== {name}", flush=True)
-        try:
-            spec = self.spec(name)
-            with self.start(spec) as server:
-                entry["command"] = " ".join(spec.argv)
-                entry["rss_start_bytes"] = server.rss()
-                self._warm(server, o.connections)
-                entry["wrk"] = self._reps(
-                    server, name, wrk_load(server, self.bodies, o.connections, o.duration),
-                    f"wrk c{o.connections}")
-                best = median_rep(entry["wrk"])
-                rate = o.open_rate or o.open_fraction * (best["rps"] if best else 0)
-                if rate > 0:
-                    entry["open"] = self._reps(server, name,
-                                               open_load(server, rate, o.duration),
-                                               f"open loop {rate:.0f}/s")
-                if o.profile and name == "canarygate-all-on":
-                    entry["profile"] = self.profile(server)
-                server.check()  # still answering correctly after the load
-                entry["rss_end_bytes"] = server.rss()
-        except (ServerFailed, RuntimeError, OSError) as exc:
-            entry["error"] = str(exc)
-            print(f"  FAILED: {exc}", flush=True)
-        return entry
+    def run_servers(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """The throughput and latency stages: every server in ``names``, side by side."""
+        return self._together({name: partial(self.spec, name) for name in names},
+                              self.o.connections, open_loop=True)
 
-    def _reps(self, server: Server, name: str, load: Callable[[], dict[str, Any]],
-              label: str) -> list[dict[str, Any]]:
-        """``reps`` measured runs of ``load``, each with the rollout's phase after it."""
-        reps = []
+    def _together(self, specs: dict[str, Callable[[], ServerSpec]], connections: int, *,
+                  open_loop: bool) -> dict[str, dict[str, Any]]:
+        """Every server up at once on the server core, then their reps in turn: rep 1 of each,
+        rep 2 of each, and so on. The machine's speed drifts by 10-20 % over minutes here
+        (shared hosts); measured one after another, that drift lands in the ratios, while
+        interleaved reps share it. An idle server waits on its socket meanwhile."""
+        o = self.o
+        entries: dict[str, dict[str, Any]] = {n: {"name": n, "wrk": [], "open": []}
+                                              for n in specs}
+        live: dict[str, Server] = {}
+        try:
+            for name, make in specs.items():
+                print(f"== {name}: starting", flush=True)
+                try:
+                    spec = make()
+                    live[name] = server = self.start(spec)
+                    entries[name]["command"] = " ".join(spec.argv)
+                    entries[name]["rss_start_bytes"] = server.rss()
+                    self._warm(server, connections)
+                except (ServerFailed, RuntimeError, OSError) as exc:
+                    self._failed(entries, live, name, exc)
+            self._interleaved(entries, live, "wrk", f"wrk c{connections}", lambda name, server:
+                              wrk_load(server, self.bodies, connections, o.duration))
+            rates = {}
+            for name in live:
+                best = median_rep(entries[name]["wrk"])
+                rates[name] = o.open_rate or o.open_fraction * (best["rps"] if best else 0)
+            if open_loop:
+                self._interleaved(entries, live, "open", "open loop", lambda name, server:
+                                  open_load(server, rates[name], o.duration), rates)
+            for name, server in list(live.items()):
+                try:
+                    if o.profile and name == "canarygate-all-on":
+                        entries[name]["profile"] = self.profile(server)
+                    server.check()  # still answering correctly after the load
+                    entries[name]["rss_end_bytes"] = server.rss()
+                except (ServerFailed, RuntimeError, OSError) as exc:
+                    self._failed(entries, live, name, exc)
+        finally:
+            for server in live.values():
+                server.stop()
+        return entries
+
+    def _interleaved(self, entries: dict[str, dict[str, Any]], live: dict[str, Server],
+                     kind: str, label: str, load: LoadFactory,
+                     rates: dict[str, float] | None = None) -> None:
         for i in range(self.o.reps):
-            rep = measured(server, load, self.o.hygiene, name)
-            rep["rollout"] = self.rollout(server)
-            reps.append(rep)
-            print(f"  {label} rep {i + 1}/{self.o.reps}: " + report.rep_line(rep), flush=True)
-        return reps
+            for name, server in list(live.items()):
+                if rates is not None and rates[name] <= 0:
+                    continue
+                what = f"{label} {rates[name]:.0f}/s" if rates is not None else label
+                try:
+                    rep = measured(server, load(name, server), self.o.hygiene, name)
+                    rep["rollout"] = self.rollout(server)
+                except (ServerFailed, RuntimeError, OSError) as exc:
+                    self._failed(entries, live, name, exc)
+                    continue
+                entries[name][kind].append(rep)
+                print(f"  {name} {what} rep {i + 1}/{self.o.reps}: " + report.rep_line(rep),
+                      flush=True)
+
+    @staticmethod
+    def _failed(entries: dict[str, dict[str, Any]], live: dict[str, Server], name: str,
+                exc: BaseException) -> None:
+        entries[name]["error"] = str(exc)
+        print(f"  {name} FAILED: {exc}", flush=True)
+        server = live.pop(name, None)
+        if server is not None:
+            server.stop()
 
     def _warm(self, server: Server, connections: int) -> None:
         wrk_on(server, self.bodies, connections, self.o.warmup)
@@ -210,22 +249,17 @@ class Bench:
                    " is not in this build): " + " ".join(problem.split()))
             print(f"  SKIPPED: {why}", flush=True)
             return {"skipped": why}
+        modes = {"batched": BATCHED, "unbatched": UNBATCHED}
+        entries = self._together(
+            {f"canarygate-{label}": partial(self.spec, f"canarygate-{label}", recording=True,
+                                            drift=True, rollout=HELD_ROLLOUT, batching=batching)
+             for label, batching in modes.items()},
+            self.o.batch_connections, open_loop=False)
         result: dict[str, Any] = {"connections": self.o.batch_connections}
-        for label, batching in (("batched", BATCHED), ("unbatched", UNBATCHED)):
-            name = f"canarygate-{label}"
-            entry: dict[str, Any] = {"name": name, "batching": batching, "wrk": []}
-            try:
-                spec = self.spec(name, recording=True, drift=True, rollout=HELD_ROLLOUT,
-                                 batching=batching)
-                with self.start(spec) as server:
-                    self._warm(server, self.o.batch_connections)
-                    entry["wrk"] = self._reps(
-                        server, name, wrk_load(server, self.bodies, self.o.batch_connections,
-                                               self.o.duration), label)
-            except (ServerFailed, RuntimeError, OSError) as exc:
-                entry["error"] = str(exc)
-                print(f"  {label} FAILED: {exc}", flush=True)
-            result[label] = entry
+        for label, batching in modes.items():
+            entry = entries[f"canarygate-{label}"]
+            del entry["open"]
+            result[label] = {**entry, "batching": batching}
         return result
 
     # -- warm start --------------------------------------------------------------------------
@@ -404,9 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["servers"]["mlserver"] = {"name": "mlserver",
                                                   "error": f"MLServer setup failed: {exc}",
                                                   "wrk": [], "open": []}
-        for name in SERVERS:
-            if name in o.only and name not in results["servers"]:
-                results["servers"][name] = bench.run_server(name)
+        results["servers"].update(bench.run_servers(
+            [n for n in SERVERS if n in o.only and n not in results["servers"]]))
         if "batching" in o.only:
             results["batching"] = bench.batching()
         if "memory" in o.only:
