@@ -4,6 +4,7 @@
     python -m loadtests.bench --quick         # 1 rep x 5 s: a smoke run (~5 min)
     python -m loadtests.bench --only canarygate-all-on,minimal-ort --no-memory
     python -m loadtests.bench --profile       # also a py-spy flame graph of canarygate
+    python -m loadtests.bench --against ../base/src   # A/B: also canarygate-all-on on that code
 
 Servers (each on core 1, its whole process tree; load generators on core 0):
   bare-starlette            orjson parse, constant V2 reply: the HTTP stack's own cost
@@ -11,6 +12,7 @@ Servers (each on core 1, its whole process tree; load generators on core 0):
   canarygate-all-on         dataset recording, drift, a rollout of v2 over v1 held at 50 %
   canarygate-recording-off  the same without dataset recording and drift
   mlserver                  MLServer 1.7.1 serving the same model.onnx with onnxruntime
+  canarygate-all-on-against canarygate-all-on on the code in --against (a checkout's src/)
 All of them start together; each gets wrk (closed loop, -t1 -c32: the throughput headline) and
 then the open-loop generator at a fixed rate (default 60 % of that server's wrk rate) for honest
 latency percentiles, the servers taking turns rep by rep. Then
@@ -68,6 +70,7 @@ from loadtests.wrk import ensure_wrk
 SERVERS = ("bare-starlette", "minimal-ort", "canarygate-all-on", "canarygate-recording-off",
            "mlserver")
 STAGES = (*SERVERS, "batching", "memory", "startup")
+AGAINST = "canarygate-all-on-against"
 MODEL = "breast-cancer"
 # v2 over v1 at a fixed 50 %: the ramp never advances, and nothing promotes by itself. Every
 # gate is still judged each interval. v2 (boosted trees) costs about 4x v1 per batch of 64
@@ -96,6 +99,7 @@ class Options:
     open_rate: float | None = None
     memory_targets: tuple[int, int] = (100_000, 1_000_000)
     only: tuple[str, ...] = STAGES
+    against: Path | None = None
     profile: bool = False
     quick: bool = False
     hygiene: Hygiene = field(default_factory=Hygiene)
@@ -138,7 +142,12 @@ class Bench:
             gateway = {"recording": on, "drift": on, "rollout": HELD_ROLLOUT}
         folder = self.work / f"{name}-{port}"
         config = write_config(canarygate_config(folder, port, **gateway), folder / "config.yaml")
-        return canarygate_spec(name, config, port, self.token, MODEL)
+        spec = canarygate_spec(name, config, port, self.token, MODEL)
+        if name == AGAINST:
+            assert self.o.against is not None
+            # The same console script, importing the other checkout's package first.
+            spec.env["PYTHONPATH"] = str(self.o.against.resolve())
+        return spec
 
     def start(self, spec: ServerSpec) -> Server:
         server = Server(spec, self.run_dir / f"{spec.name}-{spec.port}.log", SERVER_CPU).start()
@@ -387,6 +396,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--no-batching", action="store_true", help="skip the micro-batching stage")
     p.add_argument("--no-mlserver", action="store_true", help="skip MLServer (and its setup)")
     p.add_argument("--profile", action="store_true", help="py-spy profile of canarygate-all-on")
+    p.add_argument("--against", type=Path, metavar="SRC",
+                   help="also run canarygate-all-on on the code in SRC (another checkout's src/"
+                        " folder), its reps interleaved with this code's: an A/B of a change")
     p.add_argument("--idle-threshold", type=float, default=0.85)
     p.add_argument("--idle-timeout", type=float, default=180.0)
     p.add_argument("--other-cpu-limit", type=float, default=0.1)
@@ -394,6 +406,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     a = p.parse_args(argv)
     only = tuple(s.strip() for s in a.only.split(",")) if a.only else STAGES
     unknown = set(only) - set(STAGES)
+    if a.against is not None and not (a.against / "canarygate" / "__init__.py").is_file():
+        p.error(f"--against {a.against}: no canarygate package in that folder")
     if unknown:
         p.error(f"unknown stage(s) {', '.join(sorted(unknown))}; use: {', '.join(STAGES)}")
     flags = {"memory": a.no_memory, "batching": a.no_batching, "mlserver": a.no_mlserver}
@@ -406,6 +420,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         open_fraction=a.open_fraction, open_rate=a.open_rate,
         memory_targets=(10_000, 100_000) if a.quick else (100_000, 1_000_000),
         only=tuple(s for s in only if s not in skip), profile=a.profile, quick=a.quick,
+        against=a.against,
         hygiene=Hygiene(a.idle_threshold, a.idle_timeout, a.other_cpu_limit, a.max_retries))
     return o
 
@@ -438,8 +453,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["servers"]["mlserver"] = {"name": "mlserver",
                                                   "error": f"MLServer setup failed: {exc}",
                                                   "wrk": [], "open": []}
+        names = [n for n in SERVERS if n in o.only and n not in results["servers"]]
         results["servers"].update(bench.run_servers(
-            [n for n in SERVERS if n in o.only and n not in results["servers"]]))
+            [*names, AGAINST] if o.against is not None else names))
         if "batching" in o.only:
             results["batching"] = bench.batching()
         if "memory" in o.only:

@@ -20,6 +20,8 @@ TARGETS: dict[str, tuple[str, str, float, str, str]] = {
                                 "everything on / recording and drift off, req/s c32"),
     "all_on_vs_bare": ("canarygate-all-on", "bare-starlette", 0.5, "ge",
                        "everything on / bare Starlette, req/s c32 (perf.md goal)"),
+    "all_on_vs_against": ("canarygate-all-on", "canarygate-all-on-against", 1.0, "ge",
+                          "everything on / the same on the code given by --against, req/s c32"),
 }
 
 
