@@ -19,6 +19,7 @@ from canarygate.rollout.evalues import (
     ODDS_GRID,
     ODDS_WEIGHTS,
     Carried,
+    carried_point,
     grid_log_lr,
     log_e_grid,
     mixed_total,
@@ -231,8 +232,16 @@ def test_old_state_files_load_with_their_carried_evidence() -> None:
     for key in ("restarts_log_e", "pending_log_e", "min_requests", "tail_tau_seconds"):
         del old[key]
     state = RolloutState.from_json(old)
-    carried = ledger.carried(state)["errors"]
+    found = ledger.carried(state)
+    carried = found["errors"]
     assert carried.restarts == (-3.0,) and carried.slot == 2
+    # The gate reads its prior's points (errors@i); each continues from the old mixture's
+    # evidence, so the gate's total is that evidence's, not a fresh start's.
+    fresh = ledger.fresh(state)
+    total = mixed_total(lambda name: carried_point(found, name, fresh), "errors",
+                        [0.0] * len(ODDS_GRID), ODDS_WEIGHTS)
+    assert total == pytest.approx(carried.total(0.0))
+    assert total < fresh.total(0.0) - 1.0
 
 
 def detector_holds(rng: np.random.Generator, rise_at: int | None) -> float:

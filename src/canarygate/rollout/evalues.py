@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -131,6 +131,20 @@ class Carried:
 def point(name: str, i: int) -> str:
     """The name under which point ``i`` of e-process ``name``'s prior keeps its evidence."""
     return f"{name}@{i}"
+
+
+def carried_point(carried: Mapping[str, Carried], name: str, fresh: Carried) -> Carried:
+    """The evidence carried under ``name`` (a point's, ``point(gate, i)``), else ``fresh``.
+
+    A state written before the prior was carried point by point holds a mixture's evidence
+    under the gate's own name. Every point then continues from it: the mean over points of
+    that product times each point's new segments is that version's own continuation (its
+    product of mixtures), so still a test supermartingale, and a stored rollout keeps its
+    evidence across the upgrade instead of starting over."""
+    found = carried.get(name)
+    if found is None:
+        found = carried.get(name.partition("@")[0], fresh)
+    return found
 
 
 def mixed_total(carry: Callable[[str], Carried], name: str, logs: Sequence[float],

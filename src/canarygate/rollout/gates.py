@@ -25,6 +25,7 @@ from canarygate.rollout.evalues import (
     ODDS_GRID,
     ODDS_WEIGHTS,
     Carried,
+    carried_point,
     grid_log_lr,
     log_e_grid,
     log_e_value,
@@ -95,7 +96,7 @@ class Step:
     fresh: Carried = NOTHING  # an e-process with nothing folded yet, at this step
 
     def carry(self, name: str) -> Carried:
-        return self.carried.get(name, self.fresh)
+        return carried_point(self.carried, name, self.fresh)
 
 
 def e_verdict(gate: str, total: float, threshold: float, counts: dict[str, Any],

@@ -521,8 +521,7 @@ class RolloutManager:
             last=state.step >= ledger.promotion_step(state.schedule),
             fresh=ledger.fresh(state))
         more, more_log_e = quality_gates(
-            state.schedule, window, self.source.evidence(state.model, state),
-            tau=state.error_tau, carried=carried,
+            state.schedule, window, self.source.evidence(state.model, state), carried=carried,
             alphas=alpha_shares(state.schedule), candidate=state.candidate, shadow=shadow,
             fresh=ledger.fresh(state))
         return Judgement(judged.gates + more, {**judged.step_log_e, **more_log_e},

@@ -20,6 +20,7 @@ from canarygate.rollout.evalues import (
     ODDS_GRID,
     ODDS_WEIGHTS,
     Carried,
+    carried_point,
     mixed_total,
     point,
 )
@@ -244,15 +245,15 @@ def estimated_accuracy_gate(schedule: RolloutConfig, evidence: Evidence) -> Gate
 
 
 def quality_gates(schedule: RolloutConfig, window: StepStats, evidence: Evidence, *,
-                  tau: float | None, carried: Mapping[str, Carried], alphas: dict[str, float],
+                  carried: Mapping[str, Carried], alphas: dict[str, float],
                   candidate: str | None, shadow: bool, fresh: Carried = NOTHING
-                  ) -> tuple[list[GateResult],
-                                                                dict[str, float]]:
+                  ) -> tuple[list[GateResult], dict[str, float]]:
     """These gates' verdicts on the step and their log e-values (the accuracy gate's)."""
     results: list[GateResult] = []
     step_log_e: dict[str, float] = {}
     if "accuracy" in alphas and not shadow:  # shadow answers get no labels
-        gate, logs = accuracy_gate(window, evidence, lambda name: carried.get(name, fresh),
+        gate, logs = accuracy_gate(window, evidence,
+                                   lambda name: carried_point(carried, name, fresh),
                                    alphas["accuracy"])
         results.append(gate)
         step_log_e.update(logs)
