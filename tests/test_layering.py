@@ -160,3 +160,19 @@ def test_a_long_function_is_found_and_a_reason_excuses_it(tmp_path: Path) -> Non
     assert long_functions(tmp_path) == [f"canarygate/m.py:1 f ({MAX_FUNCTION_LINES + 1} lines)"]
     module.write_text(f"# long: a table that reads best whole\ndef f() -> None:\n{body}")
     assert long_functions(tmp_path) == []
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    """The README's Layout has a line for each module: a module added without one fails here
+    (a package's modules may share its line, named by file)."""
+    readme = (SRC.parent / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    unnamed = []
+    for name, path in module_names(SRC).items():
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        package = path.parent.name
+        if path.name not in layout or (package != "canarygate" and f"{package}/" not in layout):
+            unnamed.append(name)
+    assert not unnamed, f"modules missing from the README's Layout: {sorted(unnamed)}"
