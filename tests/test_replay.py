@@ -363,6 +363,15 @@ def test_bad_input_is_a_clear_error_without_a_traceback(
     assert (code, out) == (2, "")
     assert "does not accept the captured inputs" in err
     assert "shape [1, 30]" in err and "[-1, 10]" in err
+    # A candidate folder whose model.onnx links to a file outside the models directory is
+    # refused as the gateway refuses it, before onnxruntime reads it.
+    (models / "breast-cancer" / "8").mkdir()
+    (models / "breast-cancer" / "8" / "model.onnx").symlink_to(
+        (MODELS / "breast-cancer" / "2" / "model.onnx").resolve())
+    code, out, err = in_process(capsys, captured.dataset, "--model", "breast-cancer",
+                                "--candidate", "8", "--models-dir", models)
+    assert (code, out) == (2, "")
+    assert "model.onnx" in err and "outside" in err and "Traceback" not in err
 
 
 def test_torn_line_is_skipped_and_counted(captured: Captured, tmp_path: Path) -> None:

@@ -7,16 +7,14 @@ path; ``replay/html.py`` draws the same figures for a person.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import onnxruntime as ort
 
-from canarygate.config import RolloutConfig
+from canarygate.config import ModelFilesConfig, RolloutConfig
 from canarygate.drift.profile import Profile
 from canarygate.errors import ConfigError
 from canarygate.replay import compare
@@ -55,27 +53,20 @@ def model_digest(folder: Path, rules: FolderRules | None = None) -> str:
 
 
 def load_version(options: Options, version: str) -> ModelVersion:
-    """The version as the gateway runs it (one intra-op thread), but with onnxruntime's own
+    """The version as the gateway loads it (its files confined to the models directory and
+    checked before onnxruntime sees them, one intra-op thread), but with onnxruntime's own
     log silenced: a candidate that fails on some rows would print every failure to stderr,
     and replay counts and reports them itself."""
     folder = options.models_dir / options.model / version
     if not (folder / "model.onnx").is_file():
         raise ReplayError(f"no model.onnx for {options.model}/{version} in {folder}")
-    session_options = ort.SessionOptions()
-    session_options.intra_op_num_threads = 1
-    session_options.inter_op_num_threads = 1
-    session_options.log_severity_level = 4
+    rules = FolderRules(options.models_dir.resolve(), ModelFilesConfig())
     try:
-        metadata = (json.loads((folder / "metadata.json").read_text())
-                    if (folder / "metadata.json").is_file() else {})
-        session = ort.InferenceSession(str(folder / "model.onnx"), sess_options=session_options,
-                                       providers=["CPUExecutionProvider"])
-        return ModelVersion(options.model, version, folder, session, metadata,
-                            max_batch_size=MAX_ROWS_PER_RUN, allow_non_finite=True)
+        return ModelVersion.load(options.model, version, folder, rules=rules,
+                                 max_batch_size=MAX_ROWS_PER_RUN, allow_non_finite=True,
+                                 log_severity=4)
     except ConfigError as exc:
         raise ReplayError(str(exc)) from None
-    except Exception as exc:  # onnxruntime's errors are not exported as types
-        raise ReplayError(f"{options.model}/{version}: cannot load {folder}: {exc}") from None
 
 
 def replay(options: Options) -> dict[str, Any]:

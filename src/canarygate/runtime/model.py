@@ -96,9 +96,11 @@ class ModelVersion:
         max_batch_size: int = 1024,
         allow_non_finite: bool = False,
         batching: BatchingConfig | None = None,
+        log_severity: int = 3,
     ) -> ModelVersion:
         """The version in ``folder``, its files read as ``rules`` allow (by default: inside
-        the folder, with the default limits); ConfigError names what is wrong."""
+        the folder, with the default limits); ConfigError names what is wrong. onnxruntime
+        logs at ``log_severity`` and above (3: errors; 4: fatal only)."""
         where = f"model {model!r} version {version!r}"
         rules = rules or FolderRules.within(folder)
         onnx_bytes = rules.read(folder, MODEL_FILE, where)
@@ -112,7 +114,7 @@ class ModelVersion:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
+        options.log_severity_level = log_severity
         try:
             # From the bytes checked, not the path: what runs is what was inspected.
             session = ort.InferenceSession(
