@@ -228,6 +228,29 @@ def test_a_half_closed_client_gets_its_answer(demo_like: Server, request_bytes: 
     assert json.loads(body)
 
 
+def test_an_answer_that_closes_with_the_body_unread_reaches_the_client(
+        demo_like: Server) -> None:
+    # An unknown model is answered before its body is read; the client asked the connection
+    # to close and is still sending. Closed with that body unread, the kernel would reset the
+    # connection, and a reset can destroy the answer before the client reads it.
+    body = b"x" * (1 << 20)
+    head = (b"POST /v2/models/nope/infer HTTP/1.1\r\nhost: t\r\ncontent-type: "
+            b"application/json\r\nconnection: close\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\n\r\n")
+    statuses = []
+    for _ in range(10):
+        with connect(demo_like) as sock:
+            sock.sendall(head + body[:256 * 1024])
+            time.sleep(0.1)  # the answer is written meanwhile
+            try:
+                sock.sendall(body[256 * 1024:512 * 1024])
+            except OSError:
+                pass  # the server stopped reading: what it said must still be readable
+            raw = read_all(sock)
+        statuses.append(parse(raw)[0] if raw else None)
+    assert statuses == [404] * 10
+
+
 @pytest.fixture
 def demo_like(launch: Callable[..., Server], tmp_path: Path) -> Server:
     server: Server = launch(gateway_config(tmp_path))
