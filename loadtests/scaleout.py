@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests import servers
+from loadtests import servers, sysstat
 from loadtests.measure import Hygiene, measured, open_load, wrk_load
 from loadtests.payloads import write_bodies
 from loadtests.wrk import ensure_wrk
@@ -142,6 +142,10 @@ def main() -> int:
             with gateway(workdir, f"workers-{workers}", redis, workers, None) as server:
                 result[f"workers_{workers}"] = wrk_reps(server, bodies, reps, seconds, loose,
                                                         f"--workers {workers}")
+                # After the load: the group's resident memory (the supervisor included) and
+                # how many processes it is, for a figure per worker.
+                result[f"rss_workers_{workers}"] = {
+                    "bytes": server.rss(), "processes": len(sysstat.tree(server.pid))}
     finally:
         redis.stop()
     report(result)
@@ -176,6 +180,13 @@ def report(result: dict[str, Any]) -> None:
           f"{'MET' if cpu <= 1.1 else 'MISSED'}")
     print(f"  --workers 2 vs --workers 1, req/s       {workers:.3f}  target >= 1.5  "
           f"{'MET' if workers >= 1.5 else 'MISSED'}")
+    one, two = (result.get(f"rss_workers_{n}") for n in (1, 2))
+    if one and two:
+        # The second worker's cost is what a group of two holds beyond a group of one.
+        print(f"  resident memory after the load: --workers 1 {one['bytes'] / 2**20:.0f} MiB "
+              f"({one['processes']} processes), --workers 2 {two['bytes'] / 2**20:.0f} MiB "
+              f"({two['processes']}); one more worker "
+              f"{(two['bytes'] - one['bytes']) / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
