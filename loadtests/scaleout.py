@@ -144,8 +144,9 @@ def main() -> int:
                                                         f"--workers {workers}")
                 # After the load: the group's resident memory (the supervisor included) and
                 # how many processes it is, for a figure per worker.
-                result[f"rss_workers_{workers}"] = {
-                    "bytes": server.rss(), "processes": len(sysstat.tree(server.pid))}
+                result[f"rss_workers_{workers}"] = [
+                    {"command": command, "bytes": rss}
+                    for command, rss in sysstat.tree_rss_by_process(server.pid)]
     finally:
         redis.stop()
     report(result)
@@ -180,13 +181,24 @@ def report(result: dict[str, Any]) -> None:
           f"{'MET' if cpu <= 1.1 else 'MISSED'}")
     print(f"  --workers 2 vs --workers 1, req/s       {workers:.3f}  target >= 1.5  "
           f"{'MET' if workers >= 1.5 else 'MISSED'}")
-    one, two = (result.get(f"rss_workers_{n}") for n in (1, 2))
-    if one and two:
-        # The second worker's cost is what a group of two holds beyond a group of one.
-        print(f"  resident memory after the load: --workers 1 {one['bytes'] / 2**20:.0f} MiB "
-              f"({one['processes']} processes), --workers 2 {two['bytes'] / 2**20:.0f} MiB "
-              f"({two['processes']}); one more worker "
-              f"{(two['bytes'] - one['bytes']) / 2**20:.0f} MiB")
+    for n in (1, 2):
+        processes = result.get(f"rss_workers_{n}") or []
+        total = sum(p["bytes"] for p in processes) / 2**20
+        each = ", ".join(f"{p['bytes'] / 2**20:.0f} MiB {role(p['command'])}"
+                         for p in sorted(processes, key=lambda p: -p["bytes"]))
+        print(f"  resident after the load, --workers {n}: {total:.0f} MiB in "
+              f"{len(processes)} processes ({each})")
+
+
+def role(command: str) -> str:
+    """What a process of a gateway's tree is, from its command line."""
+    if "spawn_main" in command:
+        return "worker"
+    if "resource_tracker" in command:
+        return "multiprocessing's resource tracker"
+    if "--workers" in command:
+        return "the supervisor (serve --workers N)"
+    return "the gateway"
 
 
 if __name__ == "__main__":

@@ -77,13 +77,20 @@ def tree_cpu(root: int) -> float:
 
 def tree_rss(root: int) -> int:
     """Resident bytes of the whole tree (shared pages counted once per process)."""
-    total = 0
+    return sum(rss for _, rss in tree_rss_by_process(root))
+
+
+def tree_rss_by_process(root: int) -> list[tuple[str, int]]:
+    """Each process of the tree: its command line (shortened) and resident bytes."""
+    found = []
     for pid in tree(root):
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-    return total
+        found.append((" ".join(a.decode(errors="replace") for a in argv)[:300], rss))
+    return found
 
 
 def wait_idle(threshold: float = 0.85, sample: float = 1.0,
