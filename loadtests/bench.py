@@ -266,9 +266,7 @@ class Bench:
             self.o.batch_connections, open_loop=False)
         result: dict[str, Any] = {"connections": self.o.batch_connections}
         for label, batching in modes.items():
-            entry = entries[f"canarygate-{label}"]
-            del entry["open"]
-            result[label] = {**entry, "batching": batching}
+            result[label] = {**entries[f"canarygate-{label}"], "batching": batching}
         return result
 
     # -- warm start --------------------------------------------------------------------------

@@ -293,7 +293,7 @@ def _batching_lines(batching: dict[str, Any] | None) -> list[str]:
     for key in ("batched", "unbatched"):
         entry = batching.get(key)
         if entry:
-            lines.append(_server_row(f"canarygate-{key}", {"open": [], **entry}))
+            lines.append(_server_row(f"canarygate-{key}", entry))
     return lines
 
 

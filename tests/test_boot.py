@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import MODELS, Server, free_port, v2_body
+from conftest import Server, free_port, gateway_config, v2_body
 
 pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
 
@@ -22,21 +22,8 @@ ROW = np.full((1, 30), 0.5, dtype=np.float32)
 
 
 def config(tmp: Path, runs: int) -> Path:
-    path = tmp / "gateway.yaml"
-    path.write_text(f"""
-models_dir: {MODELS}
-state_dir: {tmp / "state"}
-dataset: {{enabled: false}}
-server: {{warmup_rows: 16, warmup_runs: {runs}}}
-models:
-  - name: breast-cancer
-    versions: {{"1": {{path: breast-cancer/1}}, "2": {{path: breast-cancer/2}}}}
-    baseline: "1"
-  - name: diabetes
-    versions: {{"1": {{path: diabetes/1}}}}
-    baseline: "1"
-""")
-    return path
+    return gateway_config(tmp, dataset={"enabled": False},
+                          server={"warmup_rows": 16, "warmup_runs": runs})
 
 
 def test_live_while_loading_ready_after_warm_up(tmp_path: Path) -> None:
