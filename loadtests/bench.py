@@ -271,23 +271,31 @@ class Bench:
 
     # -- warm start --------------------------------------------------------------------------
 
-    def startup(self, starts: int = 3) -> dict[str, Any]:
-        """Process start to live and to ready, and the first request against the steady p50."""
-        print("\n== warm start: canarygate-all-on from process start", flush=True)
-        runs = []
+    def startup(self, starts: int = 5) -> dict[str, Any]:
+        """Process start to live and to ready, and the first request against the steady p50;
+        the minimal endpoint started the same way in turn with it, as the reference."""
+        print("\n== warm start: canarygate-all-on from process start (and minimal-ort)",
+              flush=True)
+        runs, reference = [], []
         try:
             for i in range(starts):
                 spec = self.spec("canarygate-all-on")
                 server = Server(spec, self.run_dir / f"startup-{spec.port}.log", SERVER_CPU)
                 run = startup.one_start(server)
                 runs.append(run)
+                spec = self.spec("minimal-ort")
+                server = Server(spec, self.run_dir / f"startup-{spec.port}.log", SERVER_CPU)
+                ref = startup.one_start(server, live_path=None)
+                reference.append(ref)
                 print(f"  start {i + 1}/{starts}: live {run['live_seconds']:.2f} s, ready "
                       f"{run['ready_seconds']:.2f} s, first {run['first_ms']:.2f} ms, steady "
-                      f"p50 {run['steady_p50_ms']:.2f} ms", flush=True)
+                      f"p50 {run['steady_p50_ms']:.2f} ms; minimal-ort first "
+                      f"{ref['first_ms']:.2f} ms, steady p50 {ref['steady_p50_ms']:.2f} ms",
+                      flush=True)
         except (ServerFailed, RuntimeError, OSError) as exc:
             print(f"  FAILED: {exc}", flush=True)
             return {"error": str(exc)}
-        return startup.summary(runs)
+        return startup.summary(runs, reference)
 
     # -- memory ------------------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import yaml
 
-from conftest import Server, free_port, gateway_config, v2_body
+from conftest import ADMIN_TOKEN, AUTH, Server, free_port, gateway_config, v2_body
 
 pytestmark = pytest.mark.serial  # timing: run alone (see the Makefile's test target)
 
@@ -86,3 +87,35 @@ def test_live_while_loading_ready_after_warm_up(tmp_path: Path) -> None:
 def test_no_warm_up_when_switched_off(launch: object, tmp_path: Path) -> None:
     server: Server = launch(config(tmp_path, 0))  # type: ignore[operator]
     assert server.metric("canarygate_batches_total", model="breast-cancer") == 0
+
+
+def test_the_request_path_warm_up_leaves_no_trace(launch: object, tmp_path: Path) -> None:
+    """Before ready, each model's routed endpoint answered ``warmup_requests`` requests on
+    throwaway telemetry (the log says how many answered 200): none of them is counted,
+    recorded, in the live statistics or in the rollout step's counters, while the same
+    figures do count the requests that come after."""
+    rollout = {"steps": [50], "min_step_seconds": 86400, "min_step_requests": 10**9,
+               "auto_promote": False}
+    path = gateway_config(tmp_path, server={"warmup_requests": 20})
+    raw = yaml.safe_load(path.read_text())
+    raw["models"][0].update(candidate="2", rollout=rollout)
+    path.write_text(yaml.safe_dump(raw))
+    server: Server = launch(path, {"CANARYGATE_ADMIN_TOKEN": ADMIN_TOKEN},  # type: ignore[operator]
+                            ("--log-level", "info"))
+    assert "40 warm-up requests answered" in server.log.read_text()  # 2 models x 20
+
+    def figures() -> tuple[float, float, int, int]:
+        with server.client(headers=AUTH) as http:
+            counts = http.get("/admin/rollouts/breast-cancer").json()["step_counts"]
+            live = http.get("/admin/stats/breast-cancer").json()["variants"]
+        return (server.metric("canarygate_requests_total"),
+                server.metric("canarygate_dataset_records_total", outcome="captured"),
+                counts["baseline"]["requests"] + counts["candidate"]["requests"],
+                sum(int(v["requests"]) for v in live))
+
+    assert figures() == (0, 0, 0, 0)
+    with httpx.Client(base_url=server.url, timeout=5) as client:
+        for _ in range(10):
+            assert client.post("/v2/models/breast-cancer/infer",
+                               json=v2_body(ROW)).status_code == 200
+    assert figures() == (10, 10, 10, 10)

@@ -11,7 +11,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -56,6 +56,7 @@ from canarygate.runtime.tensors import TensorSpec
 from canarygate.serving import Observer, ServingPlane
 from canarygate.serving.shadow import Shadow
 from canarygate.stats.live import LiveStats
+from canarygate.stats.step import StepStats
 from canarygate.workers import GROUP_DIR_ENV
 
 LAG_PERIOD = 0.01  # seconds between two looks at the event loop's lag
@@ -159,6 +160,33 @@ def build(config: GatewayConfig) -> Parts:
                  recorder, writer, shadow, observer, ServingPlane(registry, table, runner),
                  analysis, persister, catalog, rollouts, cluster,
                  history, notifier)
+
+
+def scratch_endpoint(gw: Parts) -> tuple[InferEndpoint, Callable[[], Awaitable[None]]]:
+    """The routed V2 endpoint over throwaway parts, for warming the request path's code before
+    ready (``boot.warm_path``). It shares the loaded versions and each model's routing, but
+    has its own step counters, metrics, live statistics, feedback index, dataset queue (never
+    written) and runner, so nothing it answers is counted, recorded, judged or batched with
+    real requests. Drift is left out: its profiles are the gateway's own. Await the second
+    value when done: it closes the runner."""
+    table = RoutingTable()
+    for name in gw.registry.models:
+        table.set(name, replace(gw.table.get(name), step_stats=StepStats.fresh()))
+    runner, metrics = Runner(1), Metrics()
+    recorder = Recorder(gw.config.dataset) if gw.recorder is not None else None
+    detectors = SequentialMonitor(gw.config.detectors) if gw.detectors is not None else None
+    feedback = FeedbackBook(1024, gw.config.feedback.ttl_seconds)
+    observer = Observer(metrics, LiveStats(), feedback, table, recorder=recorder,
+                        detectors=detectors, shadow=Shadow(runner, metrics, recorder, None))
+    shadow = observer.shadow
+    plane = ServingPlane(gw.registry, table, runner)
+
+    async def close() -> None:
+        if shadow is not None:  # mirrored runs still in flight finish on the runner first
+            await asyncio.gather(*shadow.tasks, return_exceptions=True)
+        runner.close()
+
+    return InferEndpoint(plane, observer, V2Codec(), gw.config.server, pinned=False), close
 
 
 def state_store(config: GatewayConfig, models: list[str]

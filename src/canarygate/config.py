@@ -90,6 +90,11 @@ class ServerConfig(_Frozen):
     calls itself ready (0: no warm-up). The server answers ``/v2/health/live`` meanwhile."""
     warmup_runs: int = Field(default=4, ge=0, le=100)
     """Warm-up batches per version: enough for a batcher to learn what a run costs."""
+    warmup_requests: int = Field(default=32, ge=0, le=10_000)
+    """Then, before ready, each model's routed V2 endpoint answers this many one-row requests
+    in-process on throwaway telemetry (its own counters, statistics and runner: nothing of
+    them is counted, recorded or judged), so that the interpreter has specialised the request
+    path's code before the first real request (0: none)."""
 
 
 class TokenConfig(_Frozen):
