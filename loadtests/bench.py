@@ -16,7 +16,9 @@ Servers (each on core 1, its whole process tree; load generators on core 0):
 All of them start together; each gets wrk (closed loop, -t1 -c32: the throughput headline) and
 then the open-loop generator at a fixed rate (default 60 % of that server's wrk rate) for honest
 latency percentiles, the servers taking turns rep by rep. Then
-micro-batching on versus off at c128, and canarygate's memory after 100k and 1M requests.
+micro-batching on versus off at c128 (breast-cancer v1 with the held rollout, and a model whose
+run dominates a request: models/build.py --wide, built once into loadtests/.models/), and
+canarygate's memory after 100k and 1M requests.
 Only the ratios between servers measured in the same run mean anything on this machine.
 """
 
@@ -39,7 +41,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from loadtests import mlserver_setup, report, startup
+from loadtests import bulk, mlserver_setup, report, startup
 from loadtests.measure import (
     LOADER_CPU,
     SERVER_CPU,
@@ -50,7 +52,7 @@ from loadtests.measure import (
     wrk_load,
     wrk_on,
 )
-from loadtests.payloads import MODELS, write_bodies
+from loadtests.payloads import MODELS, ROOT, write_bodies
 from loadtests.servers import (
     VENV_BIN,
     Server,
@@ -59,17 +61,19 @@ from loadtests.servers import (
     bare_spec,
     canarygate_config,
     canarygate_spec,
+    check_model,
     config_problem,
     minimal_ort_spec,
     mlserver_spec,
     rollout_view,
+    wide_config,
     write_config,
 )
-from loadtests.wrk import ensure_wrk
+from loadtests.wrk import ensure_wrk, run_timed
 
 SERVERS = ("bare-starlette", "minimal-ort", "canarygate-all-on", "canarygate-recording-off",
            "mlserver")
-STAGES = (*SERVERS, "batching", "memory", "startup")
+STAGES = (*SERVERS, "batching", "bulk", "memory", "startup")
 AGAINST = "canarygate-all-on-against"
 MODEL = "breast-cancer"
 # v2 over v1 at a fixed 50 %: the ramp never advances, and nothing promotes by itself. Every
@@ -83,9 +87,11 @@ HELD_ROLLOUT: dict[str, Any] = {"steps": [50], "min_step_seconds": 86400,
                                 "min_step_requests": 1_000_000_000, "auto_promote": False,
                                 "latency_tolerance": 4.0}
 BATCHED = {"max_rows": 64, "max_wait_us": 500}
+BULK_CONNECTIONS = 2  # 1,024-row requests: a few milliseconds of server CPU each
 UNBATCHED = {"max_rows": 64, "max_wait_us": 0}
 LoadFactory = Callable[[str, Server], Callable[[], dict[str, Any]]]
 RESULTS = Path(__file__).resolve().parent / "results"
+WIDE_MODELS = Path(__file__).resolve().parent / ".models"  # the built run-dominated model
 
 
 @dataclass
@@ -267,6 +273,58 @@ class Bench:
         result: dict[str, Any] = {"connections": self.o.batch_connections}
         for label, batching in modes.items():
             result[label] = {**entries[f"canarygate-{label}"], "batching": batching}
+        print("\n== micro-batching on vs off on the run-dominated model "
+              f"(breast-cancer/wide), wrk c{self.o.batch_connections}", flush=True)
+        try:
+            built = wide_model()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"  FAILED to build the model: {exc}", flush=True)
+            result["wide"] = {"error": str(exc)}
+            return result
+        entries = self._together(
+            {f"wide-{label}": partial(self.wide_spec, f"wide-{label}", built, batching)
+             for label, batching in modes.items()},
+            self.o.batch_connections, open_loop=False)
+        result["wide"] = {label: {**entries[f"wide-{label}"], "batching": batching}
+                          for label, batching in modes.items()}
+        return result
+
+    def wide_spec(self, name: str, models: Path, batching: dict[str, Any]) -> ServerSpec:
+        port = self._free_port()
+        folder = self.work / f"{name}-{port}"
+        config = write_config(wide_config(folder, port, models, batching),
+                              folder / "config.yaml")
+        return canarygate_spec(name, config, port, self.token, MODEL,
+                               check_model(MODEL, "wide", models))
+
+    # -- large requests ----------------------------------------------------------------------
+
+    def bulk(self) -> dict[str, Any]:
+        """1,024 rows a request, as JSON and in the binary extension, on canarygate-all-on:
+        rows a second for both, the two formats taking turns rep by rep on one server."""
+        c = BULK_CONNECTIONS
+        print(f"\n== 1,024-row requests, JSON and binary, closed loop c{c}", flush=True)
+        formats = ("json", "binary")
+        result: dict[str, Any] = {"connections": c, "rows_per_request": bulk.ROWS,
+                                  **{f: [] for f in formats}}
+        server = None
+        try:
+            server = self.start(self.spec("canarygate-all-on"))
+            bulk_on(server, "json", c, self.o.warmup)()
+            for i in range(self.o.reps):
+                for fmt in formats:
+                    rep = measured(server, bulk_on(server, fmt, c, self.o.duration),
+                                   self.o.hygiene, fmt)
+                    result[fmt].append(rep)
+                    print(f"  {fmt} rep {i + 1}/{self.o.reps}: {rep['rows_per_second']:,.0f} "
+                          "rows/s, " + report.rep_line(rep), flush=True)
+            server.check()
+        except (ServerFailed, RuntimeError, OSError) as exc:
+            print(f"  FAILED: {exc}", flush=True)
+            result["error"] = str(exc)
+        finally:
+            if server is not None:
+                server.stop()
         return result
 
     # -- warm start --------------------------------------------------------------------------
@@ -373,6 +431,41 @@ class Bench:
         return {"svg": str(svg), "top": str(top), "raw": str(raw)}
 
 
+def bulk_on(server: Server, fmt: str, connections: int,
+            seconds: float) -> Callable[[], dict[str, Any]]:
+    """``loadtests.bulk`` as a pinned subprocess against ``server``: one rep's figures."""
+    spec = server.spec
+
+    def load() -> dict[str, Any]:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            cmd = ["taskset", "-c", str(LOADER_CPU), sys.executable, "-m", "loadtests.bulk",
+                   "--port", str(spec.port), "--path", spec.infer_path, "--model", spec.model,
+                   "--format", fmt, "--seconds", str(seconds), "--warmup", "0",
+                   "--connections", str(connections), "--out", out.name]
+            code, loader_cpu = run_timed(cmd, cwd=ROOT)
+            text = Path(out.name).read_text()
+        if not text:
+            raise RuntimeError(f"the bulk client failed (exit {code})")
+        r: dict[str, Any] = json.loads(text)
+        return {"tool": "bulk", "format": fmt, "requests": r["requests"], "rps": r["rps"],
+                "rows_per_second": r["rows_per_second"], "body_bytes": r["body_bytes"],
+                "p50_ms": r["p50_ms"] or 0.0, "p99_ms": r["p99_ms"] or 0.0,
+                "error_count": r["errors"], "errors": r["problems"], "loader_cpu": loader_cpu}
+
+    return load
+
+
+def wide_model() -> Path:
+    """The folder holding ``breast-cancer/wide`` (``models/build.py --wide``), built on first
+    use (about 15 s; 34 MB) and kept: seeded, so a rebuild gives the same model."""
+    folder = WIDE_MODELS / MODEL / "wide"
+    if not (folder / "model.onnx").exists() or not (folder / "calibration.npz").exists():
+        print(f"  building the run-dominated model into {folder}", flush=True)
+        subprocess.run([sys.executable, str(MODELS / "build.py"), "--wide", str(WIDE_MODELS)],
+                       check=True)
+    return WIDE_MODELS
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -466,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             results["batching"] = bench.batching()
         if "memory" in o.only:
             results["memory"] = bench.memory()
+        if "bulk" in o.only:
+            results["bulk"] = bench.bulk()
         if "startup" in o.only:
             results["startup"] = bench.startup()
     except KeyboardInterrupt:

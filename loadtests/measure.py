@@ -118,9 +118,10 @@ def measured(server: Server, load: Callable[[], dict[str, Any]], hygiene: Hygien
             "idle_gate_timed_out": not idle,
             "contaminated": other / wall > hygiene.other_cpu_limit,
         }
-        # Only wrk's figure: the open-loop generator's run also holds its start-up, warm-up
-        # and drain, whose server CPU its measured requests do not account for.
-        if result["tool"] == "wrk" and result["requests"]:
+        # Only the closed loops' figure (wrk, the bulk client): the open-loop generator's run
+        # also holds its start-up, warm-up and drain, whose server CPU its measured requests
+        # do not account for.
+        if result["tool"] in ("wrk", "bulk") and result["requests"]:
             rep["cpu_us_per_req"] = round(server_cpu / result["requests"] * 1e6, 1)
         if not rep["contaminated"] or len(discarded) >= hygiene.max_retries:
             rep["discarded_reps"] = discarded

@@ -26,10 +26,11 @@ def rows(model: str, version: str = "1", limit: int | None = None) -> np.ndarray
     return x[:limit] if limit else x
 
 
-def expected_labels(model: str, version: str) -> np.ndarray | None:
-    """What ``version`` answers on ``rows(model)``, for checking a server's replies; None when
-    its reference split holds other rows (a version built on part of them) or no labels."""
-    with np.load(MODELS / model / version / "reference.npz") as data:
+def expected_labels(model: str, version: str, models: Path = MODELS) -> np.ndarray | None:
+    """What ``version`` (in ``models``) answers on ``rows(model)``, for checking a server's
+    replies; None when its reference split holds other rows (a version built on part of them)
+    or no labels."""
+    with np.load(models / model / version / "reference.npz") as data:
         if "output_label" not in data.files or not np.array_equal(
                 np.asarray(data["inputs"], dtype=np.float32), rows(model)):
             return None

@@ -164,8 +164,9 @@ def check_any_v2(i: int, doc: dict[str, Any], headers: dict[str, str]) -> str | 
     return None
 
 
-def check_model(model: str, default_version: str = "1") -> Check:
-    """The label must be what the answering version gives on that row (from reference.npz)."""
+def check_model(model: str, default_version: str = "1", models: Path = MODELS) -> Check:
+    """The label must be what the answering version gives on that row (from its reference.npz
+    in ``models``)."""
     labels: dict[str, Any] = {}
 
     def check(i: int, doc: dict[str, Any], headers: dict[str, str]) -> str | None:
@@ -175,7 +176,7 @@ def check_model(model: str, default_version: str = "1") -> Check:
         version = headers.get("x-model-version") or str(doc.get("model_version") or
                                                        default_version)
         if version not in labels:
-            labels[version] = expected_labels(model, version)
+            labels[version] = expected_labels(model, version, models)
         expected = labels[version]
         label = next((o for o in doc["outputs"] if o.get("name") == "label"), None)
         if expected is None or label is None:
@@ -209,11 +210,11 @@ def minimal_ort_spec(port: int, model: str = "breast-cancer", version: str = "1"
 
 
 def canarygate_spec(name: str, config: Path, port: int, token: str,
-                    model: str = "breast-cancer") -> ServerSpec:
+                    model: str = "breast-cancer", check: Check | None = None) -> ServerSpec:
     argv = [str(VENV_BIN / "canarygate"), "serve", "--config", str(config),
             "--port", str(port), "--log-level", "warning"]
-    return ServerSpec(name, argv, port, f"/v2/models/{model}/infer", check_model(model),
-                      env={ADMIN_TOKEN_ENV: token}, model=model)
+    return ServerSpec(name, argv, port, f"/v2/models/{model}/infer",
+                      check or check_model(model), env={ADMIN_TOKEN_ENV: token}, model=model)
 
 
 def mlserver_spec(mlserver: Path, repo: Path, port: int,
@@ -253,6 +254,23 @@ def canarygate_config(workdir: Path, port: int, *, recording: bool = True, drift
              "versions": {"1": {"path": "diabetes/1"}, "2": {"path": "diabetes/2"}},
              "baseline": "1"},
         ],
+    }
+
+
+def wide_config(workdir: Path, port: int, models: Path,
+                batching: dict[str, Any]) -> dict[str, Any]:
+    """The batching bench's second gateway: the run-dominated model (``models/build.py
+    --wide``, built into ``models``) alone, recording and drift on, no rollout."""
+    return {
+        "server": {"host": "127.0.0.1", "port": port},
+        "admin": {"token_env": ADMIN_TOKEN_ENV},
+        "models_dir": str(models),
+        "state_dir": str(workdir / "state"),
+        "dataset": {"enabled": True, "dir": str(workdir / "dataset"),
+                    "retention_bytes": 512 * 1024 * 1024},
+        "drift": {"enabled": True},
+        "models": [{"name": "breast-cancer", "versions": {"wide": {"path": "breast-cancer/wide"}},
+                    "baseline": "wide", "batching": batching}],
     }
 
 
