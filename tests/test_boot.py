@@ -119,3 +119,34 @@ def test_the_request_path_warm_up_leaves_no_trace(launch: object, tmp_path: Path
             assert client.post("/v2/models/breast-cancer/infer",
                                json=v2_body(ROW)).status_code == 200
     assert figures() == (10, 10, 10, 10)
+
+
+def nice_values(pid: int) -> dict[int, int]:
+    """Each thread of ``pid`` and its nice value (field 19 of /proc/PID/task/TID/stat)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        found[int(task.name)] = int(stat[stat.rindex(")") + 2:].split()[16])
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_background_threads_give_the_core_to_the_event_loop(launch: object,
+                                                            tmp_path: Path) -> None:
+    """The analysis thread and the dataset writer's run at nice 19, so that on a shared core
+    the scheduler runs the event loop first; the loop's thread and the inference threads keep
+    the process's priority."""
+    server: Server = launch(gateway_config(tmp_path))  # type: ignore[operator]
+    with httpx.Client(base_url=server.url, timeout=5) as client:
+        for _ in range(5):  # the inference threads start with their first runs
+            assert client.post("/v2/models/breast-cancer/infer",
+                               json=v2_body(ROW)).status_code == 200
+    deadline = time.monotonic() + 5  # the analysis thread starts with its first pass (1 s)
+    while True:
+        nice = nice_values(server.process.pid)
+        if sum(v == 19 for v in nice.values()) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert nice[server.process.pid] == 0  # the event loop's
+    assert sorted(nice.values()).count(19) == 2, nice  # analysis, dataset writer
+    assert all(v in (0, 19) for v in nice.values()), nice

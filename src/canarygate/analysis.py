@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 from typing import Any
 
-from canarygate.background import release_memory
+from canarygate.background import lower_priority, release_memory
 from canarygate.config import DriftConfig
 from canarygate.drift import DriftMonitor
 from canarygate.drift.sequential import SequentialMonitor
@@ -38,6 +39,9 @@ class Analysis:
         self.drift = drift
         self.detectors = detectors
         self.passes = 0
+        # Its own thread, at the background's priority (the loop's default executor also
+        # serves admin requests, which should not wait behind a low priority).
+        self._thread = ThreadPoolExecutor(1, "canarygate-analysis", initializer=lower_priority)
 
     async def run(self) -> None:
         """Feed the detectors and bin drift every second; evaluate drift every interval."""
@@ -50,9 +54,13 @@ class Analysis:
             if evaluate:
                 due += interval
             try:
-                await asyncio.to_thread(self.step, evaluate)
+                await loop.run_in_executor(self._thread, self.step, evaluate)
             except Exception:
                 log.exception("drift evaluation failed")
+
+    def close(self) -> None:
+        """No more passes (one under way finishes on its thread)."""
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
     def step(self, evaluate: bool) -> None:
         """One pass (on the analysis thread): ``evaluate`` closes a drift interval."""

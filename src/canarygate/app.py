@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -251,6 +252,7 @@ async def stop(gw: Parts) -> None:
     for task in gw.tasks:
         task.cancel()
     await asyncio.gather(*gw.tasks, return_exceptions=True)
+    gw.analysis.close()
     await gw.shadow.drain()
     if gw.writer is not None:
         await asyncio.to_thread(gw.writer.stop)
@@ -290,6 +292,7 @@ def _lifespan(gw: Parts) -> Callable[[Starlette], AbstractAsyncContextManager[No
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+        sys.setswitchinterval(gw.config.server.switch_interval_ms / 1000)
         log.info("canarygate serving %s", ", ".join(gw.registry.models))
         try:
             yield

@@ -29,7 +29,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from canarygate.background import yield_gil
+from canarygate.background import lower_priority, yield_gil
 from canarygate.config import DatasetConfig
 from canarygate.recorder.queue import FeedbackRecord, Record, Recorder
 from canarygate.runtime.tensors import tensor_json
@@ -90,6 +90,7 @@ class Writer:
         self._thread.join()
 
     def _run(self) -> None:
+        lower_priority()
         interval = self.config.flush_interval_seconds
         try:
             while not self._stop.wait(interval):
@@ -109,6 +110,7 @@ class Writer:
             self.recorder.errors += 1
 
     def _convert(self) -> None:
+        lower_priority()
         while (source := self._pending.get()) is not None:
             target = (self.root / PARQUET / source.relative_to(self.root)).with_suffix(
                 ".parquet")
