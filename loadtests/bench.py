@@ -65,6 +65,7 @@ from loadtests.servers import (
     config_problem,
     minimal_ort_spec,
     mlserver_spec,
+    request,
     rollout_view,
     wide_config,
     write_config,
@@ -175,6 +176,20 @@ class Bench:
                 "error": view.get("error"),
                 "requests": {arm: c.get("requests") for arm, c in counts.items()}}
 
+    def gateway_view(self, server: Server, seconds: float) -> list[dict[str, Any]] | None:
+        """The gateway's own figures over about the last ``seconds`` (its 5 s sub-windows): per
+        variant, the time from reading a request to sending its answer, the wait for a run and
+        the run, for the breakdown of the client's latency."""
+        if not server.spec.name.startswith("canarygate"):
+            return None
+        status, raw, _ = request(server.spec.port, "GET",
+                                 f"/admin/stats/{MODEL}?seconds={max(5, round(seconds))}",
+                                 headers={"authorization": f"Bearer {self.token}"})
+        if status != 200:
+            return None
+        keep = ("version", "variant", "requests", "total_ms", "queue_ms", "inference_ms")
+        return [{k: v.get(k) for k in keep} for v in json.loads(raw).get("variants", [])]
+
     def run_servers(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """The throughput and latency stages: every server in ``names``, side by side."""
         return self._together({name: partial(self.spec, name) for name in names},
@@ -234,6 +249,8 @@ class Bench:
                 try:
                     rep = measured(server, load(name, server), self.o.hygiene, name)
                     rep["rollout"] = self.rollout(server)
+                    if kind == "open":
+                        rep["gateway"] = self.gateway_view(server, self.o.duration)
                 except (ServerFailed, RuntimeError, OSError) as exc:
                     self._failed(entries, live, name, exc)
                     continue

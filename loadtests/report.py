@@ -283,6 +283,7 @@ def table(results: dict[str, Any]) -> str:
     for name, entry in results.get("servers", {}).items():
         lines.append(_server_row(name, entry))
         lines += _rollout_lines(entry)
+    lines += _breakdown_lines(results.get("servers", {}))
     lines += _batching_lines(results.get("batching"))
     lines += _bulk_lines(results.get("bulk"))
     lines += _memory_lines(results.get("memory"))
@@ -315,6 +316,30 @@ def _busy_warning(h: dict[str, Any]) -> list[str]:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
+
+
+def _breakdown_lines(servers: dict[str, Any]) -> list[str]:
+    """Where an open-loop request's time goes, for each canarygate of the run (its median rep
+    by p99): the client's latency, the gateway's own time from reading the request to sending
+    the answer (per variant: in it, the wait for a run and the run), and the event loop's
+    stalls. What the client sees beyond the gateway's own time is spent outside the app:
+    waiting for the loop to read the request or to write the answer, and the kernel."""
+    out: list[str] = []
+    for name, entry in servers.items():
+        rep = median_rep([r for r in entry.get("open", []) if r.get("gateway")], "p99_ms")
+        if not name.startswith("canarygate") or rep is None:
+            continue
+        if not out:
+            out = ["", "where an open-loop request's time goes (median rep by p99; ms):"]
+        out.append(f"  {name}: client p50 {rep['p50_ms']} p99 {rep['p99_ms']} p99.9 "
+                   f"{rep['p99.9_ms']}; loop lag p99 <= {rep.get('loop_lag_p99_le_ms', '-')}, "
+                   f"{rep.get('loop_stalls_10ms_per_s', '-')} stalls >= 10 ms a second")
+        for v in rep["gateway"]:
+            total, wait, run = (v.get(k) or {} for k in ("total_ms", "queue_ms", "inference_ms"))
+            out.append(f"    {v['variant']} {v['version']}: in the gateway p50 {total.get('p50')} "
+                       f"p99 {total.get('p99')} p99.9 {total.get('p99_9')}; wait for a run "
+                       f"p99 {wait.get('p99')}; run p99 {run.get('p99')}")
+    return out
 
 
 def _batching_lines(batching: dict[str, Any] | None) -> list[str]:
