@@ -239,38 +239,33 @@ def canarygate_config(workdir: Path, port: int, *, recording: bool = True, drift
         breast["rollout"] = rollout
     if batching is not None:
         breast["batching"] = batching
-    return {
-        "server": {"host": "127.0.0.1", "port": port},
-        "admin": {"token_env": ADMIN_TOKEN_ENV},
-        "models_dir": str(MODELS),
-        "state_dir": str(workdir / "state"),
-        # Retention keeps a long run's dataset bounded on disk; it is part of "everything on".
-        "dataset": {"enabled": recording, "dir": str(workdir / "dataset"),
-                    "retention_bytes": 512 * 1024 * 1024},
-        "drift": {"enabled": drift},
-        "models": [
-            breast,
-            {"name": "diabetes",
-             "versions": {"1": {"path": "diabetes/1"}, "2": {"path": "diabetes/2"}},
-             "baseline": "1"},
-        ],
-    }
+    diabetes = {"name": "diabetes",
+                "versions": {"1": {"path": "diabetes/1"}, "2": {"path": "diabetes/2"}},
+                "baseline": "1"}
+    return _gateway(workdir, port, MODELS, [breast, diabetes], recording=recording, drift=drift)
 
 
 def wide_config(workdir: Path, port: int, models: Path,
                 batching: dict[str, Any]) -> dict[str, Any]:
     """The batching bench's second gateway: the run-dominated model (``models/build.py
     --wide``, built into ``models``) alone, recording and drift on, no rollout."""
+    wide = {"name": "breast-cancer", "versions": {"wide": {"path": "breast-cancer/wide"}},
+            "baseline": "wide", "batching": batching}
+    return _gateway(workdir, port, models, [wide], recording=True, drift=True)
+
+
+def _gateway(workdir: Path, port: int, models_dir: Path, models: list[dict[str, Any]], *,
+             recording: bool, drift: bool) -> dict[str, Any]:
     return {
         "server": {"host": "127.0.0.1", "port": port},
         "admin": {"token_env": ADMIN_TOKEN_ENV},
-        "models_dir": str(models),
+        "models_dir": str(models_dir),
         "state_dir": str(workdir / "state"),
-        "dataset": {"enabled": True, "dir": str(workdir / "dataset"),
+        # Retention keeps a long run's dataset bounded on disk; it is part of "everything on".
+        "dataset": {"enabled": recording, "dir": str(workdir / "dataset"),
                     "retention_bytes": 512 * 1024 * 1024},
-        "drift": {"enabled": True},
-        "models": [{"name": "breast-cancer", "versions": {"wide": {"path": "breast-cancer/wide"}},
-                    "baseline": "wide", "batching": batching}],
+        "drift": {"enabled": drift},
+        "models": models,
     }
 
 
