@@ -150,3 +150,13 @@ def test_background_threads_give_the_core_to_the_event_loop(launch: object,
     assert nice[server.process.pid] == 0  # the event loop's
     assert sorted(nice.values()).count(19) == 2, nice  # analysis, dataset writer
     assert all(v in (0, 19) for v in nice.values()), nice
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_background_nice_zero_keeps_every_thread_at_the_loops_priority(
+        launch: object, tmp_path: Path) -> None:
+    server: Server = launch(gateway_config(  # type: ignore[operator]
+        tmp_path, server={"background_nice": 0}))
+    time.sleep(1.5)  # past the analysis thread's first pass
+    nice = nice_values(server.process.pid)
+    assert len(nice) > 3 and set(nice.values()) == {0}, nice

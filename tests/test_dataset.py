@@ -241,7 +241,12 @@ def test_rotation_and_retention(launch: Any, tmp_path: Path,
             r = http.post("/v2/models/breast-cancer/infer",
                           json=v2_body(breast_cancer_rows[i:i + 1]))
             sent.append(r.headers["x-request-id"])
-    written = server.metric("canarygate_dataset_records_total", outcome="written")
+    # The writer runs at a low priority (background.lower_priority): on a busy machine it may
+    # trail the answers for a moment, so its count is awaited before the server stops.
+    deadline = time.monotonic() + 20
+    while (written := server.metric("canarygate_dataset_records_total",
+                                    outcome="written")) < 300 and time.monotonic() < deadline:
+        time.sleep(0.05)
     server.stop()
     segments = reader.segments(tmp_path / "dataset")
     assert written == 300

@@ -24,6 +24,7 @@ from starlette.types import Scope
 
 from canarygate.admin.api import AdminAPI
 from canarygate.analysis import Analysis
+from canarygate.background import set_background_nice
 from canarygate.config import GatewayConfig
 from canarygate.dashboard import Dashboard
 from canarygate.drift import DriftMonitor
@@ -115,6 +116,7 @@ def build(config: GatewayConfig) -> Parts:
     """Every part, wired; models loaded and rollout state restored (ConfigError before
     anything starts when the config or a model folder cannot be served)."""
     registry = ModelRegistry.load(config)
+    set_background_nice(config.server.background_nice)  # before any background thread starts
     group = os.environ.get(GROUP_DIR_ENV)  # set by the parent of a --workers group
     runner, metrics, table, live = (Runner(config.server.inference_threads),
                                     Metrics(Path(group) if group else None), RoutingTable(),

@@ -21,6 +21,13 @@ from collections.abc import Callable
 
 PAUSE_SECONDS = 0.0002
 BACKGROUND_NICE = 19
+_nice = BACKGROUND_NICE  # what lower_priority sets: ServerConfig.background_nice, at build
+
+
+def set_background_nice(nice: int) -> None:
+    """The nice value background threads started from now on take (0: the loop's own)."""
+    global _nice
+    _nice = nice
 
 
 def yield_gil() -> None:
@@ -33,11 +40,12 @@ def lower_priority() -> None:
     is its own). The pauses above hand over the GIL; this hands over the core: when the loop
     wakes for a request, the scheduler preempts a background thread at once rather than at
     the end of its time slice, and background work fills the time the loop leaves idle. On one
-    core (a pinned server, a small container) that is most of the tail at moderate load."""
-    if sys.platform.startswith("linux"):
+    core (a pinned server, a small container) that is most of the tail at moderate load.
+    They yield to other processes on the machine as much: see ServerConfig.background_nice."""
+    if _nice > 0 and sys.platform.startswith("linux"):
         # Not allowed here: the thread keeps the loop's priority.
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _nice)
 
 
 @functools.cache

@@ -66,6 +66,13 @@ class ServerConfig(_Frozen):
     Python (drift, the dataset writer) may keep the event loop waiting for the interpreter.
     CPython's own default is 5 ms; 1 ms took the p99 at 1,200 requests a second on one core
     from about 8.5 to 5.8 ms (open loop, everything on, 2026-12-01)."""
+    background_nice: int = Field(default=19, ge=0, le=19)
+    """The nice value (Linux) of the background threads: the analysis thread, the dataset
+    writer and its Parquet converter. At 19 the scheduler runs the event loop first and they
+    fill the time it leaves idle (open-loop p99 on one core about halved, 2026-12-01). They
+    then also yield to every other process on the machine: on a node kept busy by others the
+    dataset writer can trail, and the queue's policy decides (``dataset.on_full``; watch
+    ``canarygate_dataset_writer_lag_seconds``). Lower it there; 0 keeps the loop's own."""
     request_id_header: str = "x-request-id"
     sticky_header: str = "x-user-id"
     """A request carrying this header is routed by a hash of its value: the same key always
