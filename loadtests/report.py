@@ -391,8 +391,7 @@ def _bulk_lines(bulk: dict[str, Any] | None) -> list[str]:
     lines = ["", f"{bulk['rows_per_request']:,}-row requests on canarygate-all-on, closed loop "
              f"c{bulk['connections']} (median of the reps):"]
     for fmt in ("json", "binary"):
-        reps = bulk.get(fmt) or []
-        best = median_rep(reps, "rows_per_second") if reps else None
+        best = median_rep(bulk.get(fmt) or [], "rows_per_second")
         if best:
             lines.append(f"  {fmt:<7} {best['rows_per_second']:>11,.0f} rows/s  "
                          f"{best['rps']:>7,.1f} req/s  p50 {best['p50_ms']:.2f} ms  p99 "

@@ -179,14 +179,14 @@ def scratch_endpoint(gw: Parts) -> tuple[InferEndpoint, Callable[[], Awaitable[N
     recorder = Recorder(gw.config.dataset) if gw.recorder is not None else None
     detectors = SequentialMonitor(gw.config.detectors) if gw.detectors is not None else None
     feedback = FeedbackBook(1024, gw.config.feedback.ttl_seconds)
+    shadow = Shadow(runner, metrics, recorder, None)
     observer = Observer(metrics, LiveStats(), feedback, table, recorder=recorder,
-                        detectors=detectors, shadow=Shadow(runner, metrics, recorder, None))
-    shadow = observer.shadow
+                        detectors=detectors, shadow=shadow)
     plane = ServingPlane(gw.registry, table, runner)
 
     async def close() -> None:
-        if shadow is not None:  # mirrored runs still in flight finish on the runner first
-            await asyncio.gather(*shadow.tasks, return_exceptions=True)
+        # Mirrored runs still in flight finish on the runner first.
+        await asyncio.gather(*shadow.tasks, return_exceptions=True)
         runner.close()
 
     return InferEndpoint(plane, observer, V2Codec(), gw.config.server, pinned=False), close

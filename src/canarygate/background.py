@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable
 
 PAUSE_SECONDS = 0.0002
-BACKGROUND_NICE = 19
-_nice = BACKGROUND_NICE  # what lower_priority sets: ServerConfig.background_nice, at build
+_nice = 19  # what lower_priority sets: ServerConfig.background_nice, from build on
 
 
 def set_background_nice(nice: int) -> None:
