@@ -14,6 +14,7 @@ from test_slow_model import slow_model
 from canarygate.config import BatchingConfig
 from canarygate.errors import ModelFailure
 from canarygate.runtime import ModelVersion
+from canarygate.runtime.batcher import RunCost
 from canarygate.runtime.runner import Runner
 from conftest import MODELS, Server, ort_outputs, v2_body
 
@@ -218,3 +219,39 @@ def test_fast_batches_run_inline_once_timed_and_slow_ones_never(
     want = ort_outputs("breast-cancer", "2", breast_cancer_rows[:64])
     for i, result in enumerate(last):
         assert_same_rows(result.outputs[1], want["probabilities"][i:i + 1])
+
+
+def test_run_cost_is_the_weighted_least_squares_line() -> None:
+    """RunCost's line against numpy's weighted fit of the same runs, with the weights its
+    update gives each run (a plain mean at first, then each run worth 1 - decay the next)."""
+    rng = np.random.default_rng(7)
+    rows = rng.choice([1, 2, 4, 8, 16, 32], size=300)
+    seconds = (60 + 4 * rows) * 1e-6 * rng.uniform(0.6, 1.4, size=rows.size)
+    cost = RunCost(probes=4, decay=0.02, spike=1e9)  # no cap: the plain fit
+    for r, t in zip(rows, seconds, strict=True):
+        cost.learn(float(t), int(r))
+    shares = [max(0.02, 1 / n) for n in range(1, rows.size + 1)]
+    weights = [a * float(np.prod([1 - b for b in shares[i + 1:]]))
+               for i, a in enumerate(shares)]
+    slope, fixed = np.polyfit(rows, seconds, 1, w=np.sqrt(weights))
+    for n in (1, 16, 64):
+        assert cost.predict(n) == pytest.approx(fixed + slope * n, rel=1e-9)
+
+
+def test_run_cost_reads_spread_in_small_runs_as_spread_not_as_cost_per_row() -> None:
+    """A cheap model's runs in a busy server: one row costs 40-120 µs (cold caches), eight
+    rows 80-160 µs. The cost of 16 rows is about 150 µs, well under the 300 µs below which a
+    batch runs on the loop; a line through the least run with the mean slope put it over
+    400 µs and sent such batches to a thread."""
+    rng = np.random.default_rng(3)
+    cost = RunCost()
+    for _ in range(400):
+        rows = int(rng.choice([1, 8]))
+        cost.learn(float(rng.uniform(40, 120) if rows == 1 else rng.uniform(80, 160)) * 1e-6,
+                   rows)
+    expected = cost.predict(16)
+    assert expected is not None and 120e-6 < expected < 200e-6
+    # A run preempted for 50 ms moves the line by no more than a few runs' worth.
+    cost.learn(0.05, 1)
+    after = cost.predict(16)
+    assert after is not None and after < 1.5 * expected

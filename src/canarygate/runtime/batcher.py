@@ -34,26 +34,49 @@ TIMER_RESOLUTION = 0.001  # seconds; shorter waits mean "the next turn of the lo
 
 
 class RunCost:
-    """What a run of one version costs: the least time any run took (the per-call overhead)
-    plus a per-row slope, smoothed over recent runs. Unknown until ``probes`` runs were timed,
-    so a version's first batches always run on a thread. Runs are timed in the running
-    thread's CPU time: wall time would count the wait for the GIL after the run, which other
-    threads' work inflates, and send a small model's batches to a thread for nothing."""
+    """What a run of one version is expected to cost for a number of rows: a straight line
+    fitted by least squares to recent runs, each run weighing ``1 - decay`` as much as the
+    next. Unknown until ``probes`` runs were timed, so a version's first batches always run on
+    a thread. Runs are timed in the running thread's CPU time: wall time would count the wait
+    for the GIL after the run, which other threads' work inflates.
 
-    def __init__(self, probes: int = 4) -> None:
+    The expected cost, not the least: in a server a run finds its caches cold, and a one-row
+    run of a demo model costs 40 µs at best but 80 µs typically. A line through the least
+    run time with the mean slope (this class's first form) read that spread as a cost per row
+    of 20-40 µs against the 5 µs there is, and sent half of a busy demo's batches to a thread,
+    whose hand-off costs more than the run. One run's preemption is capped at ``spike`` times
+    the expected cost, so a single stall does not move the line."""
+
+    def __init__(self, probes: int = 4, decay: float = 0.02, spike: float = 4.0) -> None:
         self.probes = probes
+        self.decay = decay
+        self.spike = spike
         self.runs = 0
-        self.fixed = float("inf")
-        self.per_row = 0.0
+        # Weighted means of rows, seconds, rows squared, rows times seconds.
+        self._x = self._y = self._xx = self._xy = 0.0
 
     def learn(self, seconds: float, rows: int) -> None:
+        if self.runs >= self.probes:
+            seconds = min(seconds, self.spike * self._line(rows))
         self.runs += 1
-        self.fixed = min(self.fixed, seconds)
-        slope = (seconds - self.fixed) / max(rows, 1)
-        self.per_row = slope if self.runs == 1 else 0.9 * self.per_row + 0.1 * slope
+        a = max(self.decay, 1.0 / self.runs)  # a plain mean until there are enough runs
+        self._x += a * (rows - self._x)
+        self._y += a * (seconds - self._y)
+        self._xx += a * (rows * rows - self._xx)
+        self._xy += a * (rows * seconds - self._xy)
 
     def predict(self, rows: int) -> float | None:
-        return None if self.runs < self.probes else self.fixed + self.per_row * rows
+        return None if self.runs < self.probes else self._line(rows)
+
+    def _line(self, rows: int) -> float:
+        spread = self._xx - self._x * self._x
+        if spread >= 0.25:  # batches of more than one size: fit the line
+            slope = max(0.0, (self._xy - self._x * self._y) / spread)
+            fixed = self._y - slope * self._x
+            if fixed >= 0.0:
+                return fixed + slope * rows
+        # One size seen (or a line through negative cost): larger batches cost in proportion.
+        return self._y * max(1.0, rows / self._x) if self._x > 0 else self._y
 
 
 @dataclass(slots=True)
