@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from canarygate.background import yield_gil
+from canarygate.background import Pacer
 from canarygate.config import DriftConfig
 from canarygate.drift.distances import (
     benjamini_hochberg,
@@ -76,7 +76,6 @@ class SubWindow:
 
 
 Entry = tuple[str, str, str, dict[str, np.ndarray], dict[str, np.ndarray], int]
-YIELD_EVERY = 500  # requests taken between two pauses for the event loop (see yield_gil)
 RATE_EVERY = 512  # requests between two updates of the sampling stride
 
 
@@ -308,13 +307,13 @@ class DriftMonitor:
         """
         groups: dict[tuple[str, str, str], list[Entry]] = {}
         buffer = self.buffer
-        for i in range(len(buffer)):  # what is there now: a busy request path cannot pin us
+        pace = Pacer()
+        for _ in range(len(buffer)):  # what is there now: a busy request path cannot pin us
             try:
                 entry = buffer.popleft()
             except IndexError:  # the request path evicted the rest
                 break
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                yield_gil()
+            pace()
             self._taken += entry[5]
             key = (entry[0], entry[1], entry[2])
             found = groups.get(key)

@@ -23,13 +23,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from canarygate.background import yield_gil
+from canarygate.background import Pacer, yield_gil
 from canarygate.config import DetectorsConfig
 from canarygate.drift.detectors import ADWIN, DDM, EDDM, Detector, PageHinkley
 from canarygate.stats.sampling import Stride
 
 MAX_EVENTS = 50  # detections kept per stream, newest last
-FEED_CHUNK = 500  # values between two pauses for the event loop
 RATE_EVERY = 256  # latencies between two updates of the sampling stride
 BATCHES_KEPT = 600  # a worker's batches waiting for Redis at most (10 minutes at one a second)
 
@@ -166,14 +165,14 @@ class SequentialMonitor:
             self._feed_merged(at)
             return
         buffer = self.latency_buffer
-        for i in range(len(buffer)):
+        pace = Pacer()
+        for _ in range(len(buffer)):
             try:
                 model, version, seconds_taken = buffer.popleft()
             except IndexError:
                 break
             self._stream(model, version, "latency", False).add(seconds_taken, at)
-            if i % FEED_CHUNK == FEED_CHUNK - 1:
-                yield_gil()
+            pace()
 
     # -- shared by several workers ------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from canarygate.background import lower_priority, yield_gil
+from canarygate.background import Pacer, lower_priority
 from canarygate.config import DatasetConfig
 from canarygate.recorder.queue import FeedbackRecord, Record, Recorder
 from canarygate.runtime.tensors import tensor_json
@@ -37,7 +37,6 @@ from canarygate.runtime.tensors import tensor_json
 log = logging.getLogger("canarygate.recorder")
 
 BATCH = 4096  # records serialised per write
-YIELD_EVERY = 256  # records serialised between two pauses for the event loop
 UNKNOWN = "+unknown"  # no model name starts with "+"; pyarrow skips names starting "_"
 PARQUET = "_parquet"
 NOTHING: frozenset[str] = frozenset()
@@ -132,11 +131,11 @@ class Writer:
 
     def _drain(self) -> None:
         queue = self.recorder.queue
+        pace = Pacer()  # serialising is Python work: let the event loop in
         while queue:
             batch: dict[str, list[bytes]] = {}
-            for i in range(min(BATCH, len(queue))):
-                if i % YIELD_EVERY == YIELD_EVERY - 1:
-                    yield_gil()  # serialising is Python work: let the event loop in
+            for _ in range(min(BATCH, len(queue))):
+                pace()
                 record = queue.popleft()
                 try:
                     line = orjson.dumps(self._json(record), option=orjson.OPT_SERIALIZE_NUMPY)
