@@ -160,7 +160,7 @@ models:
   - name: breast-cancer
     versions: {{"2": {{path: breast-cancer/2}}}}
     baseline: "2"
-    batching: {{max_rows: 32, max_wait_us: 200000}}
+    batching: {{max_rows: 32, max_wait_us: 200000, inline_max_us: 1000000}}
 """)
     server: Server = launch(config)
     rows = breast_cancer_rows[:200]
@@ -168,6 +168,9 @@ models:
     warm_batches = server.metric("canarygate_batches_total", model="breast-cancer")
     warm_rows = server.metric("canarygate_batch_rows_total", model="breast-cancer")
     assert warm_batches == 4 and warm_rows == 4 * 8  # server.warmup_runs of warmup_rows
+    # A version's first runs go to a thread, timed there; once its cost is known, a run
+    # expected under inline_max_us (here, all of them) is made on the event loop.
+    assert server.metric("canarygate_batches_on_loop_total", model="breast-cancer") == 0
 
     async def post_all() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=64)
@@ -189,6 +192,7 @@ models:
                                  model="breast-cancer") - warm_rows
     assert batched_rows == len(rows)
     assert batches < len(rows) / 4  # most requests shared a run
+    assert server.metric("canarygate_batches_on_loop_total", model="breast-cancer") == batches
 
 
 def test_fast_batches_run_inline_once_timed_and_slow_ones_never(

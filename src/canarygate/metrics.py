@@ -295,11 +295,18 @@ class _BatchCollector:
         rows = CounterMetricFamily("canarygate_batch_rows",
                                    "Rows those runs took (rows / batches is the mean batch).",
                                    labels=labels)
+        on_loop = CounterMetricFamily(
+            "canarygate_batches_on_loop",
+            "Of those runs, the ones made on the event loop itself (expected to take under the "
+            "model's batching.inline_max_us); the others went to an inference thread.",
+            labels=labels)
         for version, batcher in list(self.runner.batchers.items()):
             batches.add_metric([version.model, version.version], batcher.batches)
             rows.add_metric([version.model, version.version], batcher.rows)
+            on_loop.add_metric([version.model, version.version], batcher.inline_batches)
         yield batches
         yield rows
+        yield on_loop
 
 
 class _FeedbackCollector:
