@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from canarygate import background
 from canarygate.config import DatasetConfig
 from canarygate.recorder import Record, Recorder, reader
 from canarygate.recorder.writer import Writer
@@ -321,6 +322,28 @@ def test_one_large_drain_is_split_across_segments(tmp_path: Path) -> None:
     assert_segment_sizes(segments, 4000)
     assert [rid for seg in w.ids() for rid in seg] == [f"r{i:05d}" for i in range(300)]
     assert w.recorder.written == 300
+
+
+def test_a_writer_behind_drains_without_pausing(tmp_path: Path, monkeypatch: Any) -> None:
+    """The writer's drain pauses every 0.2 ms of work for the event loop, except while more
+    than 1/64 of the queue's limit waits: then it catches up at full speed, pausing only for
+    the last 1/64."""
+    pauses: list[int] = []
+    monkeypatch.setattr(background, "yield_gil", lambda: pauses.append(1))
+
+    def drain(queue_size: int) -> int:
+        pauses.clear()
+        w = InProcess(tmp_path / str(queue_size), queue_size=queue_size)
+        w.put(*(record(i) for i in range(4000)))
+        w.writer.start()
+        w.writer.stop()  # one drain of all 4,000, then every segment closed
+        assert w.recorder.written == 4000
+        return len(pauses)
+
+    keeping_up = drain(100_000)  # 4,000 waiting of 100,000: paced throughout
+    behind = drain(4000)  # the queue full: paced for its last 62 records only
+    assert keeping_up >= 25  # 4,000 records are several ms of serialising
+    assert behind < keeping_up / 3, (behind, keeping_up)
 
 
 def test_rotation_and_retention_by_age(tmp_path: Path) -> None:
