@@ -218,7 +218,10 @@ def test_fast_batches_run_inline_once_timed_and_slow_ones_never(
         runner.close()
     # After its first timed runs the small model's batches ran on the loop (one hand-off
     # costs more than the run), while the slow one's ~ms runs always went to the thread.
-    assert fast_b.inline_batches >= fast_b.batches - fast_b.cost.probes > 0
+    # Most, not all: a probe that met a busy machine (CI's) raises the first runs' plain mean
+    # above the limit for a batch or two; a batcher that never runs inline fails this.
+    timed = fast_b.batches - fast_b.cost.probes
+    assert timed > 0 and fast_b.inline_batches >= 0.75 * timed
     assert slow_b.inline_batches == 0 and slow_b.batches == 16
     want = ort_outputs("breast-cancer", "2", breast_cancer_rows[:64])
     for i, result in enumerate(last):

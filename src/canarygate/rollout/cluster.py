@@ -237,9 +237,9 @@ class Cluster:
     def load_decisions(self, models: list[str]) -> None:
         """At start: the recent log of every model (so any replica serves the same log)."""
         for model in models:
-            for decision in self.store.decisions(model, RECENT_DECISIONS):
+            self._seen[model], found = self.store.decisions_since(model, 0, RECENT_DECISIONS)
+            for decision in found:
                 self._remember(decision)
-            self._seen[model] = int(self.store.client.llen(self.store.key("decisions", model)))
 
     def _remember(self, decision: dict[str, Any]) -> None:
         """A decision read from Redis, in Redis's order; no longer this worker's pending."""
@@ -380,13 +380,10 @@ class Cluster:
     def _new_decisions(self, models: list[str]) -> dict[str, list[dict[str, Any]]]:
         out = {}
         for model in models:
-            length = int(self.store.client.llen(self.store.key("decisions", model)))
-            new = min(length - self._seen.get(model, 0), RECENT_DECISIONS)
-            if length < self._seen.get(model, 0):  # trimmed meanwhile: take what is there
-                new = min(length, RECENT_DECISIONS)
-            if new > 0:
-                out[model] = self.store.decisions(model, new)
-            self._seen[model] = length
+            self._seen[model], found = self.store.decisions_since(
+                model, self._seen.get(model, 0), RECENT_DECISIONS)
+            if found:
+                out[model] = found
         return out
 
     def _listen(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:

@@ -4,7 +4,9 @@ Keys, under the prefix ``p``:
 
 - ``p:state``: a hash, model -> the ``RolloutState`` as JSON;
 - ``p:versions:<model>``: a hash, version -> folder, for versions registered at run time;
-- ``p:decisions:<model>``: a list, the decision log (the newest ``KEEP_DECISIONS``);
+- ``p:decisions:<model>``: a list, the decision log (the newest ``KEEP_DECISIONS``), and
+  ``p:decided:<model>``, how many decisions were ever appended to it (a reader asks for those
+  past the count it has read: the list's length stops growing at the cap);
 - ``p:lease`` and ``p:fence``: the acting controller's lease, ``"<token>:<worker>"`` with an
   expiry, and the counter its fencing tokens come from;
 - ``p:step:<model>:<window>``: a hash, worker -> that worker's cumulative counts of one step;
@@ -33,8 +35,9 @@ KEEP_DECISIONS = 10_000
 STEP_TTL_SECONDS = 7 * 86_400  # a step's counts outlive any step
 BUCKET_SECONDS = 60  # the shared feedback index keeps a hash of predictions per minute
 
-# KEYS: state hash, lease, decisions list. ARGV: model, state JSON or "", revision, token or "",
-# decision JSON or "", channel, decisions kept, the state's stamp, its parent's stamp.
+# KEYS: state hash, lease, decisions list, decisions count. ARGV: model, state JSON or "",
+# revision, token or "", decision JSON or "", channel, decisions kept, the state's stamp,
+# its parent's stamp.
 # A state is taken on top of its parent (the stored revision is one less and has the parent's
 # stamp), or over itself (the same revision and stamp: a checkpoint, not announced: followers
 # read it at their next sync), or on an empty slot.
@@ -58,9 +61,24 @@ end
 if ARGV[5] ~= '' then
   redis.call('RPUSH', KEYS[3], ARGV[5])
   redis.call('LTRIM', KEYS[3], -tonumber(ARGV[7]), -1)
+  redis.call('INCR', KEYS[4])
 end
 if announce then redis.call('PUBLISH', ARGV[6], ARGV[1]) end
 return 1
+"""
+# KEYS: decisions list, decisions count. ARGV: decisions read so far, most to return.
+# Returns the count and the decisions appended since, read in one step (a length read apart
+# from the range would skip one appended in between and read it twice later). A count below
+# what was read means the log was reset: it is read again from its start. A list without a
+# count (written before there was one) counts its length.
+_READ = """
+local length = redis.call('LLEN', KEYS[1])
+local total = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), length)
+local new = total - tonumber(ARGV[1])
+if new < 0 then new = total end
+new = math.min(new, length, tonumber(ARGV[2]))
+if new <= 0 then return {total, {}} end
+return {total, redis.call('LRANGE', KEYS[1], -new, -1)}
 """
 # KEYS: lease, fence. ARGV: worker, milliseconds.
 _ACQUIRE = """
@@ -91,6 +109,7 @@ class RedisStore:
         self.prefix = prefix
         self.channel = f"{prefix}:events"
         self._commit = client.register_script(_COMMIT)
+        self._read = client.register_script(_READ)
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
 
@@ -147,7 +166,8 @@ class RedisStore:
         Raises Fenced or StaleRevision when refused, redis.RedisError when Redis is away."""
         model = state.model if state is not None else (decision or {}).get("model", "")
         result = self._commit(
-            keys=[self.key("state"), self.key("lease"), self.key("decisions", model)],
+            keys=[self.key("state"), self.key("lease"), self.key("decisions", model),
+                  self.key("decided", model)],
             args=[model, json.dumps(state.to_json()) if state is not None else "",
                   state.revision if state is not None else 0, holder or "",
                   json.dumps(decision) if decision is not None else "", self.channel,
@@ -160,9 +180,13 @@ class RedisStore:
                                 f"{state.revision - 1 if state else 0} this one was made "
                                 "from")
 
-    def decisions(self, model: str, limit: int) -> list[dict[str, Any]]:
-        return [json.loads(text)
-                for text in self.client.lrange(self.key("decisions", model), -limit, -1)]
+    def decisions_since(self, model: str, seen: int,
+                        limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """How many decisions ``model``'s log has had, and those after the first ``seen``
+        (at most ``limit``, the newest; fewer if the log dropped them), oldest first."""
+        total, texts = self._read(keys=[self.key("decisions", model),
+                                        self.key("decided", model)], args=[seen, limit])
+        return int(total), [json.loads(text) for text in texts]
 
     # -- the lease -------------------------------------------------------------------------
 
