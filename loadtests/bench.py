@@ -1,6 +1,6 @@
 """`make bench`: canarygate side by side with its references and a peer, in one run.
 
-    python -m loadtests.bench                 # 3 reps x 15 s each after a warm-up (~20 min)
+    python -m loadtests.bench                 # 3 reps x 15 s each after a warm-up (~30 min)
     python -m loadtests.bench --quick         # 1 rep x 5 s: a smoke run (~5 min)
     python -m loadtests.bench --only canarygate-all-on,minimal-ort --no-memory
     python -m loadtests.bench --profile       # also a py-spy flame graph of canarygate
@@ -15,7 +15,8 @@ Servers (each on core 1, its whole process tree; load generators on core 0):
   canarygate-all-on-against canarygate-all-on on the code in --against (a checkout's src/)
 All of them start together; each gets wrk (closed loop, -t1 -c32: the throughput headline) and
 then the open-loop generator at a fixed rate (default 60 % of that server's wrk rate) for honest
-latency percentiles, the servers taking turns rep by rep. Then
+latency percentiles, the servers taking turns rep by rep; canarygate-all-on and minimal-ort also
+at one common rate (half minimal-ort's wrk rate) and at 30 % and 80 % of their own. Then
 micro-batching on versus off at c128 (breast-cancer v1 with the held rollout, and a model whose
 run dominates a request: models/build.py --wide, built once into loadtests/.models/), and
 canarygate's memory after 100k and 1M requests.
@@ -53,6 +54,7 @@ from loadtests.measure import (
     wrk_on,
 )
 from loadtests.payloads import MODELS, ROOT, write_bodies
+from loadtests.report import COMMON_FRACTION, MORE_LOADS, TAIL_PAIR
 from loadtests.servers import (
     VENV_BIN,
     Server,
@@ -109,6 +111,7 @@ class Options:
     against: Path | None = None
     profile: bool = False
     quick: bool = False
+    more_loads: bool = True  # the tail pair at a common rate and at 30 % and 80 % too
     hygiene: Hygiene = field(default_factory=Hygiene)
 
 
@@ -225,6 +228,8 @@ class Bench:
             if open_loop:
                 self._interleaved(entries, live, "open", "open loop", lambda name, server:
                                   open_load(server, rates[name], o.duration), rates)
+                if o.more_loads and o.open_rate is None:
+                    self._more_loads(entries, live)
             for name, server in list(live.items()):
                 try:
                     if o.profile and name == "canarygate-all-on":
@@ -238,6 +243,28 @@ class Bench:
                 server.stop()
         return entries
 
+    def _more_loads(self, entries: dict[str, dict[str, Any]], live: dict[str, Server]) -> None:
+        """The tail pair (canarygate everything on, the minimal endpoint) under open loop at
+        the other loads the tail is judged or reported at (``report.MORE_LOADS``): one rate
+        common to both, half the minimal endpoint's wrk rate, and 30 % and 80 % of each one's
+        own."""
+        pair = {n: live[n] for n in TAIL_PAIR if n in live}
+        best = {n: median_rep(entries[n]["wrk"]) for n in pair}
+        if len(pair) < 2 or not all(best.values()):
+            return
+        own = {n: float(rep["rps"]) for n, rep in best.items() if rep}
+        for kind, (fraction, label) in MORE_LOADS.items():
+            rates = {n: (fraction * own[n] if fraction is not None
+                         else COMMON_FRACTION * own["minimal-ort"]) for n in pair}
+            self._interleaved(entries, pair, kind, f"open loop, {label},",
+                              partial(self._open_at, rates), rates)
+        for name in set(TAIL_PAIR) - set(pair):  # failed meanwhile: stopped
+            live.pop(name, None)
+
+    def _open_at(self, rates: dict[str, float], name: str,
+                 server: Server) -> Callable[[], dict[str, Any]]:
+        return open_load(server, rates[name], self.o.duration)
+
     def _interleaved(self, entries: dict[str, dict[str, Any]], live: dict[str, Server],
                      kind: str, label: str, load: LoadFactory,
                      rates: dict[str, float] | None = None) -> None:
@@ -249,12 +276,12 @@ class Bench:
                 try:
                     rep = measured(server, load(name, server), self.o.hygiene, name)
                     rep["rollout"] = self.rollout(server)
-                    if kind == "open":
+                    if kind.startswith("open"):
                         rep["gateway"] = self.gateway_view(server, self.o.duration)
                 except (ServerFailed, RuntimeError, OSError) as exc:
                     self._failed(entries, live, name, exc)
                     continue
-                entries[name][kind].append(rep)
+                entries[name].setdefault(kind, []).append(rep)
                 print(f"  {name} {what} rep {i + 1}/{self.o.reps}: " + report.rep_line(rep),
                       flush=True)
 
@@ -507,6 +534,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    help="open-loop rate as a share of each server's own wrk rate")
     p.add_argument("--open-rate", type=float,
                    help="one open-loop rate (req/s) for every server instead")
+    p.add_argument("--one-load", action="store_true",
+                   help="open loop at one rate only: not also at a common rate, 30 %% and 80 %%")
     p.add_argument("--only", help="comma-separated stages to run (default: all)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory stage")
     p.add_argument("--no-batching", action="store_true", help="skip the micro-batching stage")
@@ -536,7 +565,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         open_fraction=a.open_fraction, open_rate=a.open_rate,
         memory_targets=(10_000, 100_000) if a.quick else (100_000, 1_000_000),
         only=tuple(s for s in only if s not in skip), profile=a.profile, quick=a.quick,
-        against=a.against,
+        against=a.against, more_loads=not (a.one_load or a.quick),
         hygiene=Hygiene(a.idle_threshold, a.idle_timeout, a.other_cpu_limit, a.max_retries))
     return o
 

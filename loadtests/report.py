@@ -133,24 +133,42 @@ def _rollout_caveat(servers: dict[str, Any], names: tuple[str, ...]) -> str | No
 
 # The tail targets: canarygate all on / the minimal endpoint, open loop, medians of the reps.
 TAIL_TARGETS = {"p99_ms": 2.0, "p99.9_ms": 3.0}
+TAIL_PAIR = ("canarygate-all-on", "minimal-ort")
+# Besides 60 % of each one's own wrk rate (the reps under "open"), the pair runs open loop at
+# one rate common to both, half the minimal endpoint's wrk rate (judged by the same targets),
+# and at 30 % and 80 % of each one's own (reported): kind -> (share of its own wrk rate, or
+# None for the common rate; what it is).
+COMMON_FRACTION = 0.5
+MORE_LOADS: dict[str, tuple[float | None, str]] = {
+    "open_common": (None, "half the minimal endpoint's wrk rate"),
+    "open_30": (0.3, "30 % of each one's wrk rate"),
+    "open_80": (0.8, "80 % of each one's wrk rate"),
+}
+_TAIL_KEYS = {"open": ("", True), "open_common": ("_common_rate", True),
+              "open_30": ("_at_30pct", False), "open_80": ("_at_80pct", False)}
 
 
 def _tail_ratios(servers: dict[str, Any]) -> dict[str, Any]:
-    """canarygate-all-on's open-loop p99 and p99.9 over the minimal endpoint's, each at the
-    rate the run gave it (60 % of its own wrk rate, or the common ``--open-rate``)."""
-    num, den = servers.get("canarygate-all-on"), servers.get("minimal-ort")
-    if not num or not den or not num.get("open") or not den.get("open"):
-        return {}
-    rate_num, rate_den = (entry["open"][0].get("rate", 0) for entry in (num, den))
-    rates = f"{rate_num:,.0f} against {rate_den:,.0f} req/s"
+    """canarygate-all-on's open-loop p99 and p99.9 over the minimal endpoint's at each load
+    the pair ran (60 % of each one's own wrk rate, or the ``--open-rate`` given; and
+    ``MORE_LOADS``)."""
+    num, den = (servers.get(n) for n in TAIL_PAIR)
     out: dict[str, Any] = {}
-    for key, target in TAIL_TARGETS.items():
-        value = _ratio(spread(num["open"], key)["median"], spread(den["open"], key)["median"])
-        name = key.removesuffix("_ms")
-        out[f"tail_{name}_all_on_vs_minimal_ort"] = {
-            "value": value, "target": target, "op": "le", "met": _judge(value, target, "le"),
-            "what": f"open-loop {name} of canarygate all on / the minimal endpoint's ({rates})",
-            "invalid": None}
+    for kind, (suffix, judged) in _TAIL_KEYS.items():
+        if not num or not den or not num.get(kind) or not den.get(kind):
+            continue
+        rate_num, rate_den = (entry[kind][0].get("rate", 0) for entry in (num, den))
+        rates = f"{rate_num:,.0f} against {rate_den:,.0f} req/s"
+        for key, target in TAIL_TARGETS.items():
+            value = _ratio(spread(num[kind], key)["median"], spread(den[kind], key)["median"])
+            name = key.removesuffix("_ms")
+            what = f"open-loop {name} of canarygate all on / the minimal endpoint's ({rates})"
+            out[f"tail_{name}{suffix}_all_on_vs_minimal_ort"] = (
+                {"value": value, "target": target, "op": "le",
+                 "met": _judge(value, target, "le"), "what": what, "invalid": None}
+                if judged else
+                {"value": value, "target": None, "op": "info", "met": None,
+                 "what": what + " (info)", "invalid": None})
     return out
 
 
@@ -188,7 +206,8 @@ def hygiene_summary(results: dict[str, Any]) -> dict[str, Any]:
 def _all_groups(results: dict[str, Any]) -> list[list[dict[str, Any]]]:
     groups = []
     for entry in results.get("servers", {}).values():
-        groups += [entry.get("wrk", []), entry.get("open", [])]
+        groups += [entry.get("wrk", []), entry.get("open", []),
+                   *(entry.get(kind, []) for kind in MORE_LOADS)]
     batching = results.get("batching") or {}
     bulk = results.get("bulk") or {}
     groups += [bulk.get("json", []), bulk.get("binary", [])]
@@ -307,12 +326,14 @@ def table(results: dict[str, Any]) -> str:
     for name, entry in results.get("servers", {}).items():
         lines.append(_server_row(name, entry))
         lines += _rollout_lines(entry)
+    lines += _more_load_lines(results.get("servers", {}))
     lines += _breakdown_lines(results.get("servers", {}))
     lines += _batching_lines(results.get("batching"))
     lines += _bulk_lines(results.get("bulk"))
     lines += _memory_lines(results.get("memory"))
     lines += startup.lines(results.get("startup"))
     lines += ["", "ratios (same run; median req/s of the reps):"]
+    width = max([32, *map(len, results.get("ratios", {}))])
     for key, r in results.get("ratios", {}).items():
         if r["op"] == "info":
             judged = "(no target)"
@@ -323,10 +344,30 @@ def table(results: dict[str, Any]) -> str:
         if r.get("p99_ms"):
             extra = " (p99 ms: " + ", ".join(f"{k} {v}" for k, v in r["p99_ms"].items()) + ")"
         notes = [n for n in (r.get("invalid"), r.get("caveat")) if n]
-        lines.append(f"  {key:<32} {_n(r['value'], 3):>7}  {judged}{extra}"
+        lines.append(f"  {key:<{width}} {_n(r['value'], 3):>7}  {judged}{extra}"
                      + (f"  [{'; '.join(notes)}]" if notes else ""))
-        lines.append(f"  {'':<32} {r['what']}")
+        lines.append(f"  {'':<{width}} {r['what']}")
     return "\n".join(lines)
+
+
+def _more_load_lines(servers: dict[str, Any]) -> list[str]:
+    """The tail pair's open-loop figures at the other loads (medians of the reps)."""
+    out: list[str] = []
+    for kind, (_, label) in MORE_LOADS.items():
+        rows = [(name, servers[name][kind]) for name in TAIL_PAIR
+                if servers.get(name, {}).get(kind)]
+        if not rows:
+            continue
+        if not out:
+            out = ["", "open loop at other loads (medians of the reps; ms):"]
+        out.append(f"  at {label}:")
+        for name, reps in rows:
+            got = {k: spread(reps, k)["median"] for k in ("rate", "p50_ms", "p99_ms",
+                                                           "p99.9_ms")}
+            out.append(f"    {name:<22} {_n(got['rate'], 0):>7} req/s  p50 "
+                       f"{_n(got['p50_ms'], 2)}  p99 {_n(got['p99_ms'], 2)}  p99.9 "
+                       f"{_n(got['p99.9_ms'], 2)}")
+    return out
 
 
 def _busy_warning(h: dict[str, Any]) -> list[str]:
