@@ -289,7 +289,8 @@ def record(i: int, model: str = "breast-cancer", **changes: Any) -> Record:
 
 class InProcess:
     def __init__(self, tmp: Path, clock: FakeClock | None = None, **dataset: Any) -> None:
-        self.config = DatasetConfig(dir=tmp / "dataset", flush_interval_seconds=0.01, **dataset)
+        self.config = DatasetConfig(**{"dir": tmp / "dataset", "flush_interval_seconds": 0.01,
+                                       **dataset})
         self.recorder = Recorder(self.config)
         self.writer = Writer(self.recorder, self.config, clock or time.time)
 
@@ -325,16 +326,19 @@ def test_one_large_drain_is_split_across_segments(tmp_path: Path) -> None:
 
 
 def test_a_writer_behind_drains_without_pausing(tmp_path: Path, monkeypatch: Any) -> None:
-    """The writer's drain pauses every 0.2 ms of work for the event loop, except while more
-    than 1/64 of the queue's limit waits: then it catches up at full speed, pausing only for
-    the last 1/64."""
+    """The writer's drain pauses every 0.2 ms of work for the event loop, except while it is
+    behind: more than 1/64 of the queue's limit waiting (it then catches up at full speed,
+    pausing only for the last 1/64), or a record waiting longer than a flush interval (what a
+    kill may lose)."""
     pauses: list[int] = []
     monkeypatch.setattr(background, "yield_gil", lambda: pauses.append(1))
 
-    def drain(queue_size: int) -> int:
+    def drain(queue_size: int, age: float = 0.0) -> int:
         pauses.clear()
-        w = InProcess(tmp_path / str(queue_size), queue_size=queue_size)
-        w.put(*(record(i) for i in range(4000)))
+        w = InProcess(tmp_path / f"{queue_size}-{age}", queue_size=queue_size,
+                      flush_interval_seconds=60.0)
+        now = time.time()
+        w.put(*(record(i, time=now - age) for i in range(4000)))
         w.writer.start()
         w.writer.stop()  # one drain of all 4,000, then every segment closed
         assert w.recorder.written == 4000
@@ -342,8 +346,10 @@ def test_a_writer_behind_drains_without_pausing(tmp_path: Path, monkeypatch: Any
 
     keeping_up = drain(100_000)  # 4,000 waiting of 100,000: paced throughout
     behind = drain(4000)  # the queue full: paced for its last 62 records only
+    late = drain(100_000, age=61.0)  # each record a flush interval old: never paced
     assert keeping_up >= 25  # 4,000 records are several ms of serialising
     assert behind < keeping_up / 3, (behind, keeping_up)
+    assert late == 0, (late, keeping_up)
 
 
 def test_rotation_and_retention_by_age(tmp_path: Path) -> None:

@@ -139,8 +139,15 @@ class Writer:
         # throughout fell behind there (the bench's resident memory after 1M requests went
         # from 1.03 to 1.11 times that after 100k); a full queue drops records or holds
         # requests back, both worse than a slower tail.
+        # Behind in time as well: a record older than a flush interval is past what a kill
+        # may lose. At nice 19 on a machine busy with other work each pause can cost a
+        # scheduling round (milliseconds), and a writer pausing throughout trailed by seconds
+        # (a SIGKILL then lost 51 of 323 records answered over 0.5 s before it, beside two
+        # busy processes).
         behind = max(1, self.recorder.limit // HURRY_SHARE)
-        pace = Pacer(hurry=lambda: len(queue) > behind)
+        late = self.config.flush_interval_seconds
+        pace = Pacer(hurry=lambda: (len(queue) > behind
+                                    or self.recorder.lag_seconds(self.clock()) > late))
         while queue:
             batch: dict[str, list[bytes]] = {}
             for _ in range(min(BATCH, len(queue))):
