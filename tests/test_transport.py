@@ -3,8 +3,10 @@ clients, error answers the server gives by itself, TLS and the exit status after
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import resource
 import signal
 import socket
@@ -20,10 +22,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from uvicorn.protocols.http.flow_control import FlowControl
 
 from canarygate.config import ServerConfig, load_config
 from canarygate.errors import ConfigError
 from canarygate.server import build_server
+from canarygate.transport import JOIN_BYTES, GatewayCycle, Limits, protocol_class
 from conftest import GOOD_ROW_BODY, MODELS, Server, free_port, wait_ready
 
 INFER = "/v2/models/breast-cancer/infer"
@@ -482,3 +486,114 @@ def test_a_header_block_too_large_in_one_write_with_its_body_gets_431(
     assert status == 431
     assert json.loads(body) == {"error": "request headers exceed 16384 bytes"}
     assert in_process.errors == [431]
+
+
+# A prediction's answer: one write, state kept as Uvicorn's send keeps it.
+
+def answers(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Every answer in ``raw``, in order."""
+    found = []
+    while raw:
+        status, headers, body = parse(raw)
+        head_end = raw.index(b"\r\n\r\n") + 4
+        raw = raw[head_end + int(headers["content-length"]):]
+        found.append((status, headers, body))
+    return found
+
+
+def test_pipelined_predictions_are_answered_whole_and_in_order(demo_like: Server) -> None:
+    # Three requests in one send, the second bad JSON, the last asking to close.
+    requests = (infer_request(extra=b"x-request-id: first\r\n")
+                + infer_request(b"{nope", extra=b"x-request-id: second\r\n")
+                + infer_request(extra=b"x-request-id: third\r\nconnection: close\r\n"))
+    with connect(demo_like) as sock:
+        sock.sendall(requests)
+        raw = read_all(sock)  # returns once the server closed after the third
+    got = answers(raw)
+    assert [(status, headers["x-request-id"]) for status, headers, _ in got] == [
+        (200, "first"), (400, "second"), (200, "third")]
+    for _, headers, body in got:
+        assert headers["date"] and headers["content-type"] == "application/json"
+        assert len(body) == int(headers["content-length"])
+    assert json.loads(got[0][2])["model_version"] == "1"
+    assert got[0][1]["x-model-version"] == "1"
+    assert "not valid JSON" in json.loads(got[1][2])["error"]
+    assert "connection" not in got[0][1] and got[2][1]["connection"] == "close"
+
+
+class Recording:
+    """The transport a cycle writes to, keeping each call."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, Any]] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(("write", data))
+
+    def writelines(self, parts: Any) -> None:
+        self.writes.append(("writelines", list(parts)))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+
+def cycle_on(transport: Recording, keep_alive: bool = True) -> tuple[Any, list[int]]:
+    """A gateway cycle writing to ``transport``, and the list its on_response appends to."""
+    limits = Limits(16384, 5, 5, 5, 10)
+    cycle_class = protocol_class(limits).cycle_class
+    done: list[int] = []
+    cycle = cycle_class(
+        scope={"type": "http", "method": "POST", "path": INFER}, transport=transport,
+        flow=FlowControl(transport), logger=logging.getLogger("t"),
+        access_logger=logging.getLogger("t"), access_log=False,
+        default_headers=[(b"date", b"Tue, 01 Dec 2026 00:00:00 GMT")],
+        message_event=asyncio.Event(), expect_100_continue=False, keep_alive=keep_alive,
+        on_response=lambda: done.append(1))
+    assert isinstance(cycle, GatewayCycle)
+    return cycle, done
+
+
+@pytest.mark.parametrize(("status", "keep_alive", "closes"), [
+    (200, True, False), (200, False, True), (500, True, True)])
+def test_an_answer_is_one_write_with_the_server_headers(status: int, keep_alive: bool,
+                                                        closes: bool) -> None:
+    transport = Recording()
+    cycle, done = cycle_on(transport, keep_alive)
+    body = b'{"outputs":[]}'
+    asyncio.run(cycle.answer(status, [(b"content-type", b"application/json"),
+                                      (b"x-request-id", b"r1")], body))
+    assert [kind for kind, _ in transport.writes] == ["write"]
+    raw = transport.writes[0][1]
+    got_status, headers, got_body = parse(raw)
+    assert (got_status, got_body) == (status, body)
+    assert raw.endswith(body) and len(raw) == raw.index(b"\r\n\r\n") + 4 + len(body)
+    assert headers["date"] == "tue, 01 dec 2026 00:00:00 gmt"  # parse lowers each line
+    assert headers["x-request-id"] == "r1" and headers["content-length"] == str(len(body))
+    assert (headers.get("connection") == "close") is closes
+    assert transport.closed is closes
+    assert cycle.response_complete and done == [1]  # the next pipelined request may start
+
+
+def test_a_large_answer_is_written_without_copying_its_body() -> None:
+    transport = Recording()
+    cycle, _ = cycle_on(transport)
+    body = b"x" * (JOIN_BYTES + 1)
+    asyncio.run(cycle.answer(200, [], body))
+    assert len(transport.writes) == 1 and transport.writes[0][0] == "writelines"
+    head, sent = transport.writes[0][1]
+    assert sent is body and parse(head + sent)[2] == body
+
+
+def test_nothing_is_written_to_a_client_gone() -> None:
+    transport = Recording()
+    cycle, done = cycle_on(transport)
+    cycle.disconnected = True
+    asyncio.run(cycle.answer(200, [], b"{}"))
+    assert transport.writes == [] and done == []

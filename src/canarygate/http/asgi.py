@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response
@@ -22,15 +21,25 @@ Headers = dict[bytes, bytes]
 JSON = b"application/json"
 
 
-CLIENT_GONE = "canarygate.client_gone"
-"""The scope extension under which the server (transport.py) offers a callable that says
-whether the client went away before the answer was sent (the answer is then dropped)."""
+REPLY = "canarygate.reply"
+"""The scope extension under which the server (transport.py) offers a ``Reply``: whether the
+client went away before the answer was sent (the answer is then dropped), and a way to send a
+whole answer in one write."""
 
 
-def client_gone(scope: Scope) -> Callable[[], bool] | None:
-    """The server's probe for a departed client, when it offers one."""
+class Reply(Protocol):
+    def gone(self) -> bool:
+        """Whether the connection is lost or cut, so that an answer sent now is dropped."""
+
+    async def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """The whole answer: the status line, the server's own headers, ``headers`` (lower
+        case, values already checked), a content-length, and ``body``, in one write."""
+
+
+def server_reply(scope: Scope) -> Reply | None:
+    """The server's ``Reply`` for this request, when it offers one."""
     extensions = scope.get("extensions")
-    return extensions.get(CLIENT_GONE) if extensions else None
+    return extensions.get(REPLY) if extensions else None
 
 
 class ClientGone(Exception):

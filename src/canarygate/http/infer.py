@@ -17,10 +17,10 @@ from canarygate.http.asgi import (
     Receive,
     Scope,
     Send,
-    client_gone,
     error_answer,
     read_body,
     send_response,
+    server_reply,
 )
 from canarygate.http.protocol import (
     Codec,
@@ -63,8 +63,14 @@ class InferEndpoint:
         answer.request_id = answer.request_id or new_request_id()
         extra = [(b"x-request-id", answer.request_id.encode()), *encoded.headers,
                  *answer.served_headers()]
+        reply = server_reply(scope)
         # A client that left while its model ran is recorded as 499 and sent nothing.
-        if await self.observer.answered(answer, client_gone(scope)):
+        if not await self.observer.answered(answer, reply.gone if reply is not None else None):
+            return
+        if reply is not None:  # our server: the whole answer in one write
+            extra.append((b"content-type", encoded.content_type))
+            await reply.send(answer.status, extra, encoded.body)
+        else:
             await send_response(send, answer.status, encoded.body, encoded.content_type, extra)
 
     async def _serve(self, answer: Answer, scope: Scope, receive: Receive,
