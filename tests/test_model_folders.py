@@ -4,6 +4,7 @@ onnxruntime sees it (issue 11, finding 8); model and version names have a docume
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -19,7 +20,16 @@ from canarygate.config import NAME_RULE, ModelFilesConfig, load_config, parse_co
 from canarygate.errors import ConfigError
 from canarygate.runtime import ModelRegistry
 from canarygate.runtime.graph import check_model
-from conftest import ADMIN_TOKEN, AUTH, DEMO_CONFIG, MODELS, Server, start_server
+from conftest import (
+    ADMIN_TOKEN,
+    AUTH,
+    DEMO_CONFIG,
+    GOOD_ROW_BODY,
+    MODELS,
+    Server,
+    gateway_config,
+    start_server,
+)
 
 BOMB_BYTES = 256 * 1024 * 1024  # what the small file below expands to
 
@@ -227,3 +237,26 @@ def test_a_3000_character_version_name_gets_a_400_naming_the_rule(
     assert r.status_code == 400
     assert NAME_RULE in r.json()["error"] and "3000 characters" in r.json()["error"]
     assert len(r.text) < 1000
+
+
+def test_a_stored_version_whose_name_breaks_the_rule_is_not_served(tmp_path: Path) -> None:
+    # The state store is a file, or Redis that other workers write: a version name read back
+    # from it goes into answers' headers, so a line break in it would inject one.
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "versions.json").write_text(json.dumps({"breast-cancer": {
+        "2\r\nx-injected: 1": {"path": "breast-cancer/2"}, "r2": {"path": "breast-cancer/2"}}}))
+    server = start_server(gateway_config(tmp_path, versions={"breast-cancer": ("1",)}),
+                          tmp_path, {"CANARYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    try:
+        listed = httpx.get(f"{server.url}/admin/models/breast-cancer/versions", headers=AUTH,
+                           timeout=10).json()["versions"]
+        assert sorted(v["version"] for v in listed) == ["1", "r2"]
+        r = httpx.post(f"{server.url}/v2/models/breast-cancer/versions/r2/infer",
+                       content=GOOD_ROW_BODY, timeout=10)
+        assert r.status_code == 200 and r.headers["x-model-version"] == "r2"
+        assert "x-injected" not in r.headers
+        log = server.log.read_text()
+        assert "the stored version name '2\\r\\nx-injected: 1' is not" in log, log[-2000:]
+    finally:
+        server.stop()

@@ -9,9 +9,10 @@ again at start, before rollout state is restored.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
-from canarygate.config import GatewayConfig
+from canarygate.config import NAME_PATTERN, NAME_RULE, GatewayConfig, shorten
 from canarygate.errors import ConfigError
 from canarygate.runtime.model import ModelVersion
 from canarygate.runtime.registry import ModelRegistry, ServedModel, load_version
@@ -33,7 +34,14 @@ class VersionCatalog:
 
     def load(self, served: ServedModel, version: str, path: str) -> ModelVersion:
         """The version in ``path``, loaded as the model's other versions are; blocking (run it
-        off the event loop). Raises ConfigError naming the problem; serves nothing."""
+        off the event loop). Raises ConfigError naming the problem; serves nothing.
+
+        The name is checked again here although the admin API checked it before storing it:
+        names read back from the state store (a file, or Redis that other workers write) go
+        into answers' headers unchecked, so one with a line break would inject a header."""
+        if not re.fullmatch(NAME_PATTERN, version):
+            raise ConfigError(f"model {served.name!r}: the stored version name "
+                              f"{shorten(version)} is not {NAME_RULE}")
         return load_version(self.config, served.config, version, path, served.signature)
 
     def read_profile(self, served: ServedModel, loaded: ModelVersion) -> None:
