@@ -597,3 +597,32 @@ def test_nothing_is_written_to_a_client_gone() -> None:
     cycle.disconnected = True
     asyncio.run(cycle.answer(200, [], b"{}"))
     assert transport.writes == [] and done == []
+
+
+async def slow_first_app(scope: Any, receive: Any, send: Any) -> None:
+    """Answers ``{"path": ...}``; on /slow after 1 s."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1.0)
+    body = json.dumps({"path": scope["path"]}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_a_pipelined_body_that_times_out_comes_after_the_answers_before_it() -> None:
+    # Three requests in one send; the third's body never comes. Its 408 is due while the first
+    # is still being answered: the two answers go first, then the 408, then the close.
+    with InProcess(slow_first_app, body_timeout_seconds=0.3) as server:
+        raw = server.exchange(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n"
+                              b"GET /next HTTP/1.1\r\nhost: t\r\n\r\n"
+                              b"POST /late HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n"
+                              b"0123456789")
+        errors = list(server.errors)
+    got = answers(raw)
+    assert [status for status, _, _ in got] == [200, 200, 408], raw[:500]
+    assert [json.loads(body).get("path") for _, _, body in got[:2]] == ["/slow", "/next"]
+    assert json.loads(got[2][2]) == {"error": "request body not received within 0.3 s"}
+    assert got[2][1]["connection"] == "close"
+    assert errors == [408]

@@ -180,6 +180,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._lingering = False
         self._dropped = 0
         self._too_large = False
+        self._after_answers: bytes | None = None  # an error answer to send after the others
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -193,6 +194,16 @@ class GatewayProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._arm(IDLE_TIMER, self.limits.idle_timeout)
+
+    def on_response_complete(self) -> None:
+        # An error waiting for the answers before it (``_reject``) goes once they are sent.
+        if self._after_answers is not None and not self.pipeline:
+            self.server_state.total_requests += 1
+            error, self._after_answers = self._after_answers, None
+            if not self.transport.is_closing():
+                self._close_after(error)
+            return
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -326,14 +337,23 @@ class GatewayProtocol(HttpToolsProtocol):
     def _reject(self, status: int, message: str) -> None:
         """Answer ``status`` with a JSON error and close, parsing nothing more.
 
-        If the app has begun answering this request, or an earlier one is still being answered
-        (pipelining), no error can be slipped in: an earlier answer finishes first and the
-        connection closes after it; this one's is cut short.
+        If earlier requests are still being answered (pipelining), their answers go first,
+        then this error, then the connection closes; this request never reaches the app. If
+        the app has begun answering this request, no error can be slipped in: the connection
+        closes.
         """
         self.limits.on_error(status)
         cycle = self.cycle
         if cycle is not None and self._phase == BODY:
-            if cycle.response_started or self.pipeline:
+            if self.pipeline:
+                if self.pipeline[0][0] is cycle:  # queued last: never to start
+                    self.pipeline.popleft()
+                self._cancel_timer()
+                self._lingering = True  # what the client sends meanwhile is dropped
+                self._after_answers = error_response(status, message,
+                                                     self.server_state.default_headers)
+                return
+            if cycle.response_started:
                 self._close_after(None)
                 return
             # The app is waiting for this body: it sees a disconnect and its answer is dropped.
