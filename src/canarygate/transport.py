@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, cast
 
 import httptools
@@ -47,15 +47,25 @@ def ignore_error(status: int) -> None:
     """The default hook: count nothing."""
 
 
+def response_head(status: int, headers: Iterable[tuple[bytes, bytes]], length: int,
+                  close: bool) -> bytes:
+    """An answer's status line and headers, with its content-length and, when ``close``, a
+    ``connection: close``; header values are written as given (the caller's are checked)."""
+    head = [STATUS_LINE[status]]
+    for name, value in headers:
+        head += (name, b": ", value, b"\r\n")
+    head += (b"content-length: ", str(length).encode(), b"\r\n")
+    if close:
+        head.append(b"connection: close\r\n")
+    head.append(b"\r\n")
+    return b"".join(head)
+
+
 def error_response(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> bytes:
     """A whole ``{"error": ...}`` answer that closes the connection, as raw bytes."""
     body = orjson.dumps({"error": message})
-    head = [STATUS_LINE[status]]
-    for name, value in headers:
-        head += [name, b": ", value, b"\r\n"]
-    head += [b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(),
-             b"\r\nconnection: close\r\n\r\n", body]
-    return b"".join(head)
+    return response_head(status, [*headers, (b"content-type", b"application/json")],
+                         len(body), close=True) + body
 
 
 class HeadersTooLarge(Exception):
@@ -135,20 +145,12 @@ class GatewayCycle(RequestResponseCycle):
         self.waiting_for_100_continue = False
         if status == 500:
             self.keep_alive = False
-        head = [STATUS_LINE[status]]
-        for name, value in self.default_headers:
-            head += (name, b": ", value, b"\r\n")
-        for name, value in headers:
-            head += (name, b": ", value, b"\r\n")
-        head += (b"content-length: ", str(len(body)).encode(), b"\r\n")
-        if not self.keep_alive:
-            head.append(b"connection: close\r\n")
-        head.append(b"\r\n")
+        head = response_head(status, [*self.default_headers, *headers], len(body),
+                             close=not self.keep_alive)
         if len(body) <= JOIN_BYTES:
-            head.append(body)
-            self.transport.write(b"".join(head))
+            self.transport.write(head + body)
         else:  # no copy of a large body
-            self.transport.writelines((b"".join(head), body))
+            self.transport.writelines((head, body))
         self.response_complete = True
         self.message_event.set()
         if not self.keep_alive:
