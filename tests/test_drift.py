@@ -484,7 +484,9 @@ models:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             drift = http.get("/admin/drift/breast-cancer", headers=AUTH).json()
-            if drift["variants"] and drift["variants"][0]["window_rows"] >= 600:
+            # Binning and the detectors' feed are passes of their own: wait for both.
+            if (drift["variants"] and drift["variants"][0]["window_rows"] >= 600
+                    and drift["detectors"].get("1", {}).get("latency", {}).get("values") == 30):
                 break
             time.sleep(0.1)
     (variant,) = drift["variants"]
