@@ -117,5 +117,11 @@ def test_estimates_reach_metrics_the_view_and_the_judgement(launch: Any,
     assert estimates["3"]["accuracy"] < estimates["1"]["accuracy"]
     assert server.metric("canarygate_estimated_accuracy", version="3", bound="estimate") == (
         pytest.approx(estimates["3"]["accuracy"], abs=0.05))
-    gates = {g["gate"]: g for g in view()["last_verdicts"]}
-    assert gates["estimated_accuracy"]["verdict"] in ("pass", "no_data")
+    # The controller judges with the estimates on its next tick (every 0.5 s) after they
+    # appear: the last verdicts may still be from a tick before them.
+    def gates() -> dict[str, Any]:
+        return {g["gate"]: g for g in view()["last_verdicts"]}
+
+    while "estimated_accuracy" not in gates() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gates()["estimated_accuracy"]["verdict"] in ("pass", "no_data")
