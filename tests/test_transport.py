@@ -308,14 +308,14 @@ def test_a_websocket_upgrade_is_answered_as_plain_http(demo_like: Server) -> Non
 
 
 class InProcess:
-    """A gateway transport around a small ASGI app, in a thread of the test process, so the
-    error hook's calls can be seen."""
+    """A gateway transport around a small ASGI app (and the routes it serves without ASGI,
+    ``front``), in a thread of the test process, so the error hook's calls can be seen."""
 
-    def __init__(self, app: Any, **server: Any) -> None:
+    def __init__(self, app: Any, front: Any = None, **server: Any) -> None:
         self.errors: list[int] = []
         self.port = free_port()
         self.server = build_server(app, ServerConfig(**server), "127.0.0.1", self.port,
-                                   "critical", on_error=self.errors.append)
+                                   "critical", on_error=self.errors.append, front=front)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> InProcess:

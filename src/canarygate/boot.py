@@ -21,12 +21,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from canarygate.config import GatewayConfig
 from canarygate.errors import ConfigError
+
+if TYPE_CHECKING:  # nothing heavy is imported at start (see above)
+    from canarygate.http.asgi import Prediction
 
 log = logging.getLogger("canarygate")
 
@@ -66,6 +69,12 @@ class Boot:
         if scope["type"] == "lifespan":
             return self._lifespan(receive, send)
         return self._loading(scope, send)
+
+    def route(self, path: str) -> tuple[Prediction, dict[str, str]] | None:
+        """``canarygate.http.asgi.Front`` for the transport: the gateway's prediction routes
+        once it is warm; while it loads, every request goes through ``__call__`` (503)."""
+        app = self.app
+        return app.route(path) if app is not None else None
 
     def http_error(self, status: int) -> None:
         """The transport's error hook: the gateway's metrics count it, once they exist."""

@@ -16,6 +16,7 @@ import uvicorn
 from canarygate.boot import Boot
 from canarygate.config import GatewayConfig, ServerConfig
 from canarygate.errors import ConfigError
+from canarygate.http.asgi import Front
 from canarygate.transport import ErrorHook, Limits, ignore_error, protocol_class
 
 log = logging.getLogger("canarygate")
@@ -83,10 +84,12 @@ def connection_cap(config: ServerConfig) -> int:
 
 
 def build_server(app: Any, config: ServerConfig, host: str, port: int, log_level: str,
-                 on_error: ErrorHook = ignore_error) -> GatewayServer:
+                 on_error: ErrorHook = ignore_error, front: Front | None = None,
+                 ) -> GatewayServer:
     """The server for ``app``; ``on_error`` is called with the status of every error answer
     the transport gives by itself (malformed HTTP 400, timeouts 408, headers too large 431,
-    too many connections 503, a 500 when the app raised before answering).
+    too many connections 503, a 500 when the app raised before answering). The transport
+    hands the requests ``front`` routes to their endpoint without ASGI (transport.py).
 
     Raises ConfigError when the TLS files cannot be loaded.
     """
@@ -94,12 +97,13 @@ def build_server(app: Any, config: ServerConfig, host: str, port: int, log_level
                     header_timeout=config.header_timeout_seconds,
                     body_timeout=config.body_timeout_seconds,
                     idle_timeout=config.idle_timeout_seconds,
-                    max_connections=connection_cap(config), on_error=on_error)
+                    max_connections=connection_cap(config), on_error=on_error,
+                    max_body_bytes=config.max_body_bytes)
     tls = config.tls
     uvicorn_config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
         interface="asgi3",
-        http=protocol_class(limits),
+        http=protocol_class(limits, front),
         ws="none",  # the gateway serves no WebSocket; an Upgrade is answered as plain HTTP
         timeout_keep_alive=config.keep_alive_seconds,
         timeout_graceful_shutdown=config.drain_timeout_seconds,  # type: ignore[arg-type]
@@ -130,6 +134,7 @@ def booted_server(config: GatewayConfig, host: str, port: int, log_level: str,
 
     boot = Boot(config, stop, listen_first=listen_first)
     # The transport's own error answers (400, 408, 431, 503) count as any other.
+    # The prediction routes are served without ASGI once the gateway is warm (boot.route).
     server = build_server(boot, config.server, host=host, port=port, log_level=log_level,
-                          on_error=boot.http_error)
+                          on_error=boot.http_error, front=boot)
     return boot, server

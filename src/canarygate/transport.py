@@ -13,20 +13,23 @@ not arrive in one read, so a typical request arms none; the idle timer is per co
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, cast
 
 import httptools
 import orjson
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
 
-from canarygate.http.asgi import REPLY
+from canarygate.http.asgi import REPLY, Front, Prediction
 
+log = logging.getLogger("canarygate")
 ErrorHook = Callable[[int], None]
 """Called with the status of every error the transport answers by itself (400, 408, 431, 500,
 503), for the app's metrics."""
@@ -78,8 +81,10 @@ class Limits:
 
     def __init__(self, max_header_bytes: int, header_timeout: float, body_timeout: float,
                  idle_timeout: float, max_connections: int,
-                 on_error: ErrorHook = ignore_error) -> None:
+                 on_error: ErrorHook = ignore_error, max_body_bytes: int = 8 * 1024 * 1024,
+                 ) -> None:
         self.on_error = on_error
+        self.max_body_bytes = max_body_bytes  # a prediction declaring more goes through ASGI
         self.max_header_bytes = max_header_bytes
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
@@ -167,11 +172,136 @@ class GatewayCycle(RequestResponseCycle):
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+class _NothingWaits:
+    """A prediction cycle's ``message_event``: nobody waits on it (the body is whole before its
+    endpoint runs), but the protocol sets it as it sets every cycle's."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+NOTHING_WAITS: Any = _NothingWaits()
+
+
+class PredictionCycle(GatewayCycle):
+    """A prediction request handed to its endpoint without ASGI: no scope, no receive or
+    send messages, no event to wait on; the endpoint runs once the body is whole and it is
+    this request's turn (pipelining), and answers through the cycle itself (``Reply``).
+
+    It keeps every attribute of Uvicorn's cycle that the protocol reads and writes
+    (``disconnected``, ``keep_alive``, ``response_complete``, ...), so the limits, timeouts,
+    pipelining and closing rules of ``GatewayProtocol`` apply to it unchanged; ``answer`` is
+    the one-write answer every prediction already used.
+    """
+
+    def __init__(self, protocol: GatewayProtocol, endpoint: Prediction,
+                 params: dict[str, str], headers: dict[bytes, bytes], length: int,
+                 keep_alive: bool) -> None:
+        # Uvicorn's __init__ is not called: it wants the ASGI scope this cycle does without.
+        self.transport = protocol.transport
+        self.flow = protocol.flow
+        self.default_headers = protocol.server_state.default_headers
+        self.message_event = NOTHING_WAITS
+        self.on_response = protocol.on_response_complete
+        self.disconnected = False
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = False  # such a request goes through ASGI
+        self.response_started = False
+        self.response_complete = False
+        self.endpoint = endpoint
+        self.params = params
+        self.headers = headers
+        self.length = length  # as declared
+        self.chunks: list[bytes] = []
+        self.whole = False  # the body has all arrived
+        self.due = False  # every request before it on the connection is answered
+        self.started = False
+        self._loop = protocol.loop
+        self._tasks = protocol.tasks
+
+    # The Reply the endpoint answers through.
+    def gone(self) -> bool:
+        return self.disconnected
+
+    async def send(self, status: int, headers: list[tuple[bytes, bytes]],  # type: ignore[override]
+                   body: bytes) -> None:
+        await self.answer(status, headers, body)
+
+    def turn(self) -> None:
+        """Its turn has come: the endpoint runs once the body is whole."""
+        self.due = True
+        if self.whole:
+            self._start(self._body())
+
+    def body_complete(self) -> None:
+        self.whole = True
+        if self.due:
+            self._start(self._body())
+
+    def streams(self) -> bool:
+        """Whether it is its turn and its body is coming in more than one read, or is large:
+        such a body is read through ASGI (``GatewayProtocol._through_asgi``). A small body
+        sent apart from its headers (two writes, as some clients do) is waited for."""
+        return self.due and not self.started and bool(
+            self.chunks or self.length > HIGH_WATER_LIMIT)
+
+    def abandon(self) -> None:
+        """The client went away (or timed out) before its body was whole: the endpoint counts
+        the request as gone (499) and answers nothing."""
+        self.disconnected = True
+        if self.due and not self.started:
+            self._start(None)
+
+    def _body(self) -> bytes:
+        chunks = self.chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _start(self, body: bytes | None) -> None:
+        self.started = True
+        self.chunks = []
+        task = self._loop.create_task(self._run(body))
+        task.add_done_callback(self._tasks.discard)
+        self._tasks.add(task)  # the server's drain waits for it
+
+    async def _run(self, body: bytes | None) -> None:
+        # What Uvicorn's run_asgi does for an app: an exception before the answer is a 500,
+        # one after it closes the connection, an endpoint that returns without answering a
+        # client still there is a 500.
+        try:
+            await self.endpoint.respond(self.params, self.headers, body, self)
+        except BaseException as exc:
+            log.error("unexpected failure in a prediction endpoint", exc_info=exc)
+            if not self.response_started:
+                await self._answer_500()
+            else:
+                self.transport.close()
+        else:
+            if not self.response_started and not self.disconnected:
+                log.error("a prediction endpoint returned without answering")
+                await self._answer_500()
+        finally:
+            self.on_response = _nothing  # the protocol may be gone; a late call does nothing
+
+    async def _answer_500(self) -> None:
+        self.limits.on_error(500)
+        await self.answer(500, [(b"content-type", b"application/json")],
+                          b'{"error":"internal error"}')
+
+
+def _nothing() -> None:
+    pass
+
+
 class GatewayProtocol(HttpToolsProtocol):
-    """Set ``limits`` in a subclass (``protocol_class`` does)."""
+    """Set ``limits`` in a subclass (``protocol_class`` does), and ``front`` to serve the
+    prediction routes without ASGI."""
 
     limits: ClassVar[Limits]
     cycle_class: ClassVar[type[GatewayCycle]] = GatewayCycle
+    prediction_cycle: ClassVar[type[PredictionCycle]] = PredictionCycle
+    front: ClassVar[Front | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -209,7 +339,10 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if type(cycle) is self.prediction_cycle and not cycle.response_complete:
+            cycle.abandon()  # its body will never be whole
 
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's: bool | None
         # The client shut its sending side. With a request in flight, keep ours open for the
@@ -254,8 +387,12 @@ class GatewayProtocol(HttpToolsProtocol):
                 self._reject(431, self._too_large_message())
             elif self._timer_for != HEADER_TIMER:
                 self._arm(HEADER_TIMER, self.limits.header_timeout)
-        elif self._phase == BODY and self._timer_for != BODY_TIMER:
-            self._arm(BODY_TIMER, self.limits.body_timeout)
+        elif self._phase == BODY:
+            cycle = self.cycle
+            if type(cycle) is self.prediction_cycle and cycle.streams():
+                self._through_asgi(cycle)
+            if self._timer_for != BODY_TIMER:
+                self._arm(BODY_TIMER, self.limits.body_timeout)
 
     def _refuse_upgrade(self) -> None:
         # The gateway speaks no WebSocket (Config(ws="none")); RFC 9110 §7.8 lets a server
@@ -269,8 +406,12 @@ class GatewayProtocol(HttpToolsProtocol):
 
     # Parser callbacks: keep the phase; the data_received that fed them arms the timers.
     def on_message_begin(self) -> None:
+        # Uvicorn builds the ASGI scope here; it is built once the headers say that the
+        # request goes through ASGI (``_asgi_scope``).
         self._phase = HEADERS
-        super().on_message_begin()
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
 
     def on_headers_complete(self) -> None:
         if self._header_bytes > self.limits.max_header_bytes and self._header_size() > (
@@ -283,13 +424,88 @@ class GatewayProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         if self._timer_for == HEADER_TIMER:
             self._cancel_timer()
+        if self.front is not None and self._prediction():
+            return
+        self._asgi_scope()
         super().on_headers_complete()
+
+    def _asgi_scope(self) -> None:
+        """The scope Uvicorn would have built at the request's start, for its headers."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
+    def _prediction(self) -> bool:
+        """Hand the request to a prediction endpoint without ASGI, if it is one: a ``POST``
+        to a prediction route, with a content-length within the body limit, no
+        ``expect: 100-continue`` or transfer-encoding, no upgrade, and a plain path (no
+        query, no escapes). Every other request (few predictions among them) takes the ASGI
+        path, which answers them all as before."""
+        parser = self.parser
+        url = self.url
+        if (self.expect_100_continue or parser.get_method() != b"POST" or b"?" in url
+                or b"%" in url or parser.should_upgrade()):
+            return False
+        try:
+            path = url.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+        assert self.front is not None
+        found = self.front.route(path)
+        if found is None:
+            return False
+        headers = dict(self.headers)
+        declared = headers.get(b"content-length")
+        if declared is None or not declared.isdigit() or b"transfer-encoding" in headers:
+            return False
+        length = int(declared)
+        if length > self.limits.max_body_bytes:
+            return False
+        endpoint, params = found
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        cycle = self.prediction_cycle(self, endpoint, params, headers, length, keep_alive)
+        existing = self.cycle
+        self.cycle = cycle
+        if existing is None or existing.response_complete:
+            cycle.turn()
+        else:  # pipelined: its turn comes when the answers before it are sent
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))
+        return True
+
+    def _through_asgi(self, cycle: PredictionCycle) -> None:
+        """A prediction whose body is not whole when its turn comes goes through ASGI as any
+        other request: its endpoint runs at once and reads the body as it comes, so it can
+        answer before the body ends (an unknown model's 404, a body over the limit as it
+        streams). The parser is still in this request's body, so its line and headers are
+        at hand; what came of the body so far is handed over."""
+        self.cycle = None  # type: ignore[assignment]  # this request is due: start it
+        self._asgi_scope()
+        super().on_headers_complete()
+        if cycle.chunks:
+            ours = self.cycle
+            ours.body += b"".join(cycle.chunks)
+            if len(ours.body) > HIGH_WATER_LIMIT:
+                self.flow.pause_reading()
+            ours.message_event.set()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if type(cycle) is self.prediction_cycle:
+            cycle.chunks.append(body)
+        else:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._phase = WAITING
         if self._timer_for == BODY_TIMER:
             self._cancel_timer()
-        super().on_message_complete()
+        cycle = self.cycle
+        if type(cycle) is self.prediction_cycle:
+            cycle.body_complete()
+        else:
+            super().on_message_complete()
 
     def _header_size(self) -> int:
         """The request line's and headers' size as sent, give or take the method and spaces."""
@@ -299,6 +515,12 @@ class GatewayProtocol(HttpToolsProtocol):
         return f"request headers exceed {self.limits.max_header_bytes} bytes"
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # Called for a request's turn (at once, or after the pipelined answers before it).
+        if type(cycle) is self.prediction_cycle:
+            cycle.turn()
+            if cycle.streams():
+                self._through_asgi(cycle)
+            return
         # Uvicorn builds the cycle inline (no factory to override); giving it our subclass's
         # methods is one assignment per request.
         cycle.__class__ = self.cycle_class
@@ -359,8 +581,11 @@ class GatewayProtocol(HttpToolsProtocol):
                 self._close_after(None)
                 return
             # The app is waiting for this body: it sees a disconnect and its answer is dropped.
-            cycle.disconnected = True
-            cycle.message_event.set()
+            if type(cycle) is self.prediction_cycle:
+                cycle.abandon()
+            else:
+                cycle.disconnected = True
+                cycle.message_event.set()
         elif cycle is not None and not cycle.response_complete:
             cycle.keep_alive = False
             self._cancel_timer()
@@ -391,7 +616,12 @@ class GatewayProtocol(HttpToolsProtocol):
         self._reject(400, msg)
 
 
-def protocol_class(limits: Limits) -> type[GatewayProtocol]:
-    """The protocol to give ``uvicorn.Config(http=...)``, with its limits and error hook."""
+def protocol_class(limits: Limits, front: Front | None = None) -> type[GatewayProtocol]:
+    """The protocol to give ``uvicorn.Config(http=...)``, with its limits and error hook, and
+    the prediction routes it serves without ASGI (``front``; None: every request through
+    ASGI)."""
     cycle = type("ConfiguredCycle", (GatewayCycle,), {"limits": limits})
-    return type("ConfiguredProtocol", (GatewayProtocol,), {"limits": limits, "cycle_class": cycle})
+    prediction = type("ConfiguredPredictionCycle", (PredictionCycle,), {"limits": limits})
+    return type("ConfiguredProtocol", (GatewayProtocol,), {
+        "limits": limits, "cycle_class": cycle, "prediction_cycle": prediction,
+        "front": front})

@@ -36,6 +36,25 @@ class Reply(Protocol):
         case, values already checked), a content-length, and ``body``, in one write."""
 
 
+class Prediction(Protocol):
+    """A prediction endpoint as the transport calls it, without ASGI (``Front``)."""
+
+    async def respond(self, params: dict[str, str], headers: Headers, body: bytes | None,
+                      reply: Reply) -> None:
+        """Answer one request through ``reply``: ``params`` from its path, ``headers`` (names
+        in lower case, the last of a repeated name), its whole ``body`` as sent (its
+        content-length already checked against the limit), or None when the client went
+        away before sending all of it (nothing is answered then)."""
+
+
+class Front(Protocol):
+    """The routes the transport serves without ASGI (transport.py): the prediction routes."""
+
+    def route(self, path: str) -> tuple[Prediction, dict[str, str]] | None:
+        """The endpoint for a ``POST`` to ``path`` (as sent: no query, no escapes) and its
+        path parameters, or None when the request is to go through the ASGI app."""
+
+
 def server_reply(scope: Scope) -> Reply | None:
     """The server's ``Reply`` for this request, when it offers one."""
     extensions = scope.get("extensions")
@@ -68,7 +87,12 @@ async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return decoded_body(chunks[0] if len(chunks) == 1 else b"".join(chunks), headers, limit)
+
+
+def decoded_body(body: bytes, headers: Headers, limit: int) -> bytes:
+    """A whole request body, decompressed by its content-encoding; ``limit`` bounds the
+    decompressed size."""
     encoding = headers.get(b"content-encoding")
     if encoding is not None:
         encoding = encoding.strip().lower()

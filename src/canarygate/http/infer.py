@@ -7,6 +7,7 @@ the observer takes the answer's telemetry in one call before it is sent.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from time import perf_counter, time
 
 from canarygate.config import ServerConfig
@@ -15,8 +16,10 @@ from canarygate.http.asgi import (
     ClientGone,
     Headers,
     Receive,
+    Reply,
     Scope,
     Send,
+    decoded_body,
     error_answer,
     read_body,
     send_response,
@@ -45,25 +48,34 @@ class InferEndpoint:
         self._id_header = server.request_id_header.lower().encode()
         self._sticky_header = server.sticky_header.lower().encode()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers: Headers = dict(scope["headers"])
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The endpoint as an ASGI app: the requests the transport does not hand over whole
+        (a chunked body, ``expect: 100-continue``, another server, the warm-up). A plain
+        method handing back ``respond``'s coroutine: no frame of its own."""
+        return self.respond(scope["path_params"], dict(scope["headers"]), receive,
+                           server_reply(scope), send)
+
+    async def respond(self, params: dict[str, str], headers: Headers,
+                      body: bytes | Receive | None, reply: Reply | None,
+                      send: Send | None = None) -> None:
+        """One request, from our transport (``canarygate.http.asgi.Prediction``: the whole
+        body, or None for a client gone) or through ASGI (``receive`` and ``send``)."""
         # The client's id names even a request that fails early (an unknown model, say); one
         # that is no usable id is refused once the model is known, so the refusal counts there.
         claimed = headers.get(self._id_header)
         answer = Answer(_usable(claimed), time(), perf_counter(), self.codec.name)
         try:
-            encoded = await self._serve(answer, scope, receive, headers)
+            encoded = await self._serve(answer, params, body, headers)
         except ClientGone:
             self.observer.abandoned(answer)  # nobody is left to answer
             return
         except Exception as exc:
-            status, body, message = error_answer(exc, answer.request_id)
-            encoded = Encoded(body, JSON, [])
+            status, body_out, message = error_answer(exc, answer.request_id)
+            encoded = Encoded(body_out, JSON, [])
             answer.failed(status, message)
         answer.request_id = answer.request_id or new_request_id()
         extra = [(b"x-request-id", answer.request_id.encode()), *encoded.headers,
                  *answer.served_headers()]
-        reply = server_reply(scope)
         # A client that left while its model ran is recorded as 499 and sent nothing.
         if not await self.observer.answered(answer, reply.gone if reply is not None else None):
             return
@@ -71,11 +83,11 @@ class InferEndpoint:
             extra.append((b"content-type", encoded.content_type))
             await reply.send(answer.status, extra, encoded.body)
         else:
+            assert send is not None  # an ASGI call always has one
             await send_response(send, answer.status, encoded.body, encoded.content_type, extra)
 
-    async def _serve(self, answer: Answer, scope: Scope, receive: Receive,
-                     headers: Headers) -> Encoded:
-        params = scope["path_params"]
+    async def _serve(self, answer: Answer, params: dict[str, str],
+                     body: bytes | Receive | None, headers: Headers) -> Encoded:
         model = self.plane.model(params["name"])
         answer.model = model.name
         header_request_id(headers.get(self._id_header))
@@ -83,8 +95,13 @@ class InferEndpoint:
         # Every version of a model has its baseline's inputs and outputs (checked at load).
         signature = (model.version(pinned) if pinned is not None
                      else self.plane.baseline(model.name))
-        body = await read_body(receive, headers, self._limit)
-        decoded = self.codec.decode(body, headers, signature)
+        if body is None:
+            raise ClientGone
+        if isinstance(body, bytes):  # handed over whole, its length checked
+            raw = decoded_body(body, headers, self._limit)
+        else:
+            raw = await read_body(body, headers, self._limit)
+        decoded = self.codec.decode(raw, headers, signature)
         answer.request_id = answer.request_id or decoded.body_id or new_request_id()
         names = signature.select_outputs(decoded.outputs)
         key = headers.get(self._sticky_header) if pinned is None else None
