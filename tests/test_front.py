@@ -107,15 +107,17 @@ def test_a_prediction_goes_to_its_endpoint_and_everything_else_to_the_app() -> N
             + post("/q/a", b"two")  # not a prediction route
             + post("/p/a?x=1", b"three")  # a query: the app
             + post("/p/%61", b"four")  # an escape: the app
-            + post("/p/b", b"five", b"connection: close\r\n")))
+            + post("/p/a#b", b"five")  # a fragment: the app
+            + post("/p/b", b"six", b"connection: close\r\n")))
     assert [(status, json.loads(body)["via"]) for status, _, body in got] == [
         (200, "front"), (200, "asgi"), (200, "asgi"), (200, "asgi"), (200, "asgi"),
-        (200, "front")]
+        (200, "asgi"), (200, "front")]
     first = json.loads(got[0][2])
     assert (first["name"], first["body"], first["id"]) == ("a", "one", "7")
     assert json.loads(got[4][2])["path"] == "/p/a"  # the app got it unescaped
-    assert front.calls == [("a", b"one"), ("b", b"five")]
-    assert got[5][1]["connection"] == "close" and "connection" not in got[0][1]
+    assert json.loads(got[5][2])["path"] == "/p/a"  # and without the fragment
+    assert front.calls == [("a", b"one"), ("b", b"six")]
+    assert got[6][1]["connection"] == "close" and "connection" not in got[0][1]
     assert server.errors == []
 
 
@@ -279,3 +281,38 @@ def test_the_gateway_serves_its_prediction_routes_through_the_front(tmp_path: Pa
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_drain_answers_a_prediction_waiting_for_its_body_and_closes() -> None:
+    # The server drains while a prediction's body has not come: it is served through the app,
+    # whose task the drain waits for and, when the drain times out, cancels (a JSON 500).
+    server, front = serve(drain_timeout_seconds=0.5)
+    with server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        request = post("/p/a", b"0123456789")
+        sock.sendall(request[:request.index(b"\r\n\r\n") + 4])
+        time.sleep(0.2)
+        server.server.should_exit = True
+        status, headers, body = parse(read_all(sock))
+        errors = list(server.errors)
+    assert (status, headers["connection"], json.loads(body)) == (
+        500, "close", {"error": "internal error"})
+    assert errors == [500] and front.calls == []
+
+
+def test_a_pipelined_prediction_that_comes_through_the_app_during_a_drain_closes() -> None:
+    # Queued behind a slow answer with part of its body when the drain starts: the drain's
+    # "close after this" holds when its turn comes and it goes through the app.
+    server, front = serve(drain_timeout_seconds=5)
+    with server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        queued = post("/p/b", b"0123456789")
+        sock.sendall(post("/p/slow", b"1") + queued[:-4])
+        time.sleep(0.1)
+        server.server.should_exit = True
+        time.sleep(0.1)
+        sock.sendall(queued[-4:])
+        got = answers(read_all(sock))
+    assert [(status, json.loads(body)["via"]) for status, _, body in got] == [
+        (200, "front"), (200, "asgi")]
+    assert json.loads(got[1][2])["body"] == "0123456789"
+    assert got[1][1]["connection"] == "close"
+    assert front.calls == [("slow", b"1")]

@@ -440,12 +440,12 @@ class GatewayProtocol(HttpToolsProtocol):
         """Hand the request to a prediction endpoint without ASGI, if it is one: a ``POST``
         to a prediction route, with a content-length within the body limit, no
         ``expect: 100-continue`` or transfer-encoding, no upgrade, and a plain path (no
-        query, no escapes). Every other request (few predictions among them) takes the ASGI
+        query, fragment or escapes). Every other request (few predictions among them) takes the ASGI
         path, which answers them all as before."""
         parser = self.parser
         url = self.url
         if (self.expect_100_continue or parser.get_method() != b"POST" or b"?" in url
-                or b"%" in url or parser.should_upgrade()):
+                or b"%" in url or b"#" in url or parser.should_upgrade()):
             return False
         try:
             path = url.decode("ascii")
@@ -483,12 +483,22 @@ class GatewayProtocol(HttpToolsProtocol):
         self.cycle = None  # type: ignore[assignment]  # this request is due: start it
         self._asgi_scope()
         super().on_headers_complete()
+        ours = self.cycle
+        ours.keep_alive = ours.keep_alive and cycle.keep_alive  # a drain may have said close
         if cycle.chunks:
-            ours = self.cycle
             ours.body += b"".join(cycle.chunks)
             if len(ours.body) > HIGH_WATER_LIMIT:
                 self.flow.pause_reading()
             ours.message_event.set()
+
+    def shutdown(self) -> None:
+        # The server drains: a prediction waiting for its body has no task yet for the drain
+        # to wait for, or to cancel (a 500) when the drain times out; it goes through ASGI as
+        # one whose body comes slowly. One not yet due waits, as an ASGI one does.
+        cycle = self.cycle
+        if type(cycle) is self.prediction_cycle and cycle.due and not cycle.started:
+            self._through_asgi(cycle)
+        super().shutdown()
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle

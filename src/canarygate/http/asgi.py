@@ -51,8 +51,8 @@ class Front(Protocol):
     """The routes the transport serves without ASGI (transport.py): the prediction routes."""
 
     def route(self, path: str) -> tuple[Prediction, dict[str, str]] | None:
-        """The endpoint for a ``POST`` to ``path`` (as sent: no query, no escapes) and its
-        path parameters, or None when the request is to go through the ASGI app."""
+        """The endpoint for a ``POST`` to ``path`` (as sent: no query, fragment or escapes)
+        and its path parameters, or None when the request is to go through the ASGI app."""
 
 
 def server_reply(scope: Scope) -> Reply | None:
