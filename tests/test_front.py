@@ -33,6 +33,7 @@ class EchoFront:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, bytes | None]] = []
+        self.interrupted: list[str] = []  # what interrupted a slow one's wait
 
     def route(self, path: str) -> tuple[EchoFront, dict[str, str]] | None:
         return (self, {"name": path[3:]}) if path.startswith("/p/") else None
@@ -44,7 +45,11 @@ class EchoFront:
         if body is None:
             return
         if name == "slow":
-            await asyncio.sleep(0.5)
+            try:
+                await asyncio.sleep(0.5)
+            except BaseException as exc:
+                self.interrupted.append(type(exc).__name__)
+                raise
         elif name == "raise":
             raise RuntimeError("boom")
         elif name == "silent":
@@ -316,3 +321,34 @@ def test_a_pipelined_prediction_that_comes_through_the_app_during_a_drain_closes
     assert json.loads(got[1][2])["body"] == "0123456789"
     assert got[1][1]["connection"] == "close"
     assert front.calls == [("slow", b"1")]
+
+
+def test_a_long_pipeline_answered_at_once_is_answered_whole_and_in_order() -> None:
+    # 3,000 queued behind a slow one in one send: each answer starts the next pipelined
+    # request, and all are answered, whole and in order.
+    server, front = serve()
+    count = 3000
+    with server:
+        raw = server.exchange(post("/p/slow", b"first")
+                              + b"".join(post("/p/a", str(i).encode()) for i in range(count))
+                              + post("/p/a", b"last", b"connection: close\r\n"))
+    got = answers(raw)
+    assert [json.loads(body)["body"] for _, _, body in got] == [
+        "first", *(str(i) for i in range(count)), "last"]
+    assert len(front.calls) == count + 2 and server.errors == []
+
+
+def test_a_drain_that_times_out_cancels_a_prediction_waiting_on_its_run() -> None:
+    # The drain cancels its task: the endpoint sees the cancellation, the client gets a JSON
+    # 500 that closes, and the 500 is counted.
+    server, front = serve(drain_timeout_seconds=0.2)
+    with server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(post("/p/slow", b"1"))
+        time.sleep(0.1)
+        server.server.should_exit = True
+        status, headers, body = parse(read_all(sock))
+        errors = list(server.errors)
+    assert (status, headers["connection"], json.loads(body)) == (
+        500, "close", {"error": "internal error"})
+    assert errors == [500] and front.calls == [("slow", b"1")]
+    assert front.interrupted == ["CancelledError"]
