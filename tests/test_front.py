@@ -288,17 +288,26 @@ def test_the_gateway_serves_its_prediction_routes_through_the_front(tmp_path: Pa
         thread.join(timeout=10)
 
 
-def test_a_drain_answers_a_prediction_waiting_for_its_body_and_closes() -> None:
-    # The server drains while a prediction's body has not come: it is served through the app,
-    # whose task the drain waits for and, when the drain times out, cancels (a JSON 500).
-    server, front = serve(drain_timeout_seconds=0.5)
+def drained(sent: bytes, drain_seconds: float) -> tuple[int, dict[str, str], bytes, list[int],
+                                                       EchoFront]:
+    """Send ``sent``, start the server's drain a moment later, and read the answer: its
+    status, headers and body, the errors counted, and what the endpoint saw."""
+    server, front = serve(drain_timeout_seconds=drain_seconds)
     with server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        request = post("/p/a", b"0123456789")
-        sock.sendall(request[:request.index(b"\r\n\r\n") + 4])
-        time.sleep(0.2)
+        sock.sendall(sent)
+        time.sleep(0.1)
         server.server.should_exit = True
         status, headers, body = parse(read_all(sock))
         errors = list(server.errors)
+    return status, headers, body, errors, front
+
+
+def test_a_drain_answers_a_prediction_waiting_for_its_body_and_closes() -> None:
+    # The server drains while a prediction's body has not come: it is served through the app,
+    # whose task the drain waits for and, when the drain times out, cancels (a JSON 500).
+    request = post("/p/a", b"0123456789")
+    status, headers, body, errors, front = drained(request[:request.index(b"\r\n\r\n") + 4],
+                                                   0.5)
     assert (status, headers["connection"], json.loads(body)) == (
         500, "close", {"error": "internal error"})
     assert errors == [500] and front.calls == []
@@ -337,17 +346,10 @@ def test_a_long_pipeline_answered_at_once_is_answered_whole_and_in_order() -> No
         "first", *(str(i) for i in range(count)), "last"]
     assert len(front.calls) == count + 2 and server.errors == []
 
-
 def test_a_drain_that_times_out_cancels_a_prediction_waiting_on_its_run() -> None:
     # The drain cancels its task: the endpoint sees the cancellation, the client gets a JSON
     # 500 that closes, and the 500 is counted.
-    server, front = serve(drain_timeout_seconds=0.2)
-    with server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(post("/p/slow", b"1"))
-        time.sleep(0.1)
-        server.server.should_exit = True
-        status, headers, body = parse(read_all(sock))
-        errors = list(server.errors)
+    status, headers, body, errors, front = drained(post("/p/slow", b"1"), 0.2)
     assert (status, headers["connection"], json.loads(body)) == (
         500, "close", {"error": "internal error"})
     assert errors == [500] and front.calls == [("slow", b"1")]
