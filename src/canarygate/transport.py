@@ -8,6 +8,10 @@ HTTP allows) before the answer is written, and answers malformed HTTP with plain
 The subclass keeps httptools (the fast parser) and adds O(1) work per request: a byte count
 and three assignments while a request is parsed. Timers are armed only when a request does
 not arrive in one read, so a typical request arms none; the idle timer is per connection.
+
+A prediction whose request comes whole skips ASGI altogether: ``PredictionCycle`` hands its
+path parameters, headers and body to the endpoint (``canarygate.http.asgi.Front``) and takes
+its answer in one write, under the same rules as every other request.
 """
 
 from __future__ import annotations
