@@ -48,6 +48,8 @@ LINGER_BYTES = 64 * 1024
 to this much; a client that sends on regardless is cut off (read no further)."""
 JOIN_BYTES = 64 * 1024
 """An answer's body up to this size is joined to its head and written in one call."""
+INTERNAL_ERROR = b'{"error":"internal error"}'
+"""The body of a 500 the transport gives for an app or endpoint that failed before answering."""
 
 
 def ignore_error(status: int) -> None:
@@ -167,13 +169,14 @@ class GatewayCycle(RequestResponseCycle):
         self.on_response()
 
     async def send_500_response(self) -> None:
+        # Through ASGI send, which writes no body for a HEAD request.
         self.limits.on_error(500)
-        body = b'{"error":"internal error"}'
         await self.send({"type": "http.response.start", "status": 500, "headers": [
             (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
+            (b"content-length", str(len(INTERNAL_ERROR)).encode()),
             (b"connection", b"close")]})
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        await self.send({"type": "http.response.body", "body": INTERNAL_ERROR,
+                         "more_body": False})
 
 
 class _NothingWaits:
@@ -269,6 +272,11 @@ class PredictionCycle(GatewayCycle):
         task.add_done_callback(self._tasks.discard)
         self._tasks.add(task)  # the server's drain waits for it
 
+    async def send_500_response(self) -> None:
+        # A prediction (a POST) is answered in one write; ``answer`` closes after a 500.
+        self.limits.on_error(500)
+        await self.answer(500, [(b"content-type", b"application/json")], INTERNAL_ERROR)
+
     async def _run(self, body: bytes | None) -> None:
         # What Uvicorn's run_asgi does for an app: an exception before the answer is a 500,
         # one after it closes the connection, an endpoint that returns without answering a
@@ -278,20 +286,15 @@ class PredictionCycle(GatewayCycle):
         except BaseException as exc:
             log.error("unexpected failure in a prediction endpoint", exc_info=exc)
             if not self.response_started:
-                await self._answer_500()
+                await self.send_500_response()
             else:
                 self.transport.close()
         else:
             if not self.response_started and not self.disconnected:
                 log.error("a prediction endpoint returned without answering")
-                await self._answer_500()
+                await self.send_500_response()
         finally:
             self.on_response = _nothing  # the protocol may be gone; a late call does nothing
-
-    async def _answer_500(self) -> None:
-        self.limits.on_error(500)
-        await self.answer(500, [(b"content-type", b"application/json")],
-                          b'{"error":"internal error"}')
 
 
 def _nothing() -> None:
@@ -444,8 +447,8 @@ class GatewayProtocol(HttpToolsProtocol):
         """Hand the request to a prediction endpoint without ASGI, if it is one: a ``POST``
         to a prediction route, with a content-length within the body limit, no
         ``expect: 100-continue`` or transfer-encoding, no upgrade, and a plain path (no
-        query, fragment or escapes). Every other request (few predictions among them) takes the ASGI
-        path, which answers them all as before."""
+        query, fragment or escapes). Every other request (few predictions among them) takes
+        the ASGI path, which answers them all as before."""
         parser = self.parser
         url = self.url
         if (self.expect_100_continue or parser.get_method() != b"POST" or b"?" in url
