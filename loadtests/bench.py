@@ -391,8 +391,10 @@ class Bench:
                 reference.append(ref)
                 print(f"  start {i + 1}/{starts}: live {run['live_seconds']:.2f} s, ready "
                       f"{run['ready_seconds']:.2f} s, first {run['first_ms']:.2f} ms, steady "
-                      f"p50 {run['steady_p50_ms']:.2f} ms; minimal-ort first "
-                      f"{ref['first_ms']:.2f} ms, steady p50 {ref['steady_p50_ms']:.2f} ms",
+                      f"p50 {run['steady_p50_ms']:.2f} ms, after a {run['pause_ms']:.0f} ms "
+                      f"pause {run['paused_p50_ms']:.2f} ms; minimal-ort first "
+                      f"{ref['first_ms']:.2f} ms, steady p50 {ref['steady_p50_ms']:.2f} ms, "
+                      f"after a pause {ref['paused_p50_ms']:.2f} ms",
                       flush=True)
         except (ServerFailed, RuntimeError, OSError) as exc:
             print(f"  FAILED: {exc}", flush=True)
