@@ -54,11 +54,14 @@ def _own_cpu() -> float:
 
 
 LAG_METRIC = "canarygate_event_loop_lag_seconds"
+RECORDS_METRIC = "canarygate_dataset_records"
+RECORD_OUTCOMES = ("captured", "dropped")
 
 
-def loop_lag_buckets(server: Server) -> dict[float, float] | None:
-    """The gateway's event-loop lag histogram (cumulative counts by upper bound); None for a
-    server that has none."""
+def gateway_counts(server: Server) -> dict[str, Any] | None:
+    """From the gateway's /metrics: its event-loop lag histogram (``lag``: cumulative counts
+    by upper bound) and its dataset's records captured and dropped (``records``, when it
+    records); None for a server that has no lag histogram."""
     try:
         status, raw, _ = request(server.spec.port, "GET", "/metrics", timeout=5)
     except OSError:
@@ -66,12 +69,29 @@ def loop_lag_buckets(server: Server) -> dict[float, float] | None:
     if status != 200:
         return None
     buckets: dict[float, float] = {}
+    records: dict[str, float] = {}
     for family in text_string_to_metric_families(raw.decode()):
         if family.name == LAG_METRIC:
             for sample in family.samples:
                 if sample.name == LAG_METRIC + "_bucket":
                     buckets[float(sample.labels["le"])] = sample.value
-    return buckets or None
+        elif family.name == RECORDS_METRIC:
+            for sample in family.samples:
+                if sample.labels.get("outcome") in RECORD_OUTCOMES:
+                    records[sample.labels["outcome"]] = sample.value
+    if not buckets:
+        return None
+    return {"lag": buckets, "records": records}
+
+
+def record_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """The rep's own dataset records: how many were captured and how many dropped (the
+    writer fell behind and the queue was full): "everything on" means every answer
+    recorded, so a rep that dropped any says so."""
+    if not after:
+        return {}
+    return {f"records_{k}": int(after.get(k, 0.0) - before.get(k, 0.0))
+            for k in RECORD_OUTCOMES}
 
 
 def lag_figures(before: dict[float, float], after: dict[float, float],
@@ -94,14 +114,15 @@ def measured(server: Server, load: Callable[[], dict[str, Any]], hygiene: Hygien
     discarded: list[dict[str, Any]] = []
     while True:
         idle, idle_share, waited = hygiene.wait_idle()
-        lag0 = loop_lag_buckets(server)
+        counts0 = gateway_counts(server)
         machine0, server0, own0 = sysstat.machine_cpu(), server.cpu_seconds(), _own_cpu()
         started = time.monotonic()
         result = load()
         wall = time.monotonic() - started
-        lag1 = loop_lag_buckets(server) if lag0 is not None else None
-        if lag0 is not None and lag1 is not None:
-            result.update(lag_figures(lag0, lag1, wall))
+        counts1 = gateway_counts(server) if counts0 is not None else None
+        if counts0 is not None and counts1 is not None:
+            result.update(lag_figures(counts0["lag"], counts1["lag"], wall))
+            result.update(record_figures(counts0["records"], counts1["records"]))
         machine = sysstat.machine_cpu() - machine0
         server_cpu = server.cpu_seconds() - server0
         other = machine.busy - server_cpu - result["loader_cpu"] - (_own_cpu() - own0)

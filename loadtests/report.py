@@ -235,6 +235,11 @@ def rep_line(rep: dict[str, Any]) -> str:
         flags.append(f"loop lag p99 <= {rep['loop_lag_p99_le_ms']:g} ms, "
                      f"{rep['loop_stalls_10ms_per_s']:g} stalls >= 10 ms/s, "
                      f"{rep['loop_stalls_50ms']} >= 50 ms")
+    if rep.get("records_dropped"):
+        flags.append(f"DATASET DROPPED {rep['records_dropped']:,} of "
+                     f"{rep['records_dropped'] + rep['records_captured']:,} records")
+    elif "records_captured" in rep:
+        flags.append(f"{rep['records_captured']:,} records, none dropped")
     rollout = rep.get("rollout")
     if rollout:
         flags.append(f"rollout {rollout.get('phase')} {rollout.get('weight')}%")
@@ -289,6 +294,20 @@ def _open_notes(entry: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _record_lines(entry: dict[str, Any]) -> list[str]:
+    """The dataset over the server's measured reps: every answer recorded, or how many not."""
+    reps = [r for r in entry.get("wrk", []) + entry.get("open", []) if "records_captured" in r]
+    if not reps:
+        return []
+    captured = sum(r["records_captured"] for r in reps)
+    dropped = sum(r.get("records_dropped", 0) for r in reps)
+    if not dropped:
+        return [f"{'':<26} dataset: {captured:,} records over the reps, none dropped"]
+    return [f"{'':<26} NOTE the dataset dropped {dropped:,} of {captured + dropped:,} records "
+            f"in {sum(bool(r.get('records_dropped')) for r in reps)} rep(s): its writer fell "
+            "behind, so those reps did not record every answer"]
+
+
 def _rollout_lines(entry: dict[str, Any]) -> list[str]:
     views = [r["rollout"] for r in entry.get("wrk", []) + entry.get("open", []) if r.get("rollout")]
     if not views:
@@ -326,6 +345,7 @@ def table(results: dict[str, Any]) -> str:
     for name, entry in results.get("servers", {}).items():
         lines.append(_server_row(name, entry))
         lines += _rollout_lines(entry)
+        lines += _record_lines(entry)
     lines += _more_load_lines(results.get("servers", {}))
     lines += _breakdown_lines(results.get("servers", {}))
     lines += _batching_lines(results.get("batching"))

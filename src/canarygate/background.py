@@ -62,17 +62,19 @@ class Pacer:
             self._since = time.perf_counter()
 
 
-def lower_priority() -> None:
+def lower_priority(ceiling: int = 19) -> None:
     """Make the calling thread yield the CPU to the event loop's (Linux: a thread's nice value
     is its own). The pauses above hand over the GIL; this hands over the core: when the loop
     wakes for a request, the scheduler preempts a background thread at once rather than at
     the end of its time slice, and background work fills the time the loop leaves idle. On one
     core (a pinned server, a small container) that is most of the tail at moderate load.
-    They yield to other processes on the machine as much: see ServerConfig.background_nice."""
-    if _nice > 0 and sys.platform.startswith("linux"):
+    They yield to other processes on the machine as much: see ServerConfig.background_nice.
+    ``ceiling``: the highest nice value this thread takes (the dataset's catch-up thread)."""
+    nice = min(_nice, ceiling)
+    if nice > 0 and sys.platform.startswith("linux"):
         # Not allowed here: the thread keeps the loop's priority.
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _nice)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 @functools.cache

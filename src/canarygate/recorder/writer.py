@@ -9,6 +9,20 @@ Retention deletes the oldest closed segments past a total size or an age. A batc
 across segments, so a segment passes ``max_segment_bytes`` by one line at most.
 Each drain ends with a flush, so a killed process loses at most one flush interval of records,
 and a torn last line at worst (the reader skips it and counts it).
+
+Two threads drain the queue, one at a time. The writer runs at the background's low priority
+(``server.background_nice``), so at moderate load it fills the time the event loop leaves idle
+and never delays a request. On a saturated core that time is nil: at nice 19 the writer got 2 %
+of the core, about 1,200 records a second against 3,000-6,000 answered, and the queue filled
+(a million requests later it was dropping most records). So a second thread wakes every flush
+interval and, when the queue is behind (over 1/64 of its limit waiting, or its oldest record
+older than ``CATCH_UP_LAG`` flush intervals), drains it whole; the low-priority writer stops at
+its next record as soon as the queue is behind. The catch-up thread runs at nice
+``CATCH_UP_NICE`` (or the background's, when that is lower): the scheduler lets it have up to a
+tenth of a core the loop keeps busy, about what writing every answer takes there, and still
+runs the loop first when a request comes. It pauses for the loop as the writer does, except
+once the queue is half full. Recording every answer then costs a saturated gateway that share
+of the core, which is what recording costs.
 """
 
 from __future__ import annotations
@@ -40,6 +54,8 @@ BATCH = 4096  # records serialised per write
 # Past 1/64 of the queue's limit waiting (1,024 records by default) the writer drains without
 # pausing for the event loop; at 1,500 requests a second a drain finds about 300.
 HURRY_SHARE = 64
+CATCH_UP_LAG = 4  # flush intervals: a writer trailing by more is helped whatever the count
+CATCH_UP_NICE = 10  # weight 110 against the loop's 1,024: at most about 10 % of a busy core
 UNKNOWN = "+unknown"  # no model name starts with "+"; pyarrow skips names starting "_"
 PARQUET = "_parquet"
 NOTHING: frozenset[str] = frozenset()
@@ -72,6 +88,11 @@ class Writer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="canarygate-recorder",
                                          daemon=True)
+        # Drains when the low-priority writer falls behind (see the module's docstring).
+        self._helper = threading.Thread(target=self._catch_up, name="canarygate-recorder-catch-up",
+                                         daemon=True)
+        self._draining = threading.Lock()  # one drainer at a time: it owns the segments
+        self.caught_up = 0  # drains the helper made
         # Closed segments wait here for their Parquet copy, made on a thread of its own so
         # that writing goes on meanwhile (pyarrow parses outside the GIL).
         self._pending: SimpleQueue[Path | None] = SimpleQueue()
@@ -83,6 +104,7 @@ class Writer:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self._thread.start()
+        self._helper.start()
         if self.config.parquet:
             self._converter.start()
 
@@ -96,16 +118,38 @@ class Writer:
         interval = self.config.flush_interval_seconds
         try:
             while not self._stop.wait(interval):
+                with self._draining:
+                    self._guarded(partial(self._drain, yielding=True))
+            self._helper.join()
+            with self._draining:  # the last records, whatever the count
                 self._guarded(self._drain)
-            self._guarded(self._drain)
-            for model in list(self._segments):
-                self._guarded(partial(self._close, model))
+                for model in list(self._segments):
+                    self._guarded(partial(self._close, model))
         finally:
             if self._converter.is_alive():
                 self._pending.put(None)
                 self._converter.join()
             # Whatever comes later is counted as dropped, and no request waits for room.
             self.recorder.close()
+
+    def _catch_up(self) -> None:
+        """At the loop's priority: drain the queue whenever the writer is behind."""
+        lower_priority(CATCH_UP_NICE)
+        interval = self.config.flush_interval_seconds
+        while not self._stop.wait(interval):
+            if self._behind():
+                with self._draining:
+                    self.caught_up += 1
+                    self._guarded(partial(self._drain, catching_up=True))
+
+    def _behind(self) -> bool:
+        """More waiting than the low-priority writer keeps up with."""
+        return (len(self.recorder.queue) > self._hurry_count()
+                or self.recorder.lag_seconds(self.clock())
+                > CATCH_UP_LAG * self.config.flush_interval_seconds)
+
+    def _hurry_count(self) -> int:
+        return max(1, self.recorder.limit // HURRY_SHARE)
 
     def _error(self) -> None:
         with self._errors:  # two threads count here
@@ -132,7 +176,11 @@ class Writer:
             self._error()
             log.exception("dataset writer step failed; carrying on")
 
-    def _drain(self) -> None:
+    def _drain(self, yielding: bool = False, catching_up: bool = False) -> None:
+        """Serialise and write what is queued (the caller holds ``_draining``). ``yielding``:
+        the low-priority writer's drain, which stops at its next record once the queue is
+        behind, and leaves the rest to the catch-up thread. ``catching_up``: the catch-up
+        thread's, which pauses for the loop unless the queue is half full."""
         queue = self.recorder.queue
         # Serialising is Python work: let the event loop in, unless the writer is falling
         # behind. On a saturated core the loop always wants the GIL, and a writer that paused
@@ -144,13 +192,18 @@ class Writer:
         # scheduling round (milliseconds), and a writer pausing throughout trailed by seconds
         # (a SIGKILL then lost 51 of 323 records answered over 0.5 s before it, beside two
         # busy processes).
-        behind = max(1, self.recorder.limit // HURRY_SHARE)
+        behind = self._hurry_count()
         late = self.config.flush_interval_seconds
-        pace = Pacer(hurry=lambda: (len(queue) > behind
-                                    or self.recorder.lag_seconds(self.clock()) > late))
-        while queue:
+        half = self.recorder.limit // 2
+        pace = Pacer(hurry=(lambda: len(queue) > half) if catching_up else (
+            lambda: len(queue) > behind or self.recorder.lag_seconds(self.clock()) > late))
+        stopped = False
+        while queue and not stopped:
             batch: dict[str, list[bytes]] = {}
             for _ in range(min(BATCH, len(queue))):
+                if yielding and len(queue) > behind:
+                    stopped = True  # the catch-up thread takes it from here
+                    break
                 pace()
                 record = queue.popleft()
                 try:
