@@ -70,9 +70,10 @@ class ServerConfig(_Frozen):
     """The nice value (Linux) of the background threads: the analysis thread, the dataset
     writer and its Parquet converter. At 19 the scheduler runs the event loop first and they
     fill the time it leaves idle (open-loop p99 on one core about halved, 2026-12-01). They
-    then also yield to every other process on the machine: on a node kept busy by others the
-    dataset writer can trail, and the queue's policy decides (``dataset.on_full``; watch
-    ``canarygate_dataset_writer_lag_seconds``). Lower it there; 0 keeps the loop's own."""
+    then also yield to every other process on the machine. When the dataset writer trails (a
+    saturated core, a node kept busy by others), a second thread at nice 10 (or this value,
+    if lower) drains the queue for it (``recorder/writer.py``); watch
+    ``canarygate_dataset_writer_lag_seconds``. 0 keeps the loop's own priority for both."""
     request_id_header: str = "x-request-id"
     sticky_header: str = "x-user-id"
     """A request carrying this header is routed by a hash of its value: the same key always
