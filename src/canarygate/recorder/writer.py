@@ -135,7 +135,7 @@ class Writer:
             self.recorder.close()
 
     def _catch_up(self) -> None:
-        """At the loop's priority: drain the queue whenever the writer is behind."""
+        """At nice ``CATCH_UP_NICE``: drain the queue whenever the writer is behind."""
         lower_priority(CATCH_UP_NICE)
         interval = self.config.flush_interval_seconds
         while not self._stop.wait(interval):
