@@ -368,19 +368,22 @@ def test_a_writer_starved_of_the_core_is_caught_up_by_a_second_thread(
             starved.wait(30)
 
     monkeypatch.setattr(writer_module, "lower_priority", lower_priority)
-    w = InProcess(tmp_path, queue_size=640, flush_interval_seconds=0.05)  # behind: over 10
+    # The writer's clock (records' ages) moves only when the test moves it.
+    clock = FakeClock(time.time() + 1)
+    w = InProcess(tmp_path, clock, queue_size=640, flush_interval_seconds=0.05)  # behind: > 10
     w.writer.start()
     try:
-        w.put(*(record(i) for i in range(8)))  # few and fresh: the starved writer's to write
-        time.sleep(0.1)
+        w.put(*(record(i, time=clock.now) for i in range(8)))  # few and fresh: left alone
+        time.sleep(0.3)  # six looks of the catch-up thread
         assert w.recorder.written == 0 and w.writer.caught_up == 0
-        w.put(*(record(i) for i in range(8, 200)))  # behind by count
+        w.put(*(record(i, time=clock.now) for i in range(8, 200)))  # behind by count
         w.settle()
         assert w.writer.caught_up >= 1
         caught = w.writer.caught_up
-        w.put(*(record(i) for i in range(200, 203)))  # few, but they grow old: by age
-        time.sleep(0.1)
-        assert w.recorder.written == 200
+        w.put(*(record(i, time=clock.now) for i in range(200, 203)))  # few, and fresh
+        time.sleep(0.3)
+        assert w.recorder.written == 200 and w.writer.caught_up == caught
+        clock.now += 4 * 0.05 + 0.01  # now older than four flush intervals: behind by age
         w.settle()
         assert w.writer.caught_up > caught
     finally:
