@@ -134,8 +134,8 @@ def nice_values(pid: int) -> dict[int, int]:
 def test_background_threads_give_the_core_to_the_event_loop(launch: object,
                                                             tmp_path: Path) -> None:
     """The analysis thread and the dataset writer's run at nice 19, so that on a shared core
-    the scheduler runs the event loop first; the loop's thread and the inference threads keep
-    the process's priority."""
+    the scheduler runs the event loop first, and the writer's catch-up thread at nice 10; the
+    loop's thread and the inference threads keep the process's priority."""
     server: Server = launch(gateway_config(tmp_path))  # type: ignore[operator]
     with httpx.Client(base_url=server.url, timeout=5) as client:
         for _ in range(5):  # the inference threads start with their first runs
@@ -149,7 +149,8 @@ def test_background_threads_give_the_core_to_the_event_loop(launch: object,
         time.sleep(0.1)
     assert nice[server.process.pid] == 0  # the event loop's
     assert list(nice.values()).count(19) == 2, nice  # analysis, dataset writer
-    assert all(v in (0, 19) for v in nice.values()), nice
+    assert list(nice.values()).count(10) == 1, nice  # the dataset writer's catch-up
+    assert all(v in (0, 10, 19) for v in nice.values()), nice
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
